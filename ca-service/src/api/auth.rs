@@ -1,0 +1,162 @@
+//! Who is calling: the client certificate of the connection, looked up in the store on every
+//! call. The role comes from the profile recorded for that serial, never from anything the
+//! client sends, and a revoked, suspended, expired or unknown certificate is refused at once.
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::authority::profile::{ProfileSet, Role};
+use crate::clock::SharedClock;
+use crate::store::{CertStatus, Scope, Store};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// CN of its certificate (device id or credential name).
+    pub name: String,
+    /// Serial of its certificate, hex.
+    pub serial: String,
+    /// Profile recorded for that serial.
+    pub profile: String,
+    /// Role from that profile.
+    pub role: Role,
+    /// Zone recorded for it.
+    pub zone: String,
+    /// Provisioner scope, when it has one.
+    pub scope: Option<Scope>,
+}
+
+impl Caller {
+    /// `name/serial`, as written into audit events.
+    pub fn actor(&self) -> String {
+        format!("{}/{}", self.name, self.serial)
+    }
+
+    /// Refuses the call unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role], rpc: &str) -> Result<(), Status> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let wanted: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        Err(Status::permission_denied(format!(
+            "{} has role {}; {rpc} needs role {}",
+            self.name,
+            self.role,
+            wanted.join(" or ")
+        )))
+    }
+}
+
+/// Authenticates callers against the store.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    store: Store,
+    profiles: Arc<ProfileSet>,
+    clock: SharedClock,
+}
+
+/// Hex of a DER INTEGER's content without leading zero bytes: how serials are stored.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let trimmed = match raw.iter().position(|b| *b != 0) {
+        Some(i) => &raw[i..],
+        None => &raw[raw.len().saturating_sub(1)..],
+    };
+    hex::encode(trimmed)
+}
+
+impl Authenticator {
+    /// An authenticator reading from `store`.
+    pub fn new(store: Store, profiles: Arc<ProfileSet>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            profiles,
+            clock,
+        }
+    }
+
+    /// The caller of `request`, or UNAUTHENTICATED with the reason.
+    pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let certs = request.peer_certs();
+        let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
+            return Err(Status::unauthenticated(
+                "no client certificate: this call needs a Hallmark credential \
+                 (--cert/--key or HALLMARK_CERT/HALLMARK_KEY)",
+            ));
+        };
+        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| {
+            Status::unauthenticated("the client certificate is not a parseable X.509 certificate")
+        })?;
+        let serial = serial_hex(cert.raw_serial());
+        let foreign = || {
+            Status::unauthenticated(format!(
+                "client certificate `{}` (issuer `{}`, serial {serial}) was not issued by this \
+                 Hallmark CA; use a credential from `hallmark credential create`",
+                cert.subject(),
+                cert.issuer()
+            ))
+        };
+        let record = self
+            .store
+            .certificate(&serial)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot check the client certificate: {e}")))?
+            .ok_or_else(foreign)?;
+        if record.der != leaf.as_ref() {
+            return Err(foreign());
+        }
+        match record.status {
+            CertStatus::Active => {}
+            CertStatus::Revoked => {
+                return Err(Status::unauthenticated(format!(
+                    "client certificate {serial} of {} is revoked",
+                    record.device_id
+                )));
+            }
+            CertStatus::Suspended => {
+                return Err(Status::unauthenticated(format!(
+                    "client certificate {serial} of {} is suspended (on hold)",
+                    record.device_id
+                )));
+            }
+        }
+        let now = self.clock.now();
+        if now >= record.not_after || now < record.not_before {
+            return Err(Status::unauthenticated(format!(
+                "client certificate {serial} of {} is not valid now (expired or not yet valid)",
+                record.device_id
+            )));
+        }
+        let role = self
+            .profiles
+            .get(&record.profile)
+            .map(|p| p.role)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "client certificate {serial} has profile {}, which is no longer configured",
+                    record.profile
+                ))
+            })?;
+        Ok(Caller {
+            name: record.device_id,
+            serial,
+            profile: record.profile,
+            role,
+            zone: record.zone,
+            scope: record.scope,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serial_hex;
+
+    #[test]
+    fn serial_hex_drops_sign_padding() {
+        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
+        assert_eq!(serial_hex(&[0x41, 0x02]), "4102");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
+}

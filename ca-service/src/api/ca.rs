@@ -1,0 +1,434 @@
+//! `hallmark.v1.CertificateAuthority`: issue, get, list, trust bundle.
+
+use std::time::Duration;
+
+use hallmark_proto::v1 as pb;
+use pb::certificate_authority_server::CertificateAuthority;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::auth::Caller;
+use super::{ApiState, authority_status, invalid_csr, invalid_name, store_status};
+use crate::authority::LeafRequest;
+use crate::authority::ca::der_to_pem;
+use crate::authority::csr::check_csr;
+use crate::authority::profile::{Profile, Role};
+use crate::identity::{DeviceId, validate_name};
+use crate::store::{
+    CertFilter, CertStatus, CertificateRecord, DeviceClaim, DeviceStatus, NewCertificate, Scope,
+    WriteOp,
+};
+
+/// Largest page of a listing.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Page size when the request names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct CaService {
+    state: ApiState,
+}
+
+impl CaService {
+    /// A service over `state`.
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+/// Converts a record to its wire form.
+pub fn certificate_message(r: &CertificateRecord) -> pb::Certificate {
+    pb::Certificate {
+        serial: r.serial.clone(),
+        device_id: r.device_id.clone(),
+        profile: r.profile.clone(),
+        zone: r.zone.clone(),
+        issuer_id: r.issuer_id.clone(),
+        not_before: r.not_before,
+        not_after: r.not_after,
+        status: match r.status {
+            CertStatus::Active => pb::CertificateStatus::Active,
+            CertStatus::Revoked => pb::CertificateStatus::Revoked,
+            CertStatus::Suspended => pb::CertificateStatus::Suspended,
+        } as i32,
+        revoked_at: r.revoked_at.unwrap_or(0),
+        revocation_reason: r.revocation_reason.unwrap_or(0) as u32,
+        der: r.der.clone(),
+        subject: r.subject.clone(),
+        issued_at: r.issued_at,
+        scope: r.scope.as_ref().map(|s| pb::ProvisionerScope {
+            profiles: s.profiles.clone(),
+            zones: s.zones.clone(),
+        }),
+    }
+}
+
+fn check_scope_request(
+    profile: &Profile,
+    scope: Option<&pb::ProvisionerScope>,
+    state: &ApiState,
+) -> Result<Option<Scope>, Status> {
+    let given = scope.filter(|s| !s.profiles.is_empty() || !s.zones.is_empty());
+    if profile.role != Role::Provisioner {
+        return match given {
+            Some(_) => Err(Status::invalid_argument(format!(
+                "a scope applies only to provisioner credentials, not to profile {}",
+                profile.name
+            ))),
+            None => Ok(None),
+        };
+    }
+    let Some(s) = given.filter(|s| !s.profiles.is_empty() && !s.zones.is_empty()) else {
+        return Err(Status::invalid_argument(
+            "a provisioner credential needs a scope: at least one profile and one zone \
+             (--profiles sensor,gateway --zones field)",
+        ));
+    };
+    for p in &s.profiles {
+        match state.profiles.get(p) {
+            Some(pp) if pp.may_be_requested_by(Role::Provisioner) => {}
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "profile {p} cannot be requested by provisioners, so it cannot be in a provisioner scope"
+                )));
+            }
+            None => return Err(unknown_profile(p, state)),
+        }
+    }
+    for z in &s.zones {
+        validate_name("zone", z).map_err(invalid_name)?;
+    }
+    Ok(Some(Scope {
+        profiles: s.profiles.clone(),
+        zones: s.zones.clone(),
+    }))
+}
+
+fn unknown_profile(name: &str, state: &ApiState) -> Status {
+    Status::invalid_argument(format!(
+        "unknown profile `{}`; known profiles: {}",
+        name.escape_default(),
+        state.profiles.requestable_names().join(", ")
+    ))
+}
+
+fn check_provisioner_scope(caller: &Caller, profile: &str, zone: &str) -> Result<(), Status> {
+    if caller.role != Role::Provisioner {
+        return Ok(());
+    }
+    let scope = caller.scope.clone().unwrap_or_default();
+    if scope.profiles.iter().any(|p| p == profile) && scope.zones.iter().any(|z| z == zone) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "provisioner {} may issue profiles [{}] in zones [{}]; not profile {profile} in zone {zone}",
+        caller.name,
+        scope.profiles.join(", "),
+        scope.zones.join(", ")
+    )))
+}
+
+fn may_see(caller: &Caller, cert: &CertificateRecord) -> bool {
+    match caller.role {
+        Role::Admin | Role::BrokerAgent => true,
+        Role::Provisioner => caller
+            .scope
+            .as_ref()
+            .is_some_and(|s| s.profiles.contains(&cert.profile) && s.zones.contains(&cert.zone)),
+        Role::Device => caller.name == cert.device_id,
+        Role::Server => false,
+    }
+}
+
+impl CaService {
+    async fn issue_inner(
+        &self,
+        caller: Caller,
+        req: pb::IssueRequest,
+    ) -> Result<pb::IssueResponse, Status> {
+        let st = &self.state;
+        caller.require(&[Role::Admin, Role::Provisioner], "Issue")?;
+        let device_id = DeviceId::parse(&req.device_id).map_err(invalid_name)?;
+        let profile = st
+            .profiles
+            .get(&req.profile)
+            .filter(|p| !p.requesters.is_empty())
+            .ok_or_else(|| unknown_profile(&req.profile, st))?;
+        if !profile.may_be_requested_by(caller.role) {
+            return Err(Status::permission_denied(format!(
+                "role {} may not request profile {}",
+                caller.role, profile.name
+            )));
+        }
+        if !req.zone.is_empty() {
+            validate_name("zone", &req.zone).map_err(invalid_name)?;
+        }
+        let scope = check_scope_request(profile, req.scope.as_ref(), st)?;
+
+        // Subject and zone come from the registry; a new device is registered by this issuance.
+        let existing = st
+            .store
+            .device(device_id.as_str())
+            .await
+            .map_err(store_status)?;
+        let zone = match &existing {
+            Some(d) => {
+                if d.status != DeviceStatus::Active {
+                    return Err(Status::failed_precondition(format!(
+                        "device {device_id} is {}; resume it before issuing",
+                        d.status.as_str()
+                    )));
+                }
+                if !req.zone.is_empty() && req.zone != d.zone {
+                    return Err(Status::failed_precondition(format!(
+                        "device {device_id} is registered in zone {}, not {}",
+                        d.zone, req.zone
+                    )));
+                }
+                if d.profile != profile.name {
+                    return Err(Status::failed_precondition(format!(
+                        "device {device_id} is registered with profile {}, not {}",
+                        d.profile, profile.name
+                    )));
+                }
+                d.zone.clone()
+            }
+            None if req.zone.is_empty() => st.default_zone.clone(),
+            None => req.zone.clone(),
+        };
+        check_provisioner_scope(&caller, &profile.name, &zone)?;
+
+        let csr = check_csr(&req.csr, profile).map_err(invalid_csr)?;
+        let lifetime =
+            (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
+        let leaf = st
+            .authority
+            .sign_leaf(&LeafRequest {
+                device_id: &device_id,
+                zone: &zone,
+                profile,
+                csr: &csr,
+                lifetime,
+            })
+            .map_err(authority_status)?;
+        let issued_at = st.authority.clock().now();
+        let issuer_id = st.authority.issuing().id.clone();
+        let spki_sha256 = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &csr.spki_der,
+        ));
+        let cert = NewCertificate {
+            serial: leaf.serial.clone(),
+            device_id: device_id.to_string(),
+            profile: profile.name.clone(),
+            zone: zone.clone(),
+            issuer_id,
+            subject: leaf.subject.clone(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            scope,
+            requested_by: caller.actor(),
+            spki_sha256,
+            der: leaf.der.clone(),
+            issued_at,
+        };
+        let device = DeviceClaim {
+            id: device_id.to_string(),
+            zone,
+            profile: profile.name.clone(),
+        };
+        st.store
+            .write(WriteOp::Issue {
+                device,
+                cert: Box::new(cert.clone()),
+                actor: caller.actor(),
+            })
+            .await
+            .map_err(store_status)?;
+        tracing::info!(serial = %leaf.serial, device = %device_id, profile = %profile.name, capped = leaf.capped_by_issuer, "issued");
+        let record = CertificateRecord {
+            seq: 0,
+            serial: cert.serial,
+            device_id: cert.device_id,
+            profile: cert.profile,
+            zone: cert.zone,
+            issuer_id: cert.issuer_id,
+            subject: cert.subject,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: None,
+            scope: cert.scope,
+            requested_by: cert.requested_by,
+            spki_sha256: cert.spki_sha256,
+            der: cert.der,
+            issued_at,
+        };
+        Ok(pb::IssueResponse {
+            chain_pem: format!(
+                "{}{}",
+                der_to_pem(&leaf.der),
+                st.authority.issuing().cert_pem()
+            ),
+            trust_bundle_pem: st.trust.bundle_pem(),
+            certificate: Some(certificate_message(&record)),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateAuthority for CaService {
+    async fn issue(
+        &self,
+        request: Request<pb::IssueRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let span = tracing::info_span!("Issue", caller = tracing::field::Empty, device = %request.get_ref().device_id, profile = %request.get_ref().profile);
+        async move {
+            let caller = self.state.auth.caller(&request).await?;
+            tracing::Span::current().record("caller", caller.actor());
+            self.issue_inner(caller, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let span = tracing::info_span!("GetCertificate", serial = %request.get_ref().serial);
+        async move {
+            let caller = self.state.auth.caller(&request).await?;
+            let serial = request
+                .get_ref()
+                .serial
+                .trim()
+                .to_ascii_lowercase()
+                .replace(':', "");
+            if serial.is_empty()
+                || serial.len() > 40
+                || !serial.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return Err(Status::invalid_argument(format!(
+                    "serial `{}` is not a hex serial number (up to 40 hex digits)",
+                    request.get_ref().serial.escape_default()
+                )));
+            }
+            let record = self
+                .state
+                .store
+                .certificate(&serial)
+                .await
+                .map_err(store_status)?;
+            match record {
+                Some(r) if may_see(&caller, &r) => Ok(Response::new(certificate_message(&r))),
+                Some(_) => Err(Status::permission_denied(format!(
+                    "{} may not read certificate {serial}",
+                    caller.name
+                ))),
+                None => Err(Status::not_found(format!(
+                    "no certificate with serial {serial}"
+                ))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let span = tracing::info_span!("ListCertificates");
+        async move {
+            let caller = self.state.auth.caller(&request).await?;
+            caller.require(
+                &[Role::Admin, Role::BrokerAgent, Role::Device],
+                "ListCertificates",
+            )?;
+            let req = request.into_inner();
+            let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let mut filter = CertFilter {
+                device_id: nonempty(&req.device_id),
+                profile: nonempty(&req.profile),
+                status: match pb::CertificateStatus::try_from(req.status) {
+                    Ok(pb::CertificateStatus::Unspecified) => None,
+                    Ok(pb::CertificateStatus::Active) => Some(CertStatus::Active),
+                    Ok(pb::CertificateStatus::Revoked) => Some(CertStatus::Revoked),
+                    Ok(pb::CertificateStatus::Suspended) => Some(CertStatus::Suspended),
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown status value {}",
+                            req.status
+                        )));
+                    }
+                },
+                issuer_id: nonempty(&req.issuer_id),
+            };
+            if caller.role == Role::Device {
+                // A device sees only its own certificates.
+                if filter
+                    .device_id
+                    .as_deref()
+                    .is_some_and(|d| d != caller.name)
+                {
+                    return Err(Status::permission_denied(format!(
+                        "{} may list only its own certificates",
+                        caller.name
+                    )));
+                }
+                filter.device_id = Some(caller.name.clone());
+            }
+            let page_size = match req.page_size {
+                0 => DEFAULT_PAGE_SIZE,
+                n if n > MAX_PAGE_SIZE => {
+                    return Err(Status::invalid_argument(format!(
+                        "page_size {n} is over the maximum of {MAX_PAGE_SIZE}"
+                    )));
+                }
+                n => n,
+            };
+            let after = if req.page_token.is_empty() {
+                0
+            } else {
+                req.page_token
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(
+                            "page_token is not one this server returned; start again without it",
+                        )
+                    })?
+            };
+            let page = self
+                .state
+                .store
+                .list_certificates(&filter, after, page_size)
+                .await
+                .map_err(store_status)?;
+            Ok(Response::new(pb::ListCertificatesResponse {
+                certificates: page.items.iter().map(certificate_message).collect(),
+                next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_trust_bundle(
+        &self,
+        _request: Request<pb::GetTrustBundleRequest>,
+    ) -> Result<Response<pb::TrustBundle>, Status> {
+        let _span = tracing::info_span!("GetTrustBundle").entered();
+        // Public information: no credential needed (a device bootstrapping trust has none).
+        Ok(Response::new(pb::TrustBundle {
+            roots_pem: self.state.trust.roots_pem.clone(),
+            intermediates_pem: self.state.trust.intermediates_pem.clone(),
+        }))
+    }
+}

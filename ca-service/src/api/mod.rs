@@ -1,0 +1,101 @@
+//! The gRPC API: thin tonic services that authenticate the caller, check its rights and
+//! translate to [`crate::authority`] and [`crate::store`] calls. Nothing here builds
+//! certificates or runs SQL.
+
+pub mod auth;
+pub mod ca;
+pub mod tls;
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::authority::ca::der_to_pem;
+use crate::authority::csr::CsrError;
+use crate::authority::profile::ProfileSet;
+use crate::authority::{Authority, AuthorityError};
+use crate::identity::NameError;
+use crate::store::{IssuerKind, IssuerRecord, Store, StoreError};
+
+/// The trust material handed to clients.
+#[derive(Debug, Clone, Default)]
+pub struct TrustMaterial {
+    /// Root CA certificates, PEM.
+    pub roots_pem: String,
+    /// Issuing CA certificates, PEM.
+    pub intermediates_pem: String,
+}
+
+impl TrustMaterial {
+    /// Builds it from the store's issuers (retired issuing CAs included while they are valid).
+    pub fn from_issuers(issuers: &[IssuerRecord], now: i64) -> Self {
+        let mut t = Self::default();
+        for i in issuers.iter().filter(|i| i.not_after > now) {
+            let pem = der_to_pem(&i.cert_der);
+            match i.kind {
+                IssuerKind::Root => t.roots_pem.push_str(&pem),
+                IssuerKind::Issuing => t.intermediates_pem.push_str(&pem),
+            }
+        }
+        t
+    }
+
+    /// Roots followed by issuing CAs: the `ca.pem` of credential bundles and the broker's
+    /// CA file (Mosquitto needs the issuing CA to verify clients that send only their leaf).
+    pub fn bundle_pem(&self) -> String {
+        format!("{}{}", self.roots_pem, self.intermediates_pem)
+    }
+}
+
+/// What every service shares.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// The signing authority.
+    pub authority: Authority,
+    /// Profiles in force.
+    pub profiles: Arc<ProfileSet>,
+    /// Per-call caller authentication.
+    pub auth: auth::Authenticator,
+    /// Zone of new devices registered without one.
+    pub default_zone: String,
+    /// Trust bundle.
+    pub trust: Arc<TrustMaterial>,
+}
+
+/// INVALID_ARGUMENT for a bad name.
+pub(crate) fn invalid_name(e: NameError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// INVALID_ARGUMENT for a refused CSR.
+pub(crate) fn invalid_csr(e: CsrError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Maps authority failures.
+pub(crate) fn authority_status(e: AuthorityError) -> Status {
+    match e {
+        AuthorityError::LifetimeTooLong { .. } => Status::invalid_argument(e.to_string()),
+        AuthorityError::IssuerNotValid { .. } => Status::failed_precondition(e.to_string()),
+        AuthorityError::Sign(_) => {
+            tracing::error!(error = %e, "signing failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// Maps store failures; database details are logged, not sent.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::DeviceConflict(m) => Status::failed_precondition(m),
+        StoreError::Duplicate(m) => Status::already_exists(m),
+        StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::Closed => Status::unavailable("the CA is shutting down; retry"),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            Status::unavailable("the CA's database is unavailable; nothing was recorded, retry")
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! CA certificates: creating a root and an issuing CA, importing an issuing CA signed by an
+//! existing root, and reading validity out of CA certificates.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyUsagePurpose, PublicKeyData,
+    SerialNumber,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{BACKDATE_SECONDS, random_serial};
+use crate::clock::to_offset;
+use crate::keys::CaKey;
+
+/// Default root CA lifetime: 20 years.
+pub const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+/// Default issuing CA lifetime: 5 years.
+pub const ISSUING_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+
+/// Why an imported CA was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CaImportError {
+    /// Not a parseable certificate.
+    #[error("{what} is not a valid X.509 certificate: {reason}")]
+    Parse {
+        /// Which file.
+        what: &'static str,
+        /// Parser message.
+        reason: String,
+    },
+    /// The certificate is not a CA.
+    #[error("{0} is not a CA certificate (basicConstraints CA:TRUE missing)")]
+    NotCa(&'static str),
+    /// The issuing CA may sign further CAs, which device PKI does not need.
+    #[error(
+        "the issuing CA allows sub-CAs (pathlen missing or > 0); Hallmark signs only leaves, use pathlen 0"
+    )]
+    PathLen,
+    /// The issuing certificate was not signed by the given root.
+    #[error("the issuing CA certificate is not signed by the given root certificate")]
+    NotSignedByRoot,
+    /// The key does not belong to the certificate.
+    #[error("the issuing CA key does not match the public key of the issuing CA certificate")]
+    KeyMismatch,
+    /// The key cannot sign CRLs or certificates.
+    #[error("the issuing CA certificate lacks keyCertSign or cRLSign key usage")]
+    KeyUsage,
+    /// Expired or not yet valid.
+    #[error("{0} is expired or not yet valid")]
+    Validity(&'static str),
+}
+
+/// DER certificate to PEM.
+pub fn der_to_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// `(notBefore, notAfter)` of a certificate, Unix seconds.
+pub fn validity(der: &[u8]) -> Result<(i64, i64), rcgen::Error> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+    Ok((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// Short stable id of a CA certificate: `<prefix>-` + 8 hex digits of its key identifier.
+pub fn ca_id(prefix: &str, cert_der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der);
+    format!("{prefix}-{}", hex::encode(&digest.as_ref()[..4]))
+}
+
+fn ca_params(
+    cn: String,
+    org: &str,
+    now: i64,
+    lifetime: Duration,
+    pathlen: Option<u8>,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, org);
+    params.distinguished_name = dn;
+    params.not_before = to_offset(now - BACKDATE_SECONDS);
+    params.not_after = to_offset(now + lifetime.as_secs() as i64);
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+    params.is_ca = match pathlen {
+        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
+        None => IsCa::Ca(BasicConstraints::Unconstrained),
+    };
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// Creates a self-signed root CA (P-256). Returns its DER and key.
+pub fn create_root(
+    org: &str,
+    now: i64,
+    lifetime: Duration,
+) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
+    let key = CaKey::generate_p256()?;
+    let suffix = hex::encode(&random_serial()?[..3]);
+    let mut params = ca_params(
+        format!("{org} Hallmark Root CA {suffix}"),
+        org,
+        now,
+        lifetime,
+        Some(1),
+    )?;
+    // A self-signed certificate's AKI would equal its SKI; leave it out like most roots.
+    params.use_authority_key_identifier_extension = false;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.der().to_vec(), key))
+}
+
+/// Creates an issuing CA (P-256, pathlen 0) signed by the root, capped by the root's expiry.
+pub fn create_issuing(
+    root_der: &[u8],
+    root_key: CaKey,
+    org: &str,
+    now: i64,
+    lifetime: Duration,
+) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
+    let (_, root_not_after) = validity(root_der)?;
+    let key = CaKey::generate_p256()?;
+    let suffix = hex::encode(&random_serial()?[..3]);
+    let mut params = ca_params(
+        format!("{org} Hallmark Issuing CA {suffix}"),
+        org,
+        now,
+        lifetime,
+        Some(0),
+    )?;
+    params.not_after = to_offset((now + lifetime.as_secs() as i64).min(root_not_after));
+    let issuer = Issuer::from_ca_cert_der(&root_der.into(), root_key)?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.der().to_vec(), key))
+}
+
+/// Checks an issuing CA to be imported: a CA with pathlen 0 able to sign certificates and CRLs,
+/// signed by `root_der`, whose public key is `key`'s, valid at `now`.
+pub fn check_import(
+    issuing_der: &[u8],
+    root_der: &[u8],
+    key: &CaKey,
+    now: i64,
+) -> Result<(), CaImportError> {
+    let parse = |what, der| {
+        X509Certificate::from_der(der)
+            .map(|(_, c)| c)
+            .map_err(|e| CaImportError::Parse {
+                what,
+                reason: e.to_string(),
+            })
+    };
+    let issuing = parse("the issuing CA certificate", issuing_der)?;
+    let root = parse("the root CA certificate", root_der)?;
+    for (what, cert) in [
+        ("the issuing CA certificate", &issuing),
+        ("the root CA certificate", &root),
+    ] {
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(CaImportError::NotCa(what));
+        }
+        let v = cert.validity();
+        if now < v.not_before.timestamp() || now >= v.not_after.timestamp() {
+            return Err(CaImportError::Validity(what));
+        }
+    }
+    let pathlen = issuing
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .and_then(|bc| bc.value.path_len_constraint);
+    if pathlen != Some(0) {
+        return Err(CaImportError::PathLen);
+    }
+    match issuing.key_usage().ok().flatten() {
+        Some(ku) if ku.value.key_cert_sign() && ku.value.crl_sign() => {}
+        _ => return Err(CaImportError::KeyUsage),
+    }
+    issuing
+        .verify_signature(Some(root.public_key()))
+        .map_err(|_| CaImportError::NotSignedByRoot)?;
+    check_key_matches(issuing_der, key)
+}
+
+/// Checks that `key` is the key of the certificate `cert_der`.
+pub fn check_key_matches(cert_der: &[u8], key: &CaKey) -> Result<(), CaImportError> {
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| CaImportError::Parse {
+        what: "the CA certificate",
+        reason: e.to_string(),
+    })?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(CaImportError::KeyMismatch);
+    }
+    Ok(())
+}
+
+/// Whether the certificate's SANs contain every DNS name / IP address in `names`.
+pub fn has_names(cert_der: &[u8], names: &[String]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = X509Certificate::from_der(cert_der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return names.is_empty();
+    };
+    let present: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    names.iter().all(|n| present.contains(n))
+}

@@ -1,0 +1,292 @@
+//! Policy and signing: turns a checked CSR, a registry entry and a profile into a certificate.
+//! No I/O here: no network, no SQL, no files; time comes from the injected clock.
+
+pub mod ca;
+pub mod csr;
+pub mod profile;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+
+use crate::clock::{SharedClock, to_offset};
+use crate::identity::DeviceId;
+use crate::keys::CaKey;
+use csr::CheckedCsr;
+use profile::{Eku, Profile};
+
+/// How far `notBefore` is set in the past, so devices with a slow clock accept a fresh certificate.
+pub const BACKDATE_SECONDS: i64 = 300;
+
+/// Why the authority refused to sign.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// The requested lifetime exceeds the profile's maximum.
+    #[error("requested lifetime {requested}s exceeds profile {profile}'s maximum of {max}s")]
+    LifetimeTooLong {
+        /// The profile.
+        profile: String,
+        /// Requested seconds.
+        requested: u64,
+        /// Maximum seconds.
+        max: u64,
+    },
+    /// The issuing CA has expired or is not yet valid.
+    #[error(
+        "issuing CA {issuer} is not valid now (valid {not_before}..{not_after}); roll over the issuing CA"
+    )]
+    IssuerNotValid {
+        /// Issuer id.
+        issuer: String,
+        /// Its notBefore, Unix seconds.
+        not_before: i64,
+        /// Its notAfter, Unix seconds.
+        not_after: i64,
+    },
+    /// rcgen failed to build or sign the certificate.
+    #[error("signing failed: {0}")]
+    Sign(#[from] rcgen::Error),
+}
+
+/// The active issuing CA: its certificate and key.
+pub struct IssuingCa {
+    /// Stable id, used in store rows and CRL paths.
+    pub id: String,
+    /// Its certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity end, Unix seconds; caps every leaf.
+    pub not_after: i64,
+    issuer: Issuer<'static, CaKey>,
+}
+
+impl std::fmt::Debug for IssuingCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCa")
+            .field("id", &self.id)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuingCa {
+    /// Pairs a CA certificate with its key.
+    pub fn new(id: String, cert_der: Vec<u8>, key: CaKey) -> Result<Self, rcgen::Error> {
+        let (not_before, not_after) = ca::validity(&cert_der)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
+        Ok(Self {
+            id,
+            cert_der,
+            not_before,
+            not_after,
+            issuer,
+        })
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &CaKey {
+        self.issuer.key()
+    }
+
+    /// The certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        ca::der_to_pem(&self.cert_der)
+    }
+}
+
+/// What a leaf is issued for.
+#[derive(Debug)]
+pub struct LeafRequest<'a> {
+    /// Subject CN.
+    pub device_id: &'a DeviceId,
+    /// Subject OU.
+    pub zone: &'a str,
+    /// The profile, already authorised for the caller.
+    pub profile: &'a Profile,
+    /// The checked CSR.
+    pub csr: &'a CheckedCsr,
+    /// Requested lifetime; `None` for the profile's default.
+    pub lifetime: Option<Duration>,
+}
+
+/// A freshly signed certificate, not yet recorded.
+#[derive(Debug, Clone)]
+pub struct IssuedLeaf {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Subject as text.
+    pub subject: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Whether the issuer's own expiry shortened the lifetime.
+    pub capped_by_issuer: bool,
+}
+
+/// Static naming policy.
+#[derive(Debug, Clone)]
+pub struct NamingPolicy {
+    /// `O=` of subjects.
+    pub organisation: String,
+    /// URI SAN template with `{device}`.
+    pub device_uri_template: String,
+}
+
+/// The signing authority.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    issuing: Arc<IssuingCa>,
+    naming: NamingPolicy,
+    clock: SharedClock,
+}
+
+/// 16 random bytes, positive and without a leading zero, so the DER integer is always 16 bytes
+/// (126 random bits; RFC 5280 and CA/B ask for at least 64).
+pub fn random_serial() -> Result<[u8; 16], rcgen::Error> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| rcgen::Error::RingUnspecified)?;
+    b[0] = (b[0] & 0x7f) | 0x40;
+    Ok(b)
+}
+
+impl Authority {
+    /// An authority signing with `issuing`.
+    pub fn new(issuing: Arc<IssuingCa>, naming: NamingPolicy, clock: SharedClock) -> Self {
+        Self {
+            issuing,
+            naming,
+            clock,
+        }
+    }
+
+    /// The active issuing CA.
+    pub fn issuing(&self) -> &Arc<IssuingCa> {
+        &self.issuing
+    }
+
+    /// The clock in use.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Signs a leaf certificate for `req`.
+    pub fn sign_leaf(&self, req: &LeafRequest<'_>) -> Result<IssuedLeaf, AuthorityError> {
+        let (params, leaf) = self.leaf_params(req)?;
+        self.finish(params, req.csr, leaf)
+    }
+
+    /// Signs the CA API server's own TLS certificate for `names` (DNS names or IP addresses).
+    pub fn sign_server(
+        &self,
+        names: &[String],
+        csr: &CheckedCsr,
+        profile: &Profile,
+    ) -> Result<IssuedLeaf, AuthorityError> {
+        let id = DeviceId::parse("hallmark-ca").map_err(|e| rcgen::Error::X509(e.to_string()))?;
+        let req = LeafRequest {
+            device_id: &id,
+            zone: "ca",
+            profile,
+            csr,
+            lifetime: None,
+        };
+        let (mut params, leaf) = self.leaf_params(&req)?;
+        for n in names {
+            let san = match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.clone().try_into()?),
+            };
+            params.subject_alt_names.push(san);
+        }
+        self.finish(params, csr, leaf)
+    }
+
+    fn finish(
+        &self,
+        params: CertificateParams,
+        csr: &CheckedCsr,
+        mut leaf: IssuedLeaf,
+    ) -> Result<IssuedLeaf, AuthorityError> {
+        let cert = params.signed_by(&csr.public_key, &self.issuing.issuer)?;
+        leaf.der = cert.der().to_vec();
+        Ok(leaf)
+    }
+
+    /// Applies the policy: lifetime within the profile and the issuer, backdated notBefore,
+    /// random serial, subject and SANs from the registry and profile only.
+    fn leaf_params(
+        &self,
+        req: &LeafRequest<'_>,
+    ) -> Result<(CertificateParams, IssuedLeaf), AuthorityError> {
+        let profile = req.profile;
+        let lifetime = req.lifetime.unwrap_or(profile.default_lifetime);
+        if lifetime > profile.max_lifetime {
+            return Err(AuthorityError::LifetimeTooLong {
+                profile: profile.name.clone(),
+                requested: lifetime.as_secs(),
+                max: profile.max_lifetime.as_secs(),
+            });
+        }
+        let now = self.clock.now();
+        let ca = &self.issuing;
+        if now < ca.not_before || now >= ca.not_after {
+            return Err(AuthorityError::IssuerNotValid {
+                issuer: ca.id.clone(),
+                not_before: ca.not_before,
+                not_after: ca.not_after,
+            });
+        }
+        let wanted_end = now.saturating_add(lifetime.as_secs() as i64);
+        let not_after = wanted_end.min(ca.not_after);
+        let not_before = (now - BACKDATE_SECONDS).max(ca.not_before);
+        let serial = random_serial()?;
+
+        let mut params = CertificateParams::default();
+        params.not_before = to_offset(not_before);
+        params.not_after = to_offset(not_after);
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(DnType::CommonName, req.device_id.as_str());
+        dn.push(DnType::OrganizationName, self.naming.organisation.as_str());
+        dn.push(DnType::OrganizationalUnitName, req.zone);
+        params.distinguished_name = dn;
+        if profile.device_uri_san {
+            let uri = self
+                .naming
+                .device_uri_template
+                .replace("{device}", req.device_id.as_str());
+            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = profile
+            .ekus
+            .iter()
+            .map(|e| match e {
+                Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+                Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            })
+            .collect();
+        params.use_authority_key_identifier_extension = true;
+        let leaf = IssuedLeaf {
+            serial: hex::encode(serial),
+            der: Vec::new(),
+            subject: format!(
+                "CN={},O={},OU={}",
+                req.device_id, self.naming.organisation, req.zone
+            ),
+            not_before,
+            not_after,
+            capped_by_issuer: not_after < wanted_end,
+        };
+        Ok((params, leaf))
+    }
+}

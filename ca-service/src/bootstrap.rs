@@ -1,0 +1,567 @@
+//! First start and every start: creating the CA hierarchy, the API server certificate and the
+//! first admin credential in an empty data dir, and loading them again later.
+//!
+//! Data dir layout:
+//! ```text
+//! hallmark.db                      the store
+//! ca/root.crt  ca/root.key         root CA (the key only unless kept elsewhere or imported)
+//! ca/issuing.crt  ca/issuing.key   issuing CA
+//! server/{cert,chain,key}.pem      the API's TLS certificate (renewed at start when due)
+//! trust-bundle.pem                 roots + issuing CAs
+//! admin/                           first admin credential bundle
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::api::TrustMaterial;
+use crate::authority::ca::{self, CaImportError, ISSUING_LIFETIME, ROOT_LIFETIME, der_to_pem};
+use crate::authority::csr::check_csr;
+use crate::authority::profile::{ProfileSet, SERVER_PROFILE};
+use crate::authority::{
+    Authority, AuthorityError, IssuedLeaf, IssuingCa, LeafRequest, NamingPolicy,
+};
+use crate::bundle::{CredentialBundle, new_key_and_csr};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::fsutil;
+use crate::identity::DeviceId;
+use crate::keys::{CaKey, KeyFileError, Passphrase, file as keyfile};
+use crate::store::{
+    DB_FILE, DeviceClaim, IssuerKind, IssuerRecord, NewCertificate, Store, StoreError, WriteOp,
+};
+
+/// Name of the first admin credential.
+pub const FIRST_ADMIN: &str = "admin";
+/// Renew the API server certificate at start when less than this share of its life is left.
+const SERVER_RENEW_FRACTION: f64 = 1.0 / 3.0;
+
+/// Why initialisation or loading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The data dir holds a CA already.
+    #[error("{} is already initialised (it has {DB_FILE}); use another --data-dir or remove it", .0.display())]
+    AlreadyInitialised(PathBuf),
+    /// The data dir holds no CA.
+    #[error("{} is not initialised; run `hallmark-ca init --data-dir {}` or `hallmark-ca serve`", .0.display(), .0.display())]
+    NotInitialised(PathBuf),
+    /// File system error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A key file could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// An imported CA was refused.
+    #[error("cannot import the issuing CA: {0}")]
+    Import(#[from] CaImportError),
+    /// A certificate could not be built.
+    #[error("cannot create a certificate: {0}")]
+    Certificate(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data dir contradicts itself.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl From<rcgen::Error> for BootstrapError {
+    fn from(e: rcgen::Error) -> Self {
+        BootstrapError::Certificate(e.to_string())
+    }
+}
+
+impl From<AuthorityError> for BootstrapError {
+    fn from(e: AuthorityError) -> Self {
+        BootstrapError::Certificate(e.to_string())
+    }
+}
+
+/// An issuing CA signed by an existing (e.g. corporate) root, to import instead of creating one.
+#[derive(Debug, Clone)]
+pub struct ImportIssuing {
+    /// Issuing CA certificate (PEM).
+    pub cert: PathBuf,
+    /// Its PKCS#8 key (PEM, encrypted with the passphrase or plain).
+    pub key: PathBuf,
+    /// The root that signed it (PEM); it becomes the trust anchor.
+    pub root: PathBuf,
+}
+
+/// Options of `hallmark-ca init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Passphrase for CA keys at rest; `None` writes them unencrypted (mode 0600).
+    pub passphrase: Option<Passphrase>,
+    /// Write the new root key here instead of into the data dir (to keep it offline).
+    pub root_key_out: Option<PathBuf>,
+    /// Import an issuing CA instead of creating a root and an issuing CA.
+    pub import: Option<ImportIssuing>,
+}
+
+/// What initialisation made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The admin credential bundle directory.
+    pub admin_dir: PathBuf,
+    /// The trust bundle file.
+    pub trust_bundle: PathBuf,
+    /// Where the root key went, if one was created.
+    pub root_key: Option<PathBuf>,
+    /// Whether CA keys are encrypted at rest.
+    pub encrypted: bool,
+}
+
+/// Paths inside a data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Wraps a data dir path.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+    /// The database file.
+    pub fn db(&self) -> PathBuf {
+        self.root.join(DB_FILE)
+    }
+    fn ca(&self, name: &str) -> PathBuf {
+        self.root.join("ca").join(name)
+    }
+    fn server(&self, name: &str) -> PathBuf {
+        self.root.join("server").join(name)
+    }
+    /// The trust bundle file.
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.root.join("trust-bundle.pem")
+    }
+    /// The first admin's credential bundle.
+    pub fn admin(&self) -> PathBuf {
+        self.root.join("admin")
+    }
+    /// Whether a CA lives here.
+    pub fn is_initialised(&self) -> bool {
+        self.db().exists()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+    move |source| BootstrapError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read_cert_pem(path: &Path) -> Result<Vec<u8>, BootstrapError> {
+    let text = std::fs::read(path).map_err(io_err(path))?;
+    let der = CertificateDer::from_pem_slice(&text).map_err(|e| {
+        BootstrapError::Inconsistent(format!("{}: not a PEM certificate ({e})", path.display()))
+    })?;
+    Ok(der.as_ref().to_vec())
+}
+
+fn naming(config: &Config) -> NamingPolicy {
+    NamingPolicy {
+        organisation: config.organisation.clone(),
+        device_uri_template: config.device_uri_template.clone(),
+    }
+}
+
+fn subject_of(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default()
+}
+
+fn issuer_record(kind: IssuerKind, id: String, der: &[u8]) -> Result<IssuerRecord, BootstrapError> {
+    let (not_before, not_after) = ca::validity(der)?;
+    Ok(IssuerRecord {
+        id,
+        kind,
+        subject: subject_of(der),
+        cert_der: der.to_vec(),
+        not_before,
+        not_after,
+        active: true,
+    })
+}
+
+fn spki_sha256_of_cert(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let spki = X509Certificate::from_der(der)
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .unwrap_or_default();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki))
+}
+
+/// The write that records a certificate issued by the CA itself (`system`).
+fn system_issue(
+    leaf: &IssuedLeaf,
+    device: &str,
+    zone: &str,
+    profile: &str,
+    issuer_id: &str,
+    now: i64,
+) -> WriteOp {
+    WriteOp::Issue {
+        device: DeviceClaim {
+            id: device.to_owned(),
+            zone: zone.to_owned(),
+            profile: profile.to_owned(),
+        },
+        cert: Box::new(NewCertificate {
+            serial: leaf.serial.clone(),
+            device_id: device.to_owned(),
+            profile: profile.to_owned(),
+            zone: zone.to_owned(),
+            issuer_id: issuer_id.to_owned(),
+            subject: leaf.subject.clone(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            scope: None,
+            requested_by: "system".to_owned(),
+            spki_sha256: spki_sha256_of_cert(&leaf.der),
+            der: leaf.der.clone(),
+            issued_at: now,
+        }),
+        actor: "system".to_owned(),
+    }
+}
+
+/// DNS names and IPs of the API server certificate.
+pub fn server_names(config: &Config) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let ip = config.grpc_listen.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    for n in &config.server_names {
+        names.push(n.clone());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Signs a fresh API server certificate and writes `server/` (key, cert, chain).
+fn make_server_cert(
+    dir: &DataDir,
+    authority: &Authority,
+    profiles: &ProfileSet,
+    config: &Config,
+) -> Result<IssuedLeaf, BootstrapError> {
+    let profile = profiles
+        .get(SERVER_PROFILE)
+        .ok_or_else(|| BootstrapError::Inconsistent("internal server profile missing".into()))?;
+    let (key_pem, csr) = new_key_and_csr("hallmark-ca")?;
+    let csr = check_csr(&csr, profile).map_err(|e| BootstrapError::Certificate(e.to_string()))?;
+    let leaf = authority.sign_server(&server_names(config), &csr, profile)?;
+    let server_dir = dir.path().join("server");
+    fsutil::create_private_dir(&server_dir).map_err(io_err(&server_dir))?;
+    let cert_pem = der_to_pem(&leaf.der);
+    let chain = format!("{cert_pem}{}", authority.issuing().cert_pem());
+    for (name, text, mode) in [
+        ("cert.pem", &cert_pem, 0o644),
+        ("chain.pem", &chain, 0o644),
+        ("key.pem", &key_pem, 0o600),
+    ] {
+        let p = dir.server(name);
+        fsutil::write_atomic(&p, text.as_bytes(), mode).map_err(io_err(&p))?;
+    }
+    Ok(leaf)
+}
+
+/// Initialises an empty data dir. On failure, the files it wrote are removed again.
+pub async fn init(
+    opts: &InitOptions,
+    config: &Config,
+    clock: SharedClock,
+) -> Result<InitReport, BootstrapError> {
+    let dir = DataDir::new(&opts.data_dir);
+    if dir.is_initialised() {
+        return Err(BootstrapError::AlreadyInitialised(opts.data_dir.clone()));
+    }
+    let existed = dir.path().exists();
+    let result = init_inner(&dir, opts, config, clock).await;
+    if result.is_err() {
+        // Leave nothing half-made behind: the next attempt must start clean.
+        for sub in ["ca", "server", "admin"] {
+            let _ = std::fs::remove_dir_all(dir.path().join(sub));
+        }
+        for f in [
+            dir.trust_bundle(),
+            dir.db(),
+            dir.db().with_extension("db-wal"),
+            dir.db().with_extension("db-shm"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(dir.path());
+        }
+    }
+    result
+}
+
+async fn init_inner(
+    dir: &DataDir,
+    opts: &InitOptions,
+    config: &Config,
+    clock: SharedClock,
+) -> Result<InitReport, BootstrapError> {
+    let profiles = config
+        .profile_set()
+        .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
+    let now = clock.now();
+    let pass = opts.passphrase.as_ref();
+    let ca_dir = dir.path().join("ca");
+    fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
+
+    // 1. The CA pair: created, or imported.
+    let (root_der, issuing_der, issuing_key, root_key_path) = match &opts.import {
+        Some(imp) => {
+            let root_der = read_cert_pem(&imp.root)?;
+            let issuing_der = read_cert_pem(&imp.cert)?;
+            let key = keyfile::read_key(&imp.key, pass)?;
+            ca::check_import(&issuing_der, &root_der, &key, now)?;
+            (root_der, issuing_der, key, None)
+        }
+        None => {
+            let (root_der, root_key) = ca::create_root(&config.organisation, now, ROOT_LIFETIME)?;
+            let root_key_path = opts
+                .root_key_out
+                .clone()
+                .unwrap_or_else(|| dir.ca("root.key"));
+            keyfile::write_key(&root_key_path, &root_key, pass)?;
+            let (issuing_der, issuing_key) = ca::create_issuing(
+                &root_der,
+                root_key,
+                &config.organisation,
+                now,
+                ISSUING_LIFETIME,
+            )?;
+            (root_der, issuing_der, issuing_key, Some(root_key_path))
+        }
+    };
+    for (name, der) in [("root.crt", &root_der), ("issuing.crt", &issuing_der)] {
+        let p = dir.ca(name);
+        fsutil::write_atomic(&p, der_to_pem(der).as_bytes(), 0o644).map_err(io_err(&p))?;
+    }
+    keyfile::write_key(&dir.ca("issuing.key"), &issuing_key, pass)?;
+
+    let root_id = ca::ca_id("root", &root_der);
+    let issuing_id = ca::ca_id("issuing", &issuing_der);
+    let issuing = Arc::new(IssuingCa::new(
+        issuing_id.clone(),
+        issuing_der.clone(),
+        issuing_key,
+    )?);
+    let authority = Authority::new(issuing, naming(config), clock.clone());
+
+    // 2. The API server certificate and the first admin credential.
+    let server_leaf = make_server_cert(dir, &authority, &profiles, config)?;
+    let admin_profile = profiles
+        .get("admin")
+        .ok_or_else(|| BootstrapError::Inconsistent("profile admin missing".into()))?;
+    let (admin_key, admin_csr) = new_key_and_csr(FIRST_ADMIN)?;
+    let admin_csr = check_csr(&admin_csr, admin_profile)
+        .map_err(|e| BootstrapError::Certificate(e.to_string()))?;
+    let admin_id =
+        DeviceId::parse(FIRST_ADMIN).map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
+    let admin_leaf = authority.sign_leaf(&LeafRequest {
+        device_id: &admin_id,
+        zone: &config.default_zone,
+        profile: admin_profile,
+        csr: &admin_csr,
+        lifetime: None,
+    })?;
+
+    // 3. One transaction records both CAs and both certificates, with their audit events.
+    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let root_rec = issuer_record(IssuerKind::Root, root_id, &root_der)?;
+    let issuing_rec = issuer_record(IssuerKind::Issuing, issuing_id.clone(), &issuing_der)?;
+    let issuers = vec![root_rec, issuing_rec];
+    let write = WriteOp::All(vec![
+        WriteOp::AddIssuer {
+            issuer: issuers[0].clone(),
+            at: now,
+            actor: "system".into(),
+        },
+        WriteOp::AddIssuer {
+            issuer: issuers[1].clone(),
+            at: now,
+            actor: "system".into(),
+        },
+        system_issue(
+            &server_leaf,
+            "hallmark-ca",
+            "ca",
+            SERVER_PROFILE,
+            &issuing_id,
+            now,
+        ),
+        system_issue(
+            &admin_leaf,
+            FIRST_ADMIN,
+            &config.default_zone,
+            "admin",
+            &issuing_id,
+            now,
+        ),
+    ]);
+    let written = store.write(write).await;
+    store.close().await;
+    written?;
+
+    // 4. Trust bundle and admin bundle.
+    let trust = TrustMaterial::from_issuers(&issuers, now);
+    let tb = dir.trust_bundle();
+    fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
+    let admin_cert_pem = der_to_pem(&admin_leaf.der);
+    CredentialBundle {
+        key_pem: admin_key,
+        chain_pem: format!("{admin_cert_pem}{}", der_to_pem(&issuing_der)),
+        cert_pem: admin_cert_pem,
+        ca_pem: trust.bundle_pem(),
+    }
+    .write(&dir.admin())
+    .map_err(|e| BootstrapError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+
+    Ok(InitReport {
+        admin_dir: dir.admin(),
+        trust_bundle: tb,
+        root_key: root_key_path,
+        encrypted: pass.is_some(),
+    })
+}
+
+/// Everything `serve` needs, loaded from an initialised data dir.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The open store.
+    pub store: Store,
+    /// The signing authority.
+    pub authority: Authority,
+    /// Profiles in force.
+    pub profiles: Arc<ProfileSet>,
+    /// Trust material.
+    pub trust: TrustMaterial,
+    /// API server certificate chain.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// API server key.
+    pub server_key: PrivateKeyDer<'static>,
+}
+
+/// Opens the store and loads the active issuing CA (renewing the API server certificate when
+/// it is due or its names changed).
+pub async fn load(
+    data_dir: &Path,
+    config: &Config,
+    passphrase: Option<&Passphrase>,
+    clock: SharedClock,
+) -> Result<Loaded, BootstrapError> {
+    let dir = DataDir::new(data_dir);
+    if !dir.is_initialised() {
+        return Err(BootstrapError::NotInitialised(data_dir.to_owned()));
+    }
+    let profiles = Arc::new(
+        config
+            .profile_set()
+            .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?,
+    );
+    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let issuers = store.issuers().await?;
+    let active = issuers
+        .iter()
+        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+        .max_by_key(|i| i.not_before)
+        .ok_or_else(|| {
+            BootstrapError::Inconsistent(format!("{} has no active issuing CA", dir.db().display()))
+        })?;
+    let on_disk = read_cert_pem(&dir.ca("issuing.crt"))?;
+    if on_disk != active.cert_der {
+        return Err(BootstrapError::Inconsistent(format!(
+            "{} does not match the active issuing CA {} in the store",
+            dir.ca("issuing.crt").display(),
+            active.id
+        )));
+    }
+    let key = keyfile::read_key(&dir.ca("issuing.key"), passphrase)?;
+    let issuing = IssuingCa::new(active.id.clone(), active.cert_der.clone(), key)?;
+    ca::check_key_matches(&issuing.cert_der, issuing_key_of(&issuing)).map_err(|e| {
+        BootstrapError::Inconsistent(format!("{}: {e}", dir.ca("issuing.key").display()))
+    })?;
+    let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
+    let now = clock.now();
+
+    // Renew the server certificate when a third of its life is left or its names changed.
+    let server_cert = dir.server("cert.pem");
+    let due = match read_cert_pem(&server_cert) {
+        Ok(der) => {
+            let (nb, na) = ca::validity(&der)?;
+            let left = (na - now) as f64 / ((na - nb).max(1)) as f64;
+            left < SERVER_RENEW_FRACTION || !ca::has_names(&der, &server_names(config))
+        }
+        Err(_) => true,
+    };
+    if due {
+        tracing::info!("renewing the API server certificate");
+        let leaf = make_server_cert(&dir, &authority, &profiles, config)?;
+        store
+            .write(system_issue(
+                &leaf,
+                "hallmark-ca",
+                "ca",
+                SERVER_PROFILE,
+                &authority.issuing().id,
+                now,
+            ))
+            .await?;
+    }
+    let chain_path = dir.server("chain.pem");
+    let chain_text = std::fs::read(&chain_path).map_err(io_err(&chain_path))?;
+    let server_chain = CertificateDer::pem_slice_iter(&chain_text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BootstrapError::Inconsistent(format!("{}: {e}", chain_path.display())))?;
+    let key_path = dir.server("key.pem");
+    let key_text = std::fs::read(&key_path).map_err(io_err(&key_path))?;
+    let server_key = PrivateKeyDer::from_pem_slice(&key_text)
+        .map_err(|e| BootstrapError::Inconsistent(format!("{}: {e}", key_path.display())))?;
+    let trust = TrustMaterial::from_issuers(&issuers, now);
+    Ok(Loaded {
+        store,
+        authority,
+        profiles,
+        trust,
+        server_chain,
+        server_key,
+    })
+}
+
+fn issuing_key_of(ca: &IssuingCa) -> &CaKey {
+    ca.key()
+}

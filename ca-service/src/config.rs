@@ -1,0 +1,155 @@
+//! The CA's configuration file (TOML). Every field has a default, so no file is needed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::authority::profile::{ProfileConfigError, ProfileOverride, ProfileSet};
+
+/// Default gRPC listener.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9443";
+/// Default HTTP listener.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9080";
+
+/// Contents of `--config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `O=` of every certificate subject.
+    pub organisation: String,
+    /// Zone of devices registered without one.
+    pub default_zone: String,
+    /// URI SAN naming a device; `{device}` is replaced by the device id. The default is an
+    /// RFC 9039 `urn:dev:org` URN under the documentation PEN 32473: set your own PEN.
+    pub device_uri_template: String,
+    /// Extra DNS names or IP addresses for the API server certificate (besides localhost).
+    pub server_names: Vec<String>,
+    /// Accept TLS 1.2 (ECDHE + AEAD suites only) besides TLS 1.3.
+    pub allow_tls12: bool,
+    /// gRPC listener address.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listener address (CDP, trust bundle, health).
+    pub http_listen: SocketAddr,
+    /// Most certificates one group commit writes in one transaction.
+    pub max_commit_batch: usize,
+    /// Profile overrides and additions, by name.
+    pub profiles: BTreeMap<String, ProfileOverride>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            organisation: "Hallmark".to_owned(),
+            default_zone: "default".to_owned(),
+            device_uri_template: "urn:dev:org:32473-{device}".to_owned(),
+            server_names: Vec::new(),
+            allow_tls12: false,
+            grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default address"),
+            http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
+            max_commit_batch: 256,
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML error (names the key and line).
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// A profile section is wrong.
+    #[error("config: {0}")]
+    Profile(#[from] ProfileConfigError),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<text>".to_owned(),
+            source: Box::new(source),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that the schema alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::identity::validate_name("default_zone", &self.default_zone)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.device_uri_template.contains("{device}") {
+            return Err(ConfigError::Invalid(format!(
+                "device_uri_template `{}` must contain `{{device}}`",
+                self.device_uri_template
+            )));
+        }
+        if self.organisation.trim().is_empty() {
+            return Err(ConfigError::Invalid("organisation is empty".to_owned()));
+        }
+        if self.max_commit_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "max_commit_batch must be at least 1".to_owned(),
+            ));
+        }
+        self.profile_set()?;
+        Ok(())
+    }
+
+    /// The profiles in force.
+    pub fn profile_set(&self) -> Result<ProfileSet, ProfileConfigError> {
+        ProfileSet::new(&self.profiles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_and_typos_are_named() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.grpc_listen.port(), 9443);
+        let err = Config::parse("organization = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("organization"), "{err}");
+        let err = Config::parse("device_uri_template = \"urn:x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{device}"), "{err}");
+    }
+}

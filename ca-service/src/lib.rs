@@ -1,0 +1,24 @@
+//! Hallmark's online certificate authority: issues and records per-device X.509 certificates
+//! over a mutually authenticated gRPC API.
+//!
+//! Modules by concern: [`authority`] (policy and signing, no I/O), [`keys`] (CA key sources),
+//! [`store`] (the only place with SQL), [`api`] (tonic services, authentication, authorization),
+//! [`http`] (trust bundle, health), [`audit`], [`config`], [`bootstrap`] (first-start
+//! initialisation) and [`server`] (wiring it all together).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod audit;
+pub mod authority;
+pub mod bootstrap;
+pub mod bundle;
+pub mod clock;
+pub mod config;
+pub mod fsutil;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod server;
+pub mod store;

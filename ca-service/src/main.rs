@@ -1,0 +1,243 @@
+//! `hallmark-ca`: the online certificate authority.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hallmark_ca::bootstrap::{self, ImportIssuing, InitOptions, InitReport};
+use hallmark_ca::clock::SystemClock;
+use hallmark_ca::config::Config;
+use hallmark_ca::keys::{Passphrase, file::PASSPHRASE_ENV};
+use hallmark_ca::server::{self, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "hallmark-ca",
+    version,
+    about = "Hallmark certificate authority for device identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API and the HTTP side (initialises an empty data dir first).
+    Serve(ServeArgs),
+    /// Initialise a data dir: root and issuing CA, API server certificate, first admin.
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Data directory (database, CA certificates and keys, admin credential).
+    #[arg(long, default_value = "./hallmark-data", env = "HALLMARK_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML); all settings have defaults.
+    #[arg(long, env = "HALLMARK_CONFIG")]
+    config: Option<PathBuf>,
+    /// File holding the passphrase that encrypts CA keys at rest (else HALLMARK_CA_PASSPHRASE).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// gRPC listen address (overrides the config file).
+    #[arg(long)]
+    grpc_listen: Option<std::net::SocketAddr>,
+    /// HTTP listen address (overrides the config file).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Write the new root CA key to this file instead of the data dir, to keep it offline.
+    #[arg(long, conflicts_with = "import_issuing_cert")]
+    root_key_out: Option<PathBuf>,
+    /// Import this issuing CA certificate (PEM, pathlen 0) instead of creating a hierarchy.
+    #[arg(long, requires_all = ["import_issuing_key", "import_root_cert"])]
+    import_issuing_cert: Option<PathBuf>,
+    /// Key of the imported issuing CA (PKCS#8 PEM).
+    #[arg(long, requires = "import_issuing_cert")]
+    import_issuing_key: Option<PathBuf>,
+    /// Root CA certificate (PEM) that signed the imported issuing CA.
+    #[arg(long, requires = "import_issuing_cert")]
+    import_root_cert: Option<PathBuf>,
+}
+
+fn load_config(common: &Common) -> Result<Config> {
+    match &common.config {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn passphrase(common: &Common) -> Result<Option<Passphrase>> {
+    let p = match &common.passphrase_file {
+        Some(f) => Some(Passphrase::from_file(f)?),
+        None => Passphrase::from_env()?,
+    };
+    if p.is_none() {
+        tracing::warn!(
+            "CA keys are kept unencrypted (mode 0600); give --passphrase-file or {PASSPHRASE_ENV} to encrypt them"
+        );
+    }
+    Ok(p)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}
+
+fn print_client_setup(data_dir: &Path, grpc: std::net::SocketAddr) {
+    let dir = absolute(data_dir);
+    let host = if grpc.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if grpc.is_ipv6() {
+        format!("[{}]", grpc.ip())
+    } else {
+        grpc.ip().to_string()
+    };
+    println!("Point the hallmark CLI at this CA with the first admin credential:");
+    println!("  export HALLMARK_ENDPOINT=https://{host}:{}", grpc.port());
+    println!(
+        "  export HALLMARK_CERT={}",
+        dir.join("admin/cert.pem").display()
+    );
+    println!(
+        "  export HALLMARK_KEY={}",
+        dir.join("admin/key.pem").display()
+    );
+    println!(
+        "  export HALLMARK_CA={}",
+        dir.join("trust-bundle.pem").display()
+    );
+}
+
+fn print_init(report: &InitReport) {
+    println!("Initialised a new CA.");
+    println!(
+        "  admin credential: {}",
+        absolute(&report.admin_dir).display()
+    );
+    println!(
+        "  trust bundle:     {}",
+        absolute(&report.trust_bundle).display()
+    );
+    if let Some(k) = &report.root_key {
+        println!(
+            "  root CA key:      {} (move it offline; it is needed only to sign a new issuing CA)",
+            absolute(k).display()
+        );
+    }
+    if !report.encrypted {
+        println!("  CA keys are NOT encrypted at rest; use --passphrase-file to encrypt them.");
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = load_config(&args.common)?;
+    if let Some(a) = args.grpc_listen {
+        config.grpc_listen = a;
+    }
+    if let Some(a) = args.http_listen {
+        config.http_listen = a;
+    }
+    let opts = ServeOptions {
+        data_dir: args.common.data_dir.clone(),
+        passphrase: passphrase(&args.common)?,
+        config,
+        clock: Arc::new(SystemClock),
+    };
+    let running = server::start(opts).await?;
+    if let Some(report) = &running.initialised {
+        print_init(report);
+    }
+    println!(
+        "hallmark-ca listening: gRPC https://{} HTTP http://{}",
+        running.grpc_addr, running.http_addr
+    );
+    print_client_setup(&args.common.data_dir, running.grpc_addr);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn init(args: InitArgs) -> Result<()> {
+    let config = load_config(&args.common)?;
+    let import = match (
+        args.import_issuing_cert,
+        args.import_issuing_key,
+        args.import_root_cert,
+    ) {
+        (Some(cert), Some(key), Some(root)) => Some(ImportIssuing { cert, key, root }),
+        _ => None,
+    };
+    let opts = InitOptions {
+        data_dir: args.common.data_dir.clone(),
+        passphrase: passphrase(&args.common)?,
+        root_key_out: args.root_key_out,
+        import,
+    };
+    let report = bootstrap::init(&opts, &config, Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("initialising {}", opts.data_dir.display()))?;
+    print_init(&report);
+    print_client_setup(&args.common.data_dir, config.grpc_listen);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Init(a) => init(a).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Wiring: loads (or first initialises) the data dir, then serves gRPC over our own TLS
+//! acceptor and the HTTP side, until shut down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hallmark_proto::v1::certificate_authority_server::CertificateAuthorityServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{ApiState, auth::Authenticator, ca::CaService, tls};
+use crate::bootstrap::{self, BootstrapError, DataDir, InitOptions, InitReport};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::{self, HttpState};
+use crate::keys::Passphrase;
+
+/// Largest gRPC message accepted: CSRs are capped at 64 KiB anyway.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Options of `hallmark-ca serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The configuration.
+    pub config: Config,
+    /// CA key passphrase.
+    pub passphrase: Option<Passphrase>,
+    /// The clock.
+    pub clock: SharedClock,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Initialising or loading failed.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// A listener could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source} (is another hallmark-ca running? use --grpc-listen/--http-listen)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A running CA.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Set when this start initialised the data dir.
+    pub initialised: Option<InitReport>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: crate::store::Store,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight calls finish, and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+    }
+
+    /// The store this server writes to.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.store
+    }
+
+    /// Waits until the server stops by itself (it normally does not).
+    pub async fn wait(&mut self) {
+        for t in self.tasks.iter_mut() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts the CA: initialises an empty data dir first, then serves.
+pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
+    let dir = DataDir::new(&opts.data_dir);
+    let initialised = if dir.is_initialised() {
+        None
+    } else {
+        let init = InitOptions {
+            data_dir: opts.data_dir.clone(),
+            passphrase: opts.passphrase.clone(),
+            root_key_out: None,
+            import: None,
+        };
+        Some(bootstrap::init(&init, &opts.config, opts.clock.clone()).await?)
+    };
+    let loaded = bootstrap::load(
+        &opts.data_dir,
+        &opts.config,
+        opts.passphrase.as_ref(),
+        opts.clock.clone(),
+    )
+    .await?;
+
+    let grpc_listener = TcpListener::bind(opts.config.grpc_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.config.grpc_listen,
+            source,
+        })?;
+    let http_listener = TcpListener::bind(opts.config.http_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.config.http_listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: opts.config.grpc_listen,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: opts.config.http_listen,
+            source,
+        })?;
+
+    // Tell clients which CA their credential should come from (helps multi-cert clients).
+    let hints = subject_of(&loaded.authority.issuing().cert_der)
+        .into_iter()
+        .collect();
+    let tls_config = tls::server_config(
+        loaded.server_chain,
+        loaded.server_key,
+        opts.config.allow_tls12,
+        hints,
+    )?;
+    let trust = Arc::new(loaded.trust);
+    let state = ApiState {
+        auth: Authenticator::new(
+            loaded.store.clone(),
+            loaded.profiles.clone(),
+            opts.clock.clone(),
+        ),
+        store: loaded.store.clone(),
+        authority: loaded.authority,
+        profiles: loaded.profiles,
+        default_zone: opts.config.default_zone.clone(),
+        trust: trust.clone(),
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CertificateAuthorityServer<CaService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hallmark_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            ServeError::Bootstrap(BootstrapError::Inconsistent(format!("reflection: {e}")))
+        })?;
+    let ca = CertificateAuthorityServer::new(CaService::new(state))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let incoming = tls::incoming(grpc_listener, tls_config, shutdown_rx.clone());
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ca)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+
+    let mut http_shutdown = shutdown_rx.clone();
+    let router = http::router(HttpState {
+        store: loaded.store.clone(),
+        trust,
+    });
+    let http = tokio::spawn(async move {
+        let result = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%grpc_addr, %http_addr, "hallmark-ca serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        initialised,
+        shutdown: shutdown_tx,
+        tasks: vec![grpc, http],
+        store: loaded.store,
+    })
+}
+
+fn subject_of(der: &[u8]) -> Option<rustls::DistinguishedName> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(rustls::DistinguishedName::from(
+        cert.subject().as_raw().to_vec(),
+    ))
+}

@@ -1,0 +1,282 @@
+//! The store: the only module with SQL. SQLite (WAL, one file) today; every write goes through
+//! one writer task that batches concurrent requests into one transaction (group commit), so a
+//! certificate is returned only after its row is durably committed, without one fsync per row.
+
+mod records;
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use records::*;
+pub use writer::{WriteOp, WriteOutput};
+
+use crate::audit::AuditEvent;
+
+/// Name of the database file inside the data dir.
+pub const DB_FILE: &str = "hallmark.db";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The device exists but does not match what the certificate was signed for.
+    #[error("{0}")]
+    DeviceConflict(String),
+    /// The row to change does not exist (or may no longer change).
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique value exists already.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The writer task has stopped (shutdown in progress).
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writer: mpsc::Sender<writer::Request>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path`, migrates it and starts the
+    /// writer task, which batches at most `max_batch` writes per transaction.
+    pub async fn open_sqlite(path: &Path, max_batch: usize) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before it returns, also across power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let last_hash = writer::last_audit_hash(&pool).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(pool.clone(), rx, max_batch.max(1), last_hash));
+        Ok(Self { pool, writer: tx })
+    }
+
+    /// Runs `op` in the next group commit and waits until it is durably committed.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// All issuers, roots first, oldest first.
+    pub async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, subject, cert_der, not_before, not_after, status FROM issuers \
+             ORDER BY kind DESC, created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| IssuerRecord {
+                id: r.get("id"),
+                kind: if r.get::<String, _>("kind") == "root" {
+                    IssuerKind::Root
+                } else {
+                    IssuerKind::Issuing
+                },
+                subject: r.get("subject"),
+                cert_der: r.get("cert_der"),
+                not_before: r.get("not_before"),
+                not_after: r.get("not_after"),
+                active: r.get::<String, _>("status") == "active",
+            })
+            .collect())
+    }
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, zone, lot, profile, status, created_at FROM devices WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| DeviceRecord {
+            id: r.get("id"),
+            zone: r.get("zone"),
+            lot: r.get("lot"),
+            profile: r.get("profile"),
+            status: DeviceStatus::parse(r.get("status")),
+            created_at: r.get("created_at"),
+        }))
+    }
+
+    /// One certificate by serial (hex, any case).
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE serial = ?1"
+        ))
+        .bind(serial.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(cert_from_row).transpose()
+    }
+
+    /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
+    pub async fn list_certificates(
+        &self,
+        filter: &CertFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Page<CertificateRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE seq > ?1 \
+              AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR profile = ?3) \
+              AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR issuer_id = ?5) \
+              ORDER BY seq LIMIT ?6"
+        ))
+        .bind(after)
+        .bind(filter.device_id.as_deref())
+        .bind(filter.profile.as_deref())
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.issuer_id.as_deref())
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(cert_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|c| c.seq)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Audit events in order, from id `after` on, at most `limit`, with their stored hashes.
+    pub async fn audit_events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, AuditEvent, Vec<u8>, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, details, prev_hash, hash FROM audit_events \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("id"),
+                    AuditEvent {
+                        at: r.get("at"),
+                        actor: r.get("actor"),
+                        action: r.get("action"),
+                        target: r.get("target"),
+                        details: r.get("details"),
+                    },
+                    r.get("prev_hash"),
+                    r.get("hash"),
+                )
+            })
+            .collect())
+    }
+
+    /// Number of rows in a table, for tests and health figures.
+    pub async fn count(&self, table: CountedTable) -> Result<i64, StoreError> {
+        let sql = match table {
+            CountedTable::Certificates => "SELECT COUNT(*) FROM certificates",
+            CountedTable::Devices => "SELECT COUNT(*) FROM devices",
+            CountedTable::AuditEvents => "SELECT COUNT(*) FROM audit_events",
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Closes the pool after the writer has drained.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Tables [`Store::count`] can count.
+#[derive(Debug, Clone, Copy)]
+pub enum CountedTable {
+    /// `certificates`.
+    Certificates,
+    /// `devices`.
+    Devices,
+    /// `audit_events`.
+    AuditEvents,
+}
+
+macro_rules! cert_columns {
+    () => {
+        "seq, serial, device_id, profile, zone, issuer_id, subject, not_before, not_after, status, \
+         revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at"
+    };
+}
+use cert_columns;
+
+fn cert_from_row(r: &SqliteRow) -> Result<CertificateRecord, StoreError> {
+    let scope: Option<String> = r.get("scope");
+    let scope = scope
+        .map(|s| serde_json::from_str::<Scope>(&s))
+        .transpose()
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(CertificateRecord {
+        seq: r.get("seq"),
+        serial: r.get("serial"),
+        device_id: r.get("device_id"),
+        profile: r.get("profile"),
+        zone: r.get("zone"),
+        issuer_id: r.get("issuer_id"),
+        subject: r.get("subject"),
+        not_before: r.get("not_before"),
+        not_after: r.get("not_after"),
+        status: CertStatus::parse(r.get("status")),
+        revoked_at: r.get("revoked_at"),
+        revocation_reason: r.get("revocation_reason"),
+        scope,
+        requested_by: r.get("requested_by"),
+        spki_sha256: r.get("spki_sha256"),
+        der: r.get("der"),
+        issued_at: r.get("issued_at"),
+    })
+}

@@ -1,0 +1,219 @@
+//! Rows of the store as Rust types. Times are Unix seconds, serials lower-case hex.
+
+use serde::{Deserialize, Serialize};
+
+/// Kind of an issuer row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerKind {
+    /// Self-signed (or external) root; trusted, never signs leaves here.
+    Root,
+    /// Signs leaves and CRLs.
+    Issuing,
+}
+
+impl IssuerKind {
+    /// Text stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Root => "root",
+            IssuerKind::Issuing => "issuing",
+        }
+    }
+}
+
+/// A CA certificate known to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerRecord {
+    /// Stable id (`root-xxxxxxxx`, `issuing-xxxxxxxx`).
+    pub id: String,
+    /// Root or issuing.
+    pub kind: IssuerKind,
+    /// Subject DN as text.
+    pub subject: String,
+    /// DER.
+    pub cert_der: Vec<u8>,
+    /// Validity start.
+    pub not_before: i64,
+    /// Validity end.
+    pub not_after: i64,
+    /// Whether it is the active signer (`true`) or retired.
+    pub active: bool,
+}
+
+/// Registry state of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// May hold and obtain certificates.
+    Active,
+    /// Temporarily barred.
+    Suspended,
+    /// Retired for good.
+    Decommissioned,
+}
+
+impl DeviceStatus {
+    /// Text stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Suspended => "suspended",
+            DeviceStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "suspended" => DeviceStatus::Suspended,
+            "decommissioned" => DeviceStatus::Decommissioned,
+            _ => DeviceStatus::Active,
+        }
+    }
+}
+
+/// A registered device (or operator credential name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: String,
+    /// Zone.
+    pub zone: String,
+    /// Production lot.
+    pub lot: Option<String>,
+    /// Profile its certificates use.
+    pub profile: String,
+    /// Registry status.
+    pub status: DeviceStatus,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Status of a certificate row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Not revoked.
+    Active,
+    /// Revoked for good.
+    Revoked,
+    /// On hold.
+    Suspended,
+}
+
+impl CertStatus {
+    /// Text stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Active => "active",
+            CertStatus::Revoked => "revoked",
+            CertStatus::Suspended => "suspended",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "revoked" => CertStatus::Revoked,
+            "suspended" => CertStatus::Suspended,
+            _ => CertStatus::Active,
+        }
+    }
+}
+
+/// What a provisioner credential may issue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// Profiles it may request.
+    pub profiles: Vec<String>,
+    /// Zones it may issue into.
+    pub zones: Vec<String>,
+}
+
+/// A recorded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Issue order.
+    pub seq: i64,
+    /// Serial, hex.
+    pub serial: String,
+    /// Device id (CN).
+    pub device_id: String,
+    /// Profile.
+    pub profile: String,
+    /// Zone (OU).
+    pub zone: String,
+    /// Issuer id.
+    pub issuer_id: String,
+    /// Subject DN as text.
+    pub subject: String,
+    /// Validity start.
+    pub not_before: i64,
+    /// Validity end.
+    pub not_after: i64,
+    /// Status.
+    pub status: CertStatus,
+    /// When revoked or suspended.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code.
+    pub revocation_reason: Option<i64>,
+    /// Provisioner scope.
+    pub scope: Option<Scope>,
+    /// Who asked for it (`name/serial` or `system`).
+    pub requested_by: String,
+    /// Hex SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
+
+/// A certificate to record; see [`CertificateRecord`] for the fields.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct NewCertificate {
+    pub serial: String,
+    pub device_id: String,
+    pub profile: String,
+    pub zone: String,
+    pub issuer_id: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub scope: Option<Scope>,
+    pub requested_by: String,
+    pub spki_sha256: String,
+    pub der: Vec<u8>,
+    pub issued_at: i64,
+}
+
+/// The registry entry an issuance expects: created if the device is new, checked if it exists.
+#[derive(Debug, Clone)]
+pub struct DeviceClaim {
+    /// Device id.
+    pub id: String,
+    /// Zone the certificate was signed for.
+    pub zone: String,
+    /// Profile the certificate was signed for.
+    pub profile: String,
+}
+
+/// Filters of a certificate listing; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct CertFilter {
+    /// Device id.
+    pub device_id: Option<String>,
+    /// Profile.
+    pub profile: Option<String>,
+    /// Status.
+    pub status: Option<CertStatus>,
+    /// Issuer id.
+    pub issuer_id: Option<String>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next: Option<i64>,
+}

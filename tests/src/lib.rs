@@ -1,0 +1,162 @@
+//! Helpers of the end-to-end tests: a CA started in-process on loopback ports with its own
+//! temporary data dir, gRPC clients with a given credential, the real binaries, and OpenSSL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use hallmark_ca::clock::SystemClock;
+use hallmark_ca::config::Config;
+use hallmark_ca::server::{self, RunningServer, ServeOptions};
+use hallmark_ca::store::{CountedTable, Store};
+use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A CA running in this process.
+pub struct TestCa {
+    /// The running server.
+    pub server: RunningServer,
+    /// Its data dir (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+/// Row counts that must not move when a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Certificates.
+    pub certificates: i64,
+    /// Devices.
+    pub devices: i64,
+    /// Audit events.
+    pub audit_events: i64,
+}
+
+impl TestCa {
+    /// Starts a fresh CA with the default config on ephemeral loopback ports.
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    /// Starts a fresh CA with `config` (listen addresses are replaced by ephemeral ones).
+    pub async fn start_with(mut config: Config) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+        config.http_listen = "127.0.0.1:0".parse().unwrap();
+        let server = server::start(ServeOptions {
+            data_dir: dir.path().join("data"),
+            config,
+            passphrase: None,
+            clock: Arc::new(SystemClock),
+        })
+        .await
+        .expect("CA starts");
+        Self { server, dir }
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The first admin's credential bundle.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.data_dir().join("admin")
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.server.grpc_addr)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.server.store()
+    }
+
+    /// Current row counts.
+    pub async fn counts(&self) -> Counts {
+        let s = self.store();
+        Counts {
+            certificates: s.count(CountedTable::Certificates).await.unwrap(),
+            devices: s.count(CountedTable::Devices).await.unwrap(),
+            audit_events: s.count(CountedTable::AuditEvents).await.unwrap(),
+        }
+    }
+
+    /// A client presenting the credential in `bundle_dir` (cert.pem + key.pem).
+    pub async fn client_with(&self, bundle_dir: &Path) -> CertificateAuthorityClient<Channel> {
+        let cert = std::fs::read(bundle_dir.join("cert.pem")).unwrap();
+        let key = std::fs::read(bundle_dir.join("key.pem")).unwrap();
+        self.client(Some((cert, key))).await
+    }
+
+    /// A client presenting the given PEM certificate and key, or none.
+    pub async fn client(
+        &self,
+        identity: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> CertificateAuthorityClient<Channel> {
+        let ca = std::fs::read(self.data_dir().join("trust-bundle.pem")).unwrap();
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let channel = Endpoint::from_shared(self.endpoint())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the CA");
+        CertificateAuthorityClient::new(channel)
+    }
+
+    /// A client with the first admin's credential.
+    pub async fn admin(&self) -> CertificateAuthorityClient<Channel> {
+        self.client_with(&self.admin_dir()).await
+    }
+}
+
+/// Path of a workspace binary (`hallmark-ca`, `hallmark`), built by `cargo build` beforehand.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (`cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `openssl` with `args`; panics with its stderr when it fails.
+pub fn openssl(args: &[&str]) -> String {
+    let out = openssl_output(args);
+    assert!(
+        out.status.success(),
+        "openssl {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `openssl` with `args` and returns whatever happened.
+pub fn openssl_output(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl CLI is installed (scripts/test.sh installs it)")
+}
+
+/// A fresh P-256 key (PEM) and a CSR for it (DER).
+pub fn p256_csr(cn: &str) -> (String, Vec<u8>) {
+    hallmark_ca::bundle::new_key_and_csr(cn).expect("key and CSR")
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,513 @@
+//! The README's path with the real binaries: `hallmark-ca serve` on an empty data dir, the
+//! printed admin credential, `hallmark cert issue`, and OpenSSL as the judge.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hallmark_tests::{bin, openssl, openssl_output, s};
+use x509_parser::prelude::*;
+
+/// A `hallmark-ca serve` child process, stopped with SIGTERM on drop.
+struct CaProcess {
+    child: Child,
+    env: Vec<(String, String)>,
+    http: String,
+}
+
+impl CaProcess {
+    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin("hallmark-ca"))
+            .args([
+                "serve",
+                "--data-dir",
+                s(data_dir),
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("HALLMARK_CA_PASSPHRASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hallmark-ca");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut env = Vec::new();
+        let mut http = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.len() < 4 {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("hallmark-ca printed its set-up lines in time");
+            if let Some(rest) = line.trim().strip_prefix("export ") {
+                let (k, v) = rest.split_once('=').unwrap();
+                env.push((k.to_owned(), v.to_owned()));
+            }
+            if let Some(i) = line.find("HTTP http://") {
+                http = line[i + "HTTP http://".len()..].trim().to_owned();
+            }
+        }
+        Self { child, env, http }
+    }
+
+    fn hallmark(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("hallmark"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run hallmark")
+    }
+
+    fn http_get(&self, path: &str) -> String {
+        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for CaProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read_cert(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read(path).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    p.contents
+}
+
+#[test]
+fn serve_issue_and_openssl_verifies() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("hallmark-data");
+    let ca = CaProcess::start(&data, &[]);
+    let keys: Vec<&str> = ca.env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "HALLMARK_ENDPOINT",
+            "HALLMARK_CERT",
+            "HALLMARK_KEY",
+            "HALLMARK_CA"
+        ]
+    );
+    assert!(ca.http_get("/healthz").ends_with("ok\n"));
+    assert!(
+        ca.http_get("/trust-bundle.pem")
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    let out = work.path().join("sensor-0001");
+    let printed = ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "sensor-0001",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&out),
+    ]));
+    assert!(printed.contains("issued"), "{printed}");
+    for f in ["key.pem", "cert.pem", "chain.pem", "ca.pem"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let verify = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&out.join("ca.pem")),
+        "-untrusted",
+        s(&out.join("chain.pem")),
+        s(&out.join("cert.pem")),
+    ]);
+    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+    // The key in the bundle belongs to the certificate.
+    let pubkey_cert = openssl(&["x509", "-in", s(&out.join("cert.pem")), "-noout", "-pubkey"]);
+    let pubkey_key = openssl(&["pkey", "-in", s(&out.join("key.pem")), "-pubout"]);
+    assert_eq!(pubkey_cert, pubkey_key);
+
+    let der = read_cert(&out.join("cert.pem"));
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let cn: Vec<_> = cert
+        .subject()
+        .iter_common_name()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cn, ["sensor-0001"]);
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    let serial = cert.raw_serial();
+    assert!(
+        serial.len() >= 8 && serial[0] & 0x80 == 0,
+        "serial {serial:02x?}"
+    );
+    assert!(
+        cert.get_extension_unique(&oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+            .unwrap()
+            .is_some(),
+        "no SKI"
+    );
+    assert!(
+        cert.get_extension_unique(&oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+            .unwrap()
+            .is_some(),
+        "no AKI"
+    );
+    let v = cert.validity();
+    let life = v.not_after.timestamp() - v.not_before.timestamp();
+    assert_eq!(
+        life,
+        30 * 24 * 3600 + 300,
+        "sensor default 30 days plus the 5-minute backdate"
+    );
+
+    // The certificate is recorded: listing and show find it, byte for byte.
+    let list = ok(&ca.hallmark(&["cert", "list", "--device", "sensor-0001", "-o", "json"]));
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let serial_hex = rows[0]["serial"].as_str().unwrap().to_owned();
+    assert_eq!(serial_hex, hex::encode(serial));
+    let shown = ok(&ca.hallmark(&["cert", "show", &serial_hex, "-o", "pem"]));
+    assert_eq!(
+        shown,
+        std::fs::read_to_string(out.join("cert.pem")).unwrap()
+    );
+
+    // A provisioner credential made with the CLI can issue within its scope only.
+    let prov = work.path().join("station");
+    ok(&ca.hallmark(&[
+        "credential",
+        "create",
+        "--role",
+        "provisioner",
+        "--name",
+        "station-1",
+        "--zones",
+        "field",
+        "--profiles",
+        "sensor",
+        "--out",
+        s(&prov),
+    ]));
+    let as_prov = |args: &[&str]| {
+        Command::new(bin("hallmark"))
+            .args(args)
+            .envs(ca.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HALLMARK_CERT", prov.join("cert.pem"))
+            .env("HALLMARK_KEY", prov.join("key.pem"))
+            .output()
+            .unwrap()
+    };
+    ok(&as_prov(&[
+        "cert",
+        "issue",
+        "--device",
+        "sensor-0002",
+        "--profile",
+        "sensor",
+        "--zone",
+        "field",
+        "--generate-key",
+        "--out",
+        s(&work.path().join("s2")),
+    ]));
+    let refused = as_prov(&[
+        "cert",
+        "issue",
+        "--device",
+        "gw-1",
+        "--profile",
+        "gateway",
+        "--zone",
+        "field",
+        "--generate-key",
+        "--out",
+        s(&work.path().join("g1")),
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("not profile gateway"),
+        "{err}"
+    );
+    assert!(
+        !work.path().join("g1").exists(),
+        "a refused issuance wrote files"
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn imported_issuing_ca_with_passphrase_caps_leaf_lifetimes() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    // A corporate root and a 10-day issuing CA, made by OpenSSL.
+    let (rk, rc, ik, ireq, ic, ext) = (
+        d.join("root.key"),
+        d.join("root.crt"),
+        d.join("iss.key"),
+        d.join("iss.csr"),
+        d.join("iss.crt"),
+        d.join("ext.cnf"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&rk),
+        "-out",
+        s(&rc),
+        "-subj",
+        "/CN=Corp Root",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        s(&ik),
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&ik),
+        "-out",
+        s(&ireq),
+        "-subj",
+        "/CN=Plant Issuing CA",
+    ]);
+    write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        s(&ireq),
+        "-CA",
+        s(&rc),
+        "-CAkey",
+        s(&rk),
+        "-CAcreateserial",
+        "-out",
+        s(&ic),
+        "-days",
+        "10",
+        "-extfile",
+        s(&ext),
+    ]);
+
+    let pass = d.join("pass");
+    write(&pass, "correct horse battery\n");
+    let data = d.join("data");
+    let init = Command::new(bin("hallmark-ca"))
+        .args([
+            "init",
+            "--data-dir",
+            s(&data),
+            "--passphrase-file",
+            s(&pass),
+            "--import-issuing-cert",
+            s(&ic),
+            "--import-issuing-key",
+            s(&ik),
+            "--import-root-cert",
+            s(&rc),
+        ])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .output()
+        .unwrap();
+    ok(&init);
+    let key_text = std::fs::read_to_string(data.join("ca/issuing.key")).unwrap();
+    assert!(
+        key_text.contains("ENCRYPTED PRIVATE KEY"),
+        "CA key not encrypted at rest"
+    );
+    assert!(
+        !data.join("ca/root.key").exists(),
+        "an imported CA has no root key here"
+    );
+    // OpenSSL reads our encrypted PKCS#8.
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&data.join("ca/issuing.key")),
+        "-passin",
+        &format!("file:{}", s(&pass)),
+        "-noout",
+    ]);
+
+    // Without the passphrase the CA refuses to start, and says how to fix it.
+    let no_pass = Command::new(bin("hallmark-ca"))
+        .args([
+            "serve",
+            "--data-dir",
+            s(&data),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(!no_pass.status.success());
+    let err = String::from_utf8_lossy(&no_pass.stderr);
+    assert!(
+        err.contains("is encrypted") && err.contains("--passphrase-file"),
+        "{err}"
+    );
+
+    let ca = CaProcess::start(&data, &["--passphrase-file", s(&pass)]);
+    let out = d.join("s1");
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "sensor-0001",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&out),
+    ]));
+    // Verified against the corporate root alone.
+    let verify = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&rc),
+        "-untrusted",
+        s(&out.join("chain.pem")),
+        s(&out.join("cert.pem")),
+    ]);
+    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+    let leaf = read_cert(&out.join("cert.pem"));
+    let issuing = read_cert(&ic);
+    let (_, leaf) = X509Certificate::from_der(&leaf).unwrap();
+    let (_, issuing) = X509Certificate::from_der(&issuing).unwrap();
+    assert_eq!(
+        leaf.validity().not_after.timestamp(),
+        issuing.validity().not_after.timestamp(),
+        "a 30-day sensor certificate is capped by the 10-day issuing CA"
+    );
+}
+
+#[test]
+fn init_can_keep_the_root_key_out_of_the_data_dir_and_refuses_a_second_init() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let offline = work.path().join("offline-root.key");
+    ok(&Command::new(bin("hallmark-ca"))
+        .args([
+            "init",
+            "--data-dir",
+            s(&data),
+            "--root-key-out",
+            s(&offline),
+        ])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .output()
+        .unwrap());
+    assert!(offline.exists());
+    assert!(!data.join("ca/root.key").exists());
+    // The offline key is the root's key.
+    let from_key = openssl(&["pkey", "-in", s(&offline), "-pubout"]);
+    let from_cert = openssl(&[
+        "x509",
+        "-in",
+        s(&data.join("ca/root.crt")),
+        "-noout",
+        "-pubkey",
+    ]);
+    assert_eq!(from_key, from_cert);
+    // The issuing CA has pathlen 0 and chains to the root.
+    let text = openssl(&[
+        "x509",
+        "-in",
+        s(&data.join("ca/issuing.crt")),
+        "-noout",
+        "-text",
+    ]);
+    assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+    openssl(&[
+        "verify",
+        "-CAfile",
+        s(&data.join("ca/root.crt")),
+        s(&data.join("ca/issuing.crt")),
+    ]);
+
+    let again = Command::new(bin("hallmark-ca"))
+        .args(["init", "--data-dir", s(&data)])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialised"));
+    let _ = openssl_output(&["version"]);
+}
