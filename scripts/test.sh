@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every Hallmark test: formatting, lints, unit tests and the end-to-end tests against real
+# components. On a fresh Debian machine run as root, it first installs the system packages the
+# tests use (with apt); as another user it names what is missing and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests need, as "command-or-file:package".
+requirements=(
+  "openssl:openssl"   # the reference validator of every chain the tests issue
+  "gcc:gcc"           # aws-lc-sys compiles C
+  "make:make"
+)
+
+missing=()
+for req in "${requirements[@]}"; do
+  probe="${req%%:*}" pkg="${req#*:}"
+  if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg")
+  else command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg"); fi
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "==> installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "missing system packages: ${missing[*]} (run this script as root on Debian to install them)" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolchain (rustup)" >&2; exit 1; }
+
+jobs="${CARGO_BUILD_JOBS:-2}"
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> building the binaries the end-to-end tests drive"
+cargo build --workspace --bins -j "$jobs"
+echo "==> tests"
+cargo test --workspace -j "$jobs"
+echo "==> clippy"
+cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
+echo "==> all checks passed"
