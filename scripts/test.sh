@@ -37,7 +37,11 @@ cargo fmt --all -- --check
 echo "==> building the binaries the end-to-end tests drive"
 cargo build --workspace --bins -j "$jobs"
 echo "==> tests"
-cargo test --workspace -j "$jobs"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -j "$jobs" 2>&1 | tee "$log"
 echo "==> clippy"
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
-echo "==> all checks passed"
+# One closing line over every test binary (cargo prints one result line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "==> all checks passed\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -95,19 +95,23 @@ impl TestCa {
         &self,
         identity: Option<(Vec<u8>, Vec<u8>)>,
     ) -> CertificateAuthorityClient<Channel> {
+        CertificateAuthorityClient::new(self.channel(identity).await)
+    }
+
+    /// A TLS channel to the CA presenting the given PEM certificate and key, or none.
+    pub async fn channel(&self, identity: Option<(Vec<u8>, Vec<u8>)>) -> Channel {
         let ca = std::fs::read(self.data_dir().join("trust-bundle.pem")).unwrap();
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
         if let Some((cert, key)) = identity {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        let channel = Endpoint::from_shared(self.endpoint())
+        Endpoint::from_shared(self.endpoint())
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .expect("connect to the CA");
-        CertificateAuthorityClient::new(channel)
+            .expect("connect to the CA")
     }
 
     /// A client with the first admin's credential.

@@ -1,0 +1,140 @@
+//! Group commit semantics: each request succeeds or fails alone, and the audit chain holds.
+
+use super::*;
+
+fn issue(serial: &str, device: &str, zone: &str) -> WriteOp {
+    WriteOp::Issue {
+        device: DeviceClaim {
+            id: device.into(),
+            zone: zone.into(),
+            profile: "sensor".into(),
+        },
+        cert: Box::new(NewCertificate {
+            serial: serial.into(),
+            device_id: device.into(),
+            profile: "sensor".into(),
+            zone: zone.into(),
+            issuer_id: "issuing-1".into(),
+            subject: format!("CN={device}"),
+            not_before: 0,
+            not_after: 10,
+            scope: None,
+            requested_by: "test".into(),
+            spki_sha256: "00".into(),
+            der: vec![0x30, 0x00],
+            issued_at: 1,
+        }),
+        actor: "test".into(),
+    }
+}
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("t.db"), 64)
+        .await
+        .unwrap();
+    store
+        .write(WriteOp::AddIssuer {
+            issuer: IssuerRecord {
+                id: "issuing-1".into(),
+                kind: IssuerKind::Issuing,
+                subject: "CN=i".into(),
+                cert_der: vec![1],
+                not_before: 0,
+                not_after: 100,
+                active: true,
+            },
+            at: 0,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+// Current-thread runtime: the five writers all queue before the writer task runs, so they
+// arrive as one batch and take the multi-row path.
+#[tokio::test]
+async fn concurrent_writes_fail_alone_and_keep_the_chain() {
+    let (_dir, store) = store().await;
+    // Fired together so that they land in one batch: a good one, a claim of the same new
+    // device in another zone, a duplicate serial, and more good ones.
+    let ops = vec![
+        issue("aa01", "d-1", "field"),
+        issue("aa02", "d-1", "it"),
+        issue("aa01", "d-2", "field"),
+        issue("aa03", "d-1", "field"),
+        issue("aa04", "d-3", "field"),
+    ];
+    let handles: Vec<_> = ops
+        .into_iter()
+        .map(|op| {
+            let s = store.clone();
+            tokio::spawn(async move { s.write(op).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let ok: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
+    assert_eq!(ok, [true, false, false, true, true], "{results:?}");
+    assert!(matches!(results[1], Err(StoreError::DeviceConflict(_))));
+    assert!(matches!(results[2], Err(StoreError::Duplicate(_))));
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &WriteOutput::Issued {
+            device_registered: true
+        }
+    );
+    assert_eq!(
+        results[3].as_ref().unwrap(),
+        &WriteOutput::Issued {
+            device_registered: false
+        }
+    );
+
+    assert_eq!(store.count(CountedTable::Certificates).await.unwrap(), 3);
+    // d-2 was only claimed by the refused duplicate: it must not be registered.
+    assert!(store.device("d-2").await.unwrap().is_none());
+    assert_eq!(store.device("d-1").await.unwrap().unwrap().zone, "field");
+    // issuer + 2 device registrations + 3 issuances
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(6));
+}
+
+#[tokio::test]
+async fn a_changed_audit_row_breaks_the_chain() {
+    let (_dir, store) = store().await;
+    store.write(issue("bb01", "d-1", "field")).await.unwrap();
+    store.write(issue("bb02", "d-1", "field")).await.unwrap();
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(4));
+    sqlx::query("UPDATE audit_events SET target = 'forged' WHERE id = 3")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Err(3));
+}
+
+#[tokio::test]
+async fn status_changes_are_audited_and_revocation_is_final() {
+    let (_dir, store) = store().await;
+    store.write(issue("cc01", "d-1", "field")).await.unwrap();
+    let set = |status| WriteOp::SetCertificateStatus {
+        serial: "cc01".into(),
+        status,
+        reason: Some(1),
+        at: 5,
+        actor: "test".into(),
+    };
+    store.write(set(CertStatus::Revoked)).await.unwrap();
+    let c = store.certificate("CC01").await.unwrap().unwrap();
+    assert_eq!(
+        (c.status, c.revoked_at, c.revocation_reason),
+        (CertStatus::Revoked, Some(5), Some(1))
+    );
+    assert!(matches!(
+        store.write(set(CertStatus::Active)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(4));
+}
