@@ -20,6 +20,9 @@ use crate::keys::Passphrase;
 /// Largest gRPC message accepted: CSRs are capped at 64 KiB anyway.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// How long shutdown waits for in-flight calls.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Options of `hallmark-ca serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -69,11 +72,15 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight calls finish, and closes the store.
+    /// Stops accepting, lets in-flight calls finish for up to [`SHUTDOWN_GRACE`] (long-lived
+    /// streams are cut after that), and closes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        for mut t in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                tracing::warn!("calls still open after {SHUTDOWN_GRACE:?}; closing them");
+                t.abort();
+            }
         }
         self.store.close().await;
     }

@@ -155,6 +155,37 @@ pub fn openssl_output(args: &[&str]) -> Output {
         .expect("the openssl CLI is installed (scripts/test.sh installs it)")
 }
 
+/// Makes a self-signed P-256 root CA with OpenSSL: writes `<name>.key` and `<name>.crt` into
+/// `dir` and returns their paths.
+pub fn openssl_root_ca(dir: &Path, name: &str, cn: &str, days: u32) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.crt"));
+    let subj = format!("/CN={cn}");
+    let days = days.to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-out",
+        s(&cert),
+        "-subj",
+        &subj,
+        "-days",
+        &days,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    (key, cert)
+}
+
 /// A fresh P-256 key (PEM) and a CSR for it (DER).
 pub fn p256_csr(cn: &str) -> (String, Vec<u8>) {
     hallmark_ca::bundle::new_key_and_csr(cn).expect("key and CSR")

@@ -2,7 +2,7 @@
 //! and nothing stored (certificates, devices and audit rows unchanged).
 
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{TestCa, openssl, p256_csr, s};
+use hallmark_tests::{TestCa, openssl, openssl_root_ca, p256_csr, s};
 use tonic::Code;
 
 fn req(device: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
@@ -263,29 +263,8 @@ async fn callers_without_rights_are_refused_and_nothing_is_stored() {
 
     // A client certificate from another CA, made by OpenSSL.
     let d = work.path();
-    let (k, c, ck, cc) = (
-        d.join("o.key"),
-        d.join("o.crt"),
-        d.join("c.key"),
-        d.join("c.csr"),
-    );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&k),
-        "-out",
-        s(&c),
-        "-subj",
-        "/CN=Other Root",
-        "-days",
-        "2",
-    ]);
+    let (ck, cc) = (d.join("c.key"), d.join("c.csr"));
+    let (k, c) = openssl_root_ca(d, "other", "Other Root", 2);
     openssl(&[
         "req",
         "-new",

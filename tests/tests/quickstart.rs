@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{bin, openssl, openssl_output, s};
+use hallmark_tests::{bin, openssl, openssl_output, openssl_root_ca, s};
 use x509_parser::prelude::*;
 
 /// A `hallmark-ca serve` child process, stopped with SIGTERM on drop.
@@ -294,35 +294,13 @@ fn imported_issuing_ca_with_passphrase_caps_leaf_lifetimes() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
     // A corporate root and a 10-day issuing CA, made by OpenSSL.
-    let (rk, rc, ik, ireq, ic, ext) = (
-        d.join("root.key"),
-        d.join("root.crt"),
+    let (ik, ireq, ic, ext) = (
         d.join("iss.key"),
         d.join("iss.csr"),
         d.join("iss.crt"),
         d.join("ext.cnf"),
     );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&rk),
-        "-out",
-        s(&rc),
-        "-subj",
-        "/CN=Corp Root",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
+    let (rk, rc) = openssl_root_ca(d, "root", "Corp Root", 3650);
     openssl(&[
         "genpkey",
         "-algorithm",
