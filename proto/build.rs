@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY of set_var: build scripts are single-threaded at this point.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["hallmark/v1/ca.proto"];
+    let protos = [
+        "hallmark/v1/ca.proto",
+        "hallmark/v1/devices.proto",
+        "hallmark/v1/enrollment.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -225,6 +225,7 @@ fn system_issue(
             id: device.to_owned(),
             zone: zone.to_owned(),
             profile: profile.to_owned(),
+            serial_number: None,
         },
         cert: Box::new(NewCertificate {
             serial: leaf.serial.clone(),

@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hallmark_proto::v1::certificate_authority_server::CertificateAuthorityServer;
+use hallmark_proto::v1::devices_server::DevicesServer;
+use hallmark_proto::v1::enrollment_server::EnrollmentServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{ApiState, auth::Authenticator, ca::CaService, tls};
+use crate::api::devices::DevicesService;
+use crate::api::enrollment::EnrollmentService;
+use crate::api::{ApiState, auth::Authenticator, ca::CaService, throttle::EnrollThrottle, tls};
 use crate::bootstrap::{self, BootstrapError, DataDir, InitOptions, InitReport};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -167,6 +171,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         profiles: loaded.profiles,
         default_zone: opts.config.default_zone.clone(),
         trust: trust.clone(),
+        throttle: Arc::new(EnrollThrottle::default()),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -181,7 +186,18 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         .map_err(|e| {
             ServeError::Bootstrap(BootstrapError::Inconsistent(format!("reflection: {e}")))
         })?;
-    let ca = CertificateAuthorityServer::new(CaService::new(state))
+    health_reporter
+        .set_serving::<DevicesServer<DevicesService>>()
+        .await;
+    health_reporter
+        .set_serving::<EnrollmentServer<EnrollmentService>>()
+        .await;
+    let ca = CertificateAuthorityServer::new(CaService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Imports carry up to 1000 rows: allow 4 MiB there.
+    let devices = DevicesServer::new(DevicesService::new(state.clone()))
+        .max_decoding_message_size(4 * MAX_MESSAGE_BYTES);
+    let enrollment = EnrollmentServer::new(EnrollmentService::new(state))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let incoming = tls::incoming(grpc_listener, tls_config, shutdown_rx.clone());
@@ -191,6 +207,8 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ca)
+            .add_service(devices)
+            .add_service(enrollment)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_shutdown.wait_for(|v| *v).await;
             })

@@ -166,7 +166,7 @@ fn read_csr(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Refuses an output directory that holds a different credential's key, so nothing is mixed up.
-fn check_out_dir(out: &Path) -> Result<()> {
+pub fn check_out_dir(out: &Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!("--out {} exists and is not a directory", out.display());
     }
@@ -182,6 +182,16 @@ async fn issue_and_write(
     check_out_dir(out)?;
     let mut client = conn.ca().await?;
     let resp = client.issue(req).await.map_err(status_error)?.into_inner();
+    write_response(resp, key_pem, out)
+}
+
+/// Writes what the CA answered as a bundle in `out`: all four files when we hold the key,
+/// the public three otherwise.
+pub fn write_response(
+    resp: pb::IssueResponse,
+    key_pem: Option<String>,
+    out: &Path,
+) -> Result<pb::Certificate> {
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
@@ -212,7 +222,7 @@ async fn issue_and_write(
     Ok(cert)
 }
 
-fn print_issued(cert: &pb::Certificate, out: &Path) {
+pub fn print_issued(cert: &pb::Certificate, out: &Path) {
     println!(
         "issued {} for {} (profile {}, zone {}), valid until {}",
         cert.serial,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_proto::v1::devices_client::DevicesClient;
+use hallmark_proto::v1::enrollment_client::EnrollmentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Where the CA is and who we are.
@@ -30,8 +32,25 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens a channel to the CA.
+    /// Opens a channel to the CA with the credential of `--cert`/`--key` (if any).
     pub async fn channel(&self) -> Result<Channel> {
+        let identity = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                let cert = std::fs::read(c)
+                    .with_context(|| format!("reading certificate {}", c.display()))?;
+                let key =
+                    std::fs::read(k).with_context(|| format!("reading key {}", k.display()))?;
+                Some((cert, key))
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!("--cert given without --key (or HALLMARK_KEY)"),
+            (None, Some(_)) => bail!("--key given without --cert (or HALLMARK_CERT)"),
+        };
+        self.channel_with(identity).await
+    }
+
+    /// Opens a channel to the CA presenting `identity` (PEM certificate chain and key), or none.
+    pub async fn channel_with(&self, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<Channel> {
         if !self.endpoint.starts_with("https://") {
             bail!(
                 "endpoint `{}` must start with https:// (the CA only speaks TLS)",
@@ -44,17 +63,8 @@ impl Connection {
         let ca = std::fs::read(ca_path)
             .with_context(|| format!("reading trust bundle {}", ca_path.display()))?;
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        match (&self.cert, &self.key) {
-            (Some(c), Some(k)) => {
-                let cert = std::fs::read(c)
-                    .with_context(|| format!("reading certificate {}", c.display()))?;
-                let key =
-                    std::fs::read(k).with_context(|| format!("reading key {}", k.display()))?;
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
-            (None, None) => {}
-            (Some(_), None) => bail!("--cert given without --key (or HALLMARK_KEY)"),
-            (None, Some(_)) => bail!("--key given without --cert (or HALLMARK_CERT)"),
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
         }
         let endpoint = Endpoint::from_shared(self.endpoint.clone())
             .with_context(|| format!("invalid endpoint `{}`", self.endpoint))?
@@ -70,6 +80,16 @@ impl Connection {
     /// A `CertificateAuthority` client.
     pub async fn ca(&self) -> Result<CertificateAuthorityClient<Channel>> {
         Ok(CertificateAuthorityClient::new(self.channel().await?))
+    }
+
+    /// A `Devices` client.
+    pub async fn devices(&self) -> Result<DevicesClient<Channel>> {
+        Ok(DevicesClient::new(self.channel().await?))
+    }
+
+    /// An `Enrollment` client.
+    pub async fn enrollment(&self) -> Result<EnrollmentClient<Channel>> {
+        Ok(EnrollmentClient::new(self.channel().await?))
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod cert;
 mod client;
+mod device;
+mod enroll;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,17 @@ enum Command {
     /// Create operator credentials (admin, provisioner, broker-agent).
     #[command(subcommand)]
     Credential(cert::CredentialCommand),
+    /// The device registry: register, import, list, suspend, resume, decommission.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// One-time enrollment tokens.
+    #[command(subcommand)]
+    Token(device::TokenCommand),
+    /// Manufacturer CAs whose birth certificates (IDevID) may enroll.
+    #[command(subcommand)]
+    Manufacturer(device::ManufacturerCommand),
+    /// On a device: obtain its operational certificate with a token or its IDevID.
+    Enroll(enroll::EnrollArgs),
 }
 
 #[tokio::main]
@@ -31,6 +44,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Cert(c) => cert::run(&cli.conn, c).await,
         Command::Credential(c) => cert::run_credential(&cli.conn, c).await,
+        Command::Device(c) => device::run(&cli.conn, c).await,
+        Command::Token(c) => device::run_token(&cli.conn, c).await,
+        Command::Manufacturer(c) => device::run_manufacturer(&cli.conn, c).await,
+        Command::Enroll(a) => enroll::run(&cli.conn, a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,15 +1,19 @@
 //! Helpers of the end-to-end tests: a CA started in-process on loopback ports with its own
 //! temporary data dir, gRPC clients with a given credential, the real binaries, and OpenSSL.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hallmark_ca::clock::SystemClock;
 use hallmark_ca::config::Config;
 use hallmark_ca::server::{self, RunningServer, ServeOptions};
 use hallmark_ca::store::{CountedTable, Store};
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_proto::v1::devices_client::DevicesClient;
+use hallmark_proto::v1::enrollment_client::EnrollmentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// A CA running in this process.
@@ -118,6 +122,25 @@ impl TestCa {
     pub async fn admin(&self) -> CertificateAuthorityClient<Channel> {
         self.client_with(&self.admin_dir()).await
     }
+
+    /// The first admin's certificate and key, PEM.
+    pub fn admin_identity(&self) -> (Vec<u8>, Vec<u8>) {
+        let d = self.admin_dir();
+        (
+            std::fs::read(d.join("cert.pem")).unwrap(),
+            std::fs::read(d.join("key.pem")).unwrap(),
+        )
+    }
+
+    /// A `Devices` client with the first admin's credential.
+    pub async fn admin_devices(&self) -> DevicesClient<Channel> {
+        DevicesClient::new(self.channel(Some(self.admin_identity())).await)
+    }
+
+    /// An `Enrollment` client with the first admin's credential.
+    pub async fn admin_enrollment(&self) -> EnrollmentClient<Channel> {
+        EnrollmentClient::new(self.channel(Some(self.admin_identity())).await)
+    }
 }
 
 /// Path of a workspace binary (`hallmark-ca`, `hallmark`), built by `cargo build` beforehand.
@@ -194,4 +217,109 @@ pub fn p256_csr(cn: &str) -> (String, Vec<u8>) {
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A `hallmark-ca serve` child process, stopped with SIGTERM on drop.
+pub struct CaProcess {
+    child: Child,
+    /// The `HALLMARK_*` variables it printed, in order.
+    pub env: Vec<(String, String)>,
+    /// Its HTTP address.
+    pub http: String,
+}
+
+impl CaProcess {
+    /// Starts `hallmark-ca serve` on ephemeral loopback ports and waits for its set-up lines.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin("hallmark-ca"))
+            .args([
+                "serve",
+                "--data-dir",
+                s(data_dir),
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("HALLMARK_CA_PASSPHRASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hallmark-ca");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut env = Vec::new();
+        let mut http = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.len() < 4 {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("hallmark-ca printed its set-up lines in time");
+            if let Some(rest) = line.trim().strip_prefix("export ") {
+                let (k, v) = rest.split_once('=').unwrap();
+                env.push((k.to_owned(), v.to_owned()));
+            }
+            if let Some(i) = line.find("HTTP http://") {
+                http = line[i + "HTTP http://".len()..].trim().to_owned();
+            }
+        }
+        Self { child, env, http }
+    }
+
+    /// Runs the `hallmark` CLI with the printed admin environment.
+    pub fn hallmark(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("hallmark"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run hallmark")
+    }
+
+    /// A plain HTTP/1.1 GET on the HTTP side; the whole response.
+    pub fn http_get(&self, path: &str) -> String {
+        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for CaProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// Asserts a command succeeded and returns its stdout.
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,112 +1,11 @@
 //! The README's path with the real binaries: `hallmark-ca serve` on an empty data dir, the
 //! printed admin credential, `hallmark cert issue`, and OpenSSL as the judge.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use hallmark_tests::{bin, openssl, openssl_output, openssl_root_ca, s};
+use hallmark_tests::{CaProcess, bin, ok, openssl, openssl_output, openssl_root_ca, s};
 use x509_parser::prelude::*;
-
-/// A `hallmark-ca serve` child process, stopped with SIGTERM on drop.
-struct CaProcess {
-    child: Child,
-    env: Vec<(String, String)>,
-    http: String,
-}
-
-impl CaProcess {
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("hallmark-ca"))
-            .args([
-                "serve",
-                "--data-dir",
-                s(data_dir),
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env_remove("HALLMARK_CA_PASSPHRASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hallmark-ca");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut env = Vec::new();
-        let mut http = String::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while env.len() < 4 {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("hallmark-ca printed its set-up lines in time");
-            if let Some(rest) = line.trim().strip_prefix("export ") {
-                let (k, v) = rest.split_once('=').unwrap();
-                env.push((k.to_owned(), v.to_owned()));
-            }
-            if let Some(i) = line.find("HTTP http://") {
-                http = line[i + "HTTP http://".len()..].trim().to_owned();
-            }
-        }
-        Self { child, env, http }
-    }
-
-    fn hallmark(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("hallmark"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("run hallmark")
-    }
-
-    fn http_get(&self, path: &str) -> String {
-        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
-        write!(
-            conn,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        conn.read_to_string(&mut out).unwrap();
-        out
-    }
-}
-
-impl Drop for CaProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn read_cert(path: &Path) -> Vec<u8> {
     let pem = std::fs::read(path).unwrap();

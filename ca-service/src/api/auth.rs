@@ -76,6 +76,16 @@ impl Authenticator {
         }
     }
 
+    /// Whether `chain` is a valid IDevID of a registered manufacturer (only to explain a refusal).
+    async fn is_idevid(&self, chain: &[rustls_pki_types::CertificateDer<'static>]) -> bool {
+        match self.store.manufacturer_cas().await {
+            Ok(m) if !m.is_empty() => {
+                crate::authority::idevid::verify_idevid(chain, &m, self.clock.now()).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     /// The caller of `request`, or UNAUTHENTICATED with the reason.
     pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let certs = request.peer_certs();
@@ -102,10 +112,19 @@ impl Authenticator {
             .certificate(&serial)
             .await
             .map_err(|e| Status::unavailable(format!("cannot check the client certificate: {e}")))?
-            .ok_or_else(foreign)?;
-        if record.der != leaf.as_ref() {
+            .filter(|r| r.der == leaf.as_ref());
+        let Some(record) = record else {
+            if let Some(chain) = certs.as_deref()
+                && self.is_idevid(chain).await
+            {
+                return Err(Status::unauthenticated(format!(
+                    "client certificate `{}` is a manufacturer certificate (IDevID); those are \
+                         accepted only by Enroll: enroll first and call with the operational credential",
+                    cert.subject()
+                )));
+            }
             return Err(foreign());
-        }
+        };
         match record.status {
             CertStatus::Active => {}
             CertStatus::Revoked => {

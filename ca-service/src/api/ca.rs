@@ -8,16 +8,12 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::Caller;
-use super::{ApiState, authority_status, invalid_csr, invalid_name, store_status};
-use crate::authority::LeafRequest;
-use crate::authority::ca::der_to_pem;
+use super::issuance::Issuance;
+use super::{ApiState, invalid_csr, invalid_name, store_status};
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
-use crate::store::{
-    CertFilter, CertStatus, CertificateRecord, DeviceClaim, DeviceStatus, NewCertificate, Scope,
-    WriteOp,
-};
+use crate::store::{CertFilter, CertStatus, CertificateRecord, DeviceStatus, Scope};
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -202,79 +198,18 @@ impl CaService {
         let csr = check_csr(&req.csr, profile).map_err(invalid_csr)?;
         let lifetime =
             (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
-        let leaf = st
-            .authority
-            .sign_leaf(&LeafRequest {
-                device_id: &device_id,
-                zone: &zone,
-                profile,
-                csr: &csr,
-                lifetime,
-            })
-            .map_err(authority_status)?;
-        let issued_at = st.authority.clock().now();
-        let issuer_id = st.authority.issuing().id.clone();
-        let spki_sha256 = hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            &csr.spki_der,
-        ));
-        let cert = NewCertificate {
-            serial: leaf.serial.clone(),
-            device_id: device_id.to_string(),
-            profile: profile.name.clone(),
-            zone: zone.clone(),
-            issuer_id,
-            subject: leaf.subject.clone(),
-            not_before: leaf.not_before,
-            not_after: leaf.not_after,
-            scope,
-            requested_by: caller.actor(),
-            spki_sha256,
-            der: leaf.der.clone(),
-            issued_at,
-        };
-        let device = DeviceClaim {
-            id: device_id.to_string(),
+        st.sign_and_record(Issuance {
+            device_id: &device_id,
             zone,
-            profile: profile.name.clone(),
-        };
-        st.store
-            .write(WriteOp::Issue {
-                device,
-                cert: Box::new(cert.clone()),
-                actor: caller.actor(),
-            })
-            .await
-            .map_err(store_status)?;
-        tracing::info!(serial = %leaf.serial, device = %device_id, profile = %profile.name, capped = leaf.capped_by_issuer, "issued");
-        let record = CertificateRecord {
-            seq: 0,
-            serial: cert.serial,
-            device_id: cert.device_id,
-            profile: cert.profile,
-            zone: cert.zone,
-            issuer_id: cert.issuer_id,
-            subject: cert.subject,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            status: CertStatus::Active,
-            revoked_at: None,
-            revocation_reason: None,
-            scope: cert.scope,
-            requested_by: cert.requested_by,
-            spki_sha256: cert.spki_sha256,
-            der: cert.der,
-            issued_at,
-        };
-        Ok(pb::IssueResponse {
-            chain_pem: format!(
-                "{}{}",
-                der_to_pem(&leaf.der),
-                st.authority.issuing().cert_pem()
-            ),
-            trust_bundle_pem: st.trust.bundle_pem(),
-            certificate: Some(certificate_message(&record)),
+            profile,
+            csr,
+            lifetime,
+            scope,
+            actor: caller.actor(),
+            token_hash: None,
+            serial_number: None,
         })
+        .await
     }
 }
 
@@ -418,6 +353,21 @@ impl CertificateAuthority for CaService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let span = tracing::info_span!(
+            "Enroll",
+            peer = ?request.remote_addr(),
+            device = tracing::field::Empty
+        );
+        super::enroll::enroll(&self.state, request)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn get_trust_bundle(

@@ -4,6 +4,11 @@
 
 pub mod auth;
 pub mod ca;
+pub mod devices;
+pub mod enroll;
+pub mod enrollment;
+pub mod issuance;
+pub mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -62,6 +67,8 @@ pub struct ApiState {
     pub default_zone: String,
     /// Trust bundle.
     pub trust: Arc<TrustMaterial>,
+    /// Failed-enrollment counters per peer.
+    pub throttle: Arc<throttle::EnrollThrottle>,
 }
 
 /// INVALID_ARGUMENT for a bad name.
@@ -92,10 +99,22 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::DeviceConflict(m) => Status::failed_precondition(m),
         StoreError::Duplicate(m) => Status::already_exists(m),
         StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::Conflict(m) => Status::failed_precondition(m),
         StoreError::Closed => Status::unavailable("the CA is shutting down; retry"),
         other => {
             tracing::error!(error = %other, "store failure");
             Status::unavailable("the CA's database is unavailable; nothing was recorded, retry")
         }
+    }
+}
+
+/// Page size of a listing: 0 means 100, more than 1000 is refused.
+pub(crate) fn page_size(requested: u32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(100),
+        n if n > 1000 => Err(Status::invalid_argument(format!(
+            "page_size {n} is over the maximum of 1000"
+        ))),
+        n => Ok(n),
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod ca;
 pub mod csr;
+pub mod idevid;
 pub mod profile;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,6 +84,9 @@ pub struct Profile {
     pub requesters: Vec<Role>,
     /// Whether certificates carry the device URI SAN.
     pub device_uri_san: bool,
+    /// Whether a CSR may reuse the key of the credential it replaces (IDevID at enrollment,
+    /// current certificate at renewal). Off by default: a new key every time.
+    pub allow_key_reuse: bool,
 }
 
 const HOUR: u64 = 3600;
@@ -107,6 +110,7 @@ impl Profile {
             key_types: vec![KeyType::P256],
             requesters: requesters.to_vec(),
             device_uri_san: role == Role::Device,
+            allow_key_reuse: false,
         }
     }
 
@@ -212,6 +216,8 @@ pub struct ProfileOverride {
     pub requesters: Option<Vec<Role>>,
     /// See [`Profile::device_uri_san`].
     pub device_uri_san: Option<bool>,
+    /// See [`Profile::allow_key_reuse`].
+    pub allow_key_reuse: Option<bool>,
 }
 
 /// Why a profile configuration was refused.
@@ -282,6 +288,7 @@ impl ProfileSet {
                         key_types: vec![KeyType::P256],
                         requesters: vec![Role::Admin],
                         device_uri_san: role == Role::Device,
+                        allow_key_reuse: false,
                     }
                 }
             };
@@ -305,6 +312,9 @@ impl ProfileSet {
             }
             if let Some(v) = o.device_uri_san {
                 p.device_uri_san = v;
+            }
+            if let Some(v) = o.allow_key_reuse {
+                p.allow_key_reuse = v;
             }
             if p.default_lifetime > p.max_lifetime {
                 return Err(ProfileConfigError::Lifetimes {

@@ -2,6 +2,8 @@
 //! one writer task that batches concurrent requests into one transaction (group commit), so a
 //! certificate is returned only after its row is durably committed, without one fsync per row.
 
+mod batch;
+mod ops;
 mod records;
 mod writer;
 
@@ -39,6 +41,12 @@ pub enum StoreError {
     /// The row to change does not exist (or may no longer change).
     #[error("{0}")]
     NotFound(String),
+    /// The change contradicts the current state (used token, final status...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The write itself is malformed (a programming error).
+    #[error("invalid write: {0}")]
+    Invalid(String),
     /// A unique value exists already.
     #[error("{0}")]
     Duplicate(String),
@@ -121,20 +129,109 @@ impl Store {
 
     /// One device.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, zone, lot, profile, status, created_at FROM devices WHERE id = ?1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = ?1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| DeviceRecord {
-            id: r.get("id"),
-            zone: r.get("zone"),
-            lot: r.get("lot"),
+        Ok(row.as_ref().map(device_from_row))
+    }
+
+    /// The device with this manufacturer serial number.
+    pub async fn device_by_serial_number(
+        &self,
+        serial_number: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE serial_number = ?1"
+        ))
+        .bind(serial_number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(device_from_row))
+    }
+
+    /// Devices matching `filter`, ordered by id, after id `after`, at most `limit`.
+    pub async fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<DeviceRecord>, Option<String>), StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id > ?1 \
+              AND (?2 IS NULL OR zone = ?2) AND (?3 IS NULL OR profile = ?3) \
+              AND (?4 IS NULL OR lot = ?4) AND (?5 IS NULL OR status = ?5) \
+              ORDER BY id LIMIT ?6"
+        ))
+        .bind(after)
+        .bind(filter.zone.as_deref())
+        .bind(filter.profile.as_deref())
+        .bind(filter.lot.as_deref())
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items: Vec<DeviceRecord> = rows.iter().map(device_from_row).collect();
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// The enrollment token with this hash.
+    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT hash, device_id, profile, expires_at, created_at, created_by, used_at, revoked_at \
+             FROM enrollment_tokens WHERE hash = ?1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TokenRecord {
+            hash: r.get("hash"),
+            device_id: r.get("device_id"),
             profile: r.get("profile"),
-            status: DeviceStatus::parse(r.get("status")),
+            expires_at: r.get("expires_at"),
             created_at: r.get("created_at"),
+            created_by: r.get("created_by"),
+            used_at: r.get("used_at"),
+            revoked_at: r.get("revoked_at"),
         }))
+    }
+
+    /// All manufacturer CAs, by name.
+    pub async fn manufacturer_cas(&self) -> Result<Vec<ManufacturerCaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, cert_der, zone, profile, auto_register, subject, not_after, created_at \
+             FROM manufacturer_cas ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ManufacturerCaRecord {
+                id: r.get("id"),
+                name: r.get("name"),
+                cert_der: r.get("cert_der"),
+                zone: r.get("zone"),
+                profile: r.get("profile"),
+                auto_register: r.get("auto_register"),
+                subject: r.get("subject"),
+                not_after: r.get("not_after"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
     }
 
     /// One certificate by serial (hex, any case).
@@ -247,6 +344,7 @@ impl Store {
             CountedTable::Certificates => "SELECT COUNT(*) FROM certificates",
             CountedTable::Devices => "SELECT COUNT(*) FROM devices",
             CountedTable::AuditEvents => "SELECT COUNT(*) FROM audit_events",
+            CountedTable::EnrollmentTokens => "SELECT COUNT(*) FROM enrollment_tokens",
         };
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
     }
@@ -266,10 +364,33 @@ pub enum CountedTable {
     Devices,
     /// `audit_events`.
     AuditEvents,
+    /// `enrollment_tokens`.
+    EnrollmentTokens,
 }
 
 #[cfg(test)]
 mod tests;
+
+macro_rules! device_columns {
+    () => {
+        "id, zone, lot, profile, model, serial_number, status, created_at, updated_at"
+    };
+}
+use device_columns;
+
+fn device_from_row(r: &SqliteRow) -> DeviceRecord {
+    DeviceRecord {
+        id: r.get("id"),
+        zone: r.get("zone"),
+        lot: r.get("lot"),
+        profile: r.get("profile"),
+        model: r.get("model"),
+        serial_number: r.get("serial_number"),
+        status: DeviceStatus::parse(r.get("status")),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
 
 macro_rules! cert_columns {
     () => {

@@ -82,8 +82,80 @@ pub struct DeviceRecord {
     pub lot: Option<String>,
     /// Profile its certificates use.
     pub profile: String,
+    /// Device model.
+    pub model: Option<String>,
+    /// Manufacturer serial number (matched against IDevID subjects).
+    pub serial_number: Option<String>,
     /// Registry status.
     pub status: DeviceStatus,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+}
+
+/// A device to register; see [`DeviceRecord`] for the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct NewDevice {
+    pub id: String,
+    pub zone: String,
+    pub profile: String,
+    pub lot: Option<String>,
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+}
+
+/// Filters of a device listing; `None` matches all.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)]
+pub struct DeviceFilter {
+    pub zone: Option<String>,
+    pub profile: Option<String>,
+    pub lot: Option<String>,
+    pub status: Option<DeviceStatus>,
+}
+
+/// A stored enrollment token (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token text.
+    pub hash: Vec<u8>,
+    /// Device it enrolls.
+    pub device_id: String,
+    /// Profile of the certificate it yields.
+    pub profile: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was used, if it was.
+    pub used_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// A registered manufacturer CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManufacturerCaRecord {
+    /// Stable id (`mfr-` + hash prefix of the certificate).
+    pub id: String,
+    /// Short name.
+    pub name: String,
+    /// The CA certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Zone its devices get.
+    pub zone: String,
+    /// Profile its devices get.
+    pub profile: String,
+    /// Whether unknown serial numbers register themselves.
+    pub auto_register: bool,
+    /// Subject DN as text.
+    pub subject: String,
+    /// Validity end of the CA certificate.
+    pub not_after: i64,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -194,6 +266,8 @@ pub struct DeviceClaim {
     pub zone: String,
     /// Profile the certificate was signed for.
     pub profile: String,
+    /// Serial number to record when the device is new (IDevID self-registration).
+    pub serial_number: Option<String>,
 }
 
 /// Filters of a certificate listing; `None` matches all.

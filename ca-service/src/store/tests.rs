@@ -8,6 +8,7 @@ fn issue(serial: &str, device: &str, zone: &str) -> WriteOp {
             id: device.into(),
             zone: zone.into(),
             profile: "sensor".into(),
+            serial_number: None,
         },
         cert: Box::new(NewCertificate {
             serial: serial.into(),

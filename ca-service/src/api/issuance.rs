@@ -1,0 +1,130 @@
+//! The one way a certificate leaves the CA: sign per policy, record durably (with the audit
+//! event, and the token consumed when there is one), then answer. Shared by Issue and Enroll.
+
+use std::time::Duration;
+
+use hallmark_proto::v1 as pb;
+use tonic::Status;
+
+use super::ca::certificate_message;
+use super::{ApiState, authority_status, store_status};
+use crate::authority::LeafRequest;
+use crate::authority::ca::der_to_pem;
+use crate::authority::csr::CheckedCsr;
+use crate::authority::profile::Profile;
+use crate::identity::DeviceId;
+use crate::store::{CertStatus, CertificateRecord, DeviceClaim, NewCertificate, Scope, WriteOp};
+
+/// What to sign and record.
+#[derive(Debug)]
+pub struct Issuance<'a> {
+    /// Subject CN.
+    pub device_id: &'a DeviceId,
+    /// Subject OU.
+    pub zone: String,
+    /// The authorised profile.
+    pub profile: &'a Profile,
+    /// The checked CSR.
+    pub csr: CheckedCsr,
+    /// Requested lifetime.
+    pub lifetime: Option<Duration>,
+    /// Provisioner scope to record.
+    pub scope: Option<Scope>,
+    /// Who asked (audit).
+    pub actor: String,
+    /// Enrollment token to consume in the same transaction.
+    pub token_hash: Option<Vec<u8>>,
+    /// Serial number to record when the device registers itself (IDevID).
+    pub serial_number: Option<String>,
+}
+
+impl ApiState {
+    /// Signs, records and returns the certificate with its chain and trust bundle.
+    pub async fn sign_and_record(&self, i: Issuance<'_>) -> Result<pb::IssueResponse, Status> {
+        let leaf = self
+            .authority
+            .sign_leaf(&LeafRequest {
+                device_id: i.device_id,
+                zone: &i.zone,
+                profile: i.profile,
+                csr: &i.csr,
+                lifetime: i.lifetime,
+            })
+            .map_err(authority_status)?;
+        let issued_at = self.authority.clock().now();
+        let spki_sha256 = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &i.csr.spki_der,
+        ));
+        let cert = NewCertificate {
+            serial: leaf.serial.clone(),
+            device_id: i.device_id.to_string(),
+            profile: i.profile.name.clone(),
+            zone: i.zone.clone(),
+            issuer_id: self.authority.issuing().id.clone(),
+            subject: leaf.subject.clone(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            scope: i.scope,
+            requested_by: i.actor.clone(),
+            spki_sha256,
+            der: leaf.der.clone(),
+            issued_at,
+        };
+        let device = DeviceClaim {
+            id: i.device_id.to_string(),
+            zone: i.zone,
+            profile: i.profile.name.clone(),
+            serial_number: i.serial_number,
+        };
+        let op = match i.token_hash {
+            Some(token_hash) => WriteOp::Enroll {
+                token_hash,
+                device,
+                cert: Box::new(cert.clone()),
+                actor: i.actor,
+            },
+            None => WriteOp::Issue {
+                device,
+                cert: Box::new(cert.clone()),
+                actor: i.actor,
+            },
+        };
+        self.store.write(op).await.map_err(store_status)?;
+        tracing::info!(
+            serial = %leaf.serial,
+            device = %i.device_id,
+            profile = %i.profile.name,
+            capped = leaf.capped_by_issuer,
+            "issued"
+        );
+        let record = CertificateRecord {
+            seq: 0,
+            serial: cert.serial,
+            device_id: cert.device_id,
+            profile: cert.profile,
+            zone: cert.zone,
+            issuer_id: cert.issuer_id,
+            subject: cert.subject,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: None,
+            scope: cert.scope,
+            requested_by: cert.requested_by,
+            spki_sha256: cert.spki_sha256,
+            der: cert.der,
+            issued_at,
+        };
+        Ok(pb::IssueResponse {
+            chain_pem: format!(
+                "{}{}",
+                der_to_pem(&leaf.der),
+                self.authority.issuing().cert_pem()
+            ),
+            trust_bundle_pem: self.trust.bundle_pem(),
+            certificate: Some(certificate_message(&record)),
+        })
+    }
+}

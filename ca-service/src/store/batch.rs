@@ -1,0 +1,154 @@
+//! The hot path of group commit: a run of issuances written with one multi-row statement per
+//! table. sqlx-sqlite runs every statement on its worker thread, so statements, not rows, are
+//! what costs (measured: 2.4k writes/s one by one, about 22k/s batched).
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::sqlite::Sqlite;
+use sqlx::{QueryBuilder, Row, SqliteConnection};
+
+use super::ops::{audit_many, check_claim, device_registered_event, issued_event, scope_json};
+use super::writer::{Request, WriteOp, WriteOutput};
+use super::{DeviceClaim, DeviceStatus, NewCertificate, StoreError};
+
+/// Writes a run of `Issue` requests with one statement per table: devices (insert-if-new),
+/// a device check, certificates and audit events. A request whose device does not match fails
+/// alone; any statement error fails the run, which the caller then retries one by one.
+pub(super) async fn issue_run(
+    conn: &mut SqliteConnection,
+    run: &[Request],
+    chain: &mut [u8; 32],
+) -> Result<Vec<Result<WriteOutput, StoreError>>, StoreError> {
+    let items: Vec<(&DeviceClaim, &NewCertificate, &str)> = run
+        .iter()
+        .filter_map(|r| match &r.op {
+            WriteOp::Issue {
+                device,
+                cert,
+                actor,
+            } => Some((device, cert.as_ref(), actor.as_str())),
+            _ => None,
+        })
+        .collect();
+
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, status, created_at, updated_at) ",
+    );
+    insert.push_values(&items, |mut b, (d, c, _)| {
+        b.push_bind(&d.id)
+            .push_bind(&d.zone)
+            .push_bind(None::<String>)
+            .push_bind(&d.profile)
+            .push_bind(None::<String>)
+            .push_bind(d.serial_number.as_deref())
+            .push_bind(DeviceStatus::Active.as_str())
+            .push_bind(c.issued_at)
+            .push_bind(c.issued_at);
+    });
+    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    let new_ids: HashSet<String> = insert
+        .build()
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
+
+    let ids: HashSet<&str> = items.iter().map(|(d, _, _)| d.id.as_str()).collect();
+    let mut select = QueryBuilder::<Sqlite>::new(
+        "SELECT id, zone, profile, status, serial_number FROM devices WHERE id IN (",
+    );
+    let mut list = select.separated(", ");
+    for id in &ids {
+        list.push_bind(*id);
+    }
+    select.push(")");
+    type Entry = (String, String, DeviceStatus, Option<String>);
+    let registry: HashMap<String, Entry> = select
+        .build()
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get("id"),
+                (
+                    r.get("zone"),
+                    r.get("profile"),
+                    DeviceStatus::parse(r.get("status")),
+                    r.get("serial_number"),
+                ),
+            )
+        })
+        .collect();
+
+    let mut results = Vec::with_capacity(items.len());
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut registered: HashSet<&str> = HashSet::new();
+    for (d, c, actor) in &items {
+        let check = match registry.get(&d.id) {
+            None => Err(StoreError::DeviceConflict(format!(
+                "device {} vanished",
+                d.id
+            ))),
+            Some((zone, profile, status, serial)) => {
+                check_claim(d, zone, profile, *status, serial.as_deref())
+            }
+        };
+        match check {
+            Ok(()) => {
+                // The first claimant of a device inserted by this run registered it.
+                let new = new_ids.contains(&d.id) && registered.insert(d.id.as_str());
+                accepted.push((*d, *c, *actor, new));
+                results.push(Ok(WriteOutput::Issued {
+                    device_registered: new,
+                }));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if accepted.is_empty() {
+        return Ok(results);
+    }
+
+    let mut certs = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO certificates (serial, device_id, profile, zone, issuer_id, subject, not_before, \
+         not_after, status, revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at) ",
+    );
+    let mut scopes = Vec::with_capacity(accepted.len());
+    for (_, c, _, _) in &accepted {
+        scopes.push(scope_json(c)?);
+    }
+    certs.push_values(
+        accepted.iter().zip(&scopes),
+        |mut b, ((d, c, _, _), scope)| {
+            b.push_bind(&c.serial)
+                .push_bind(&d.id)
+                .push_bind(&c.profile)
+                .push_bind(&c.zone)
+                .push_bind(&c.issuer_id)
+                .push_bind(&c.subject)
+                .push_bind(c.not_before)
+                .push_bind(c.not_after)
+                .push_bind("active")
+                .push_bind(None::<i64>)
+                .push_bind(None::<i64>)
+                .push_bind(scope.as_deref())
+                .push_bind(&c.requested_by)
+                .push_bind(&c.spki_sha256)
+                .push_bind(&c.der)
+                .push_bind(c.issued_at);
+        },
+    );
+    certs.build().execute(&mut *conn).await?;
+
+    let mut events = Vec::with_capacity(accepted.len() * 2);
+    for (d, c, actor, new) in &accepted {
+        if *new {
+            events.push(device_registered_event(d, c.issued_at, actor));
+        }
+        events.push(issued_event(c, actor));
+    }
+    audit_many(conn, events, chain).await?;
+    Ok(results)
+}
