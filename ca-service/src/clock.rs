@@ -29,3 +29,14 @@ pub type SharedClock = Arc<dyn Clock>;
 pub fn to_offset(unix: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
+
+/// RFC 3339 text of Unix seconds (`2026-11-22T01:23:45Z`), for messages and listings.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -16,13 +16,7 @@ pub enum Format {
 
 /// RFC 3339 text of Unix seconds.
 pub fn time_text(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    hallmark_ca::clock::rfc3339(unix)
 }
 
 /// Status as text.

@@ -323,3 +323,33 @@ pub fn ok(out: &std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Asserts that `result` failed with `code` and a message containing `needle`.
+pub fn assert_refused<T: std::fmt::Debug>(
+    case: &str,
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
+    let status = result.expect_err(case);
+    assert_eq!(status.code(), code, "{case}: {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "{case}: message `{}` should mention `{needle}`",
+        status.message()
+    );
+}
+
+/// Asserts that OpenSSL verifies the bundle in `dir` (`cert.pem` against `ca.pem`, with
+/// `chain.pem` as untrusted intermediates).
+pub fn assert_bundle_verifies(dir: &Path) {
+    let verify = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&dir.join("ca.pem")),
+        "-untrusted",
+        s(&dir.join("chain.pem")),
+        s(&dir.join("cert.pem")),
+    ]);
+    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+}

@@ -2,7 +2,7 @@
 //! and nothing stored (certificates, devices and audit rows unchanged).
 
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{TestCa, openssl, openssl_root_ca, p256_csr, s};
+use hallmark_tests::{TestCa, assert_refused, openssl, openssl_root_ca, p256_csr, s};
 use tonic::Code;
 
 fn req(device: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
@@ -14,22 +14,6 @@ fn req(device: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
         lifetime_seconds: 0,
         scope: None,
     }
-}
-
-/// Asserts that `result` failed with `code` and a message containing `needle`.
-fn assert_refused<T: std::fmt::Debug>(
-    case: &str,
-    result: Result<T, tonic::Status>,
-    code: Code,
-    needle: &str,
-) {
-    let status = result.expect_err(case);
-    assert_eq!(status.code(), code, "{case}: {status:?}");
-    assert!(
-        status.message().contains(needle),
-        "{case}: message `{}` should mention `{needle}`",
-        status.message()
-    );
 }
 
 fn openssl_csr(dir: &std::path::Path, name: &str, keygen: &[&str], digest: &str) -> Vec<u8> {

@@ -6,24 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{TestCa, bin, openssl, openssl_root_ca, s};
+use hallmark_tests::{
+    TestCa, assert_bundle_verifies, assert_refused, bin, openssl, openssl_root_ca, s,
+};
 use tonic::Code;
 use x509_parser::prelude::*;
-
-fn assert_refused<T: std::fmt::Debug>(
-    case: &str,
-    r: Result<T, tonic::Status>,
-    code: Code,
-    needle: &str,
-) {
-    let status = r.expect_err(case);
-    assert_eq!(status.code(), code, "{case}: {status:?}");
-    assert!(
-        status.message().contains(needle),
-        "{case}: `{}` lacks `{needle}`",
-        status.message()
-    );
-}
 
 /// An IDevID signed by the OpenSSL CA `(ca_key, ca_cert)`, with `serialNumber` in its subject.
 fn idevid(dir: &Path, name: &str, ca: &(PathBuf, PathBuf), serial: &str) -> (PathBuf, PathBuf) {
@@ -156,15 +143,7 @@ async fn idevid_enrollment_end_to_end() {
         "{}",
         String::from_utf8_lossy(&enrolled.stderr)
     );
-    let verify = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&out.join("ca.pem")),
-        "-untrusted",
-        s(&out.join("chain.pem")),
-        s(&out.join("cert.pem")),
-    ]);
-    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+    assert_bundle_verifies(&out);
     let subject = openssl(&[
         "x509",
         "-in",

@@ -5,24 +5,11 @@
 use std::process::Command;
 
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{CaProcess, TestCa, bin, ok, openssl, s};
+use hallmark_tests::{
+    CaProcess, TestCa, assert_bundle_verifies, assert_refused, bin, ok, openssl, s,
+};
 use tonic::Code;
 use x509_parser::prelude::*;
-
-fn assert_refused<T: std::fmt::Debug>(
-    case: &str,
-    r: Result<T, tonic::Status>,
-    code: Code,
-    needle: &str,
-) {
-    let status = r.expect_err(case);
-    assert_eq!(status.code(), code, "{case}: {status:?}");
-    assert!(
-        status.message().contains(needle),
-        "{case}: `{}` lacks `{needle}`",
-        status.message()
-    );
-}
 
 fn register(id: &str) -> pb::RegisterDeviceRequest {
     pb::RegisterDeviceRequest {
@@ -87,15 +74,7 @@ fn a_device_with_only_a_token_enrolls_from_its_own_process() {
         .output()
         .unwrap();
     ok(&enrolled);
-    let verify = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&out.join("ca.pem")),
-        "-untrusted",
-        s(&out.join("chain.pem")),
-        s(&out.join("cert.pem")),
-    ]);
-    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+    assert_bundle_verifies(&out);
     let subject = openssl(&[
         "x509",
         "-in",

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use hallmark_tests::{CaProcess, bin, ok, openssl, openssl_output, openssl_root_ca, s};
+use hallmark_tests::{
+    CaProcess, assert_bundle_verifies, bin, ok, openssl, openssl_output, openssl_root_ca, s,
+};
 use x509_parser::prelude::*;
 
 fn read_cert(path: &Path) -> Vec<u8> {
@@ -60,15 +62,7 @@ fn serve_issue_and_openssl_verifies() {
         0o600
     );
 
-    let verify = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&out.join("ca.pem")),
-        "-untrusted",
-        s(&out.join("chain.pem")),
-        s(&out.join("cert.pem")),
-    ]);
-    assert!(verify.trim_end().ends_with(": OK"), "{verify}");
+    assert_bundle_verifies(&out);
     // The key in the bundle belongs to the certificate.
     let pubkey_cert = openssl(&["x509", "-in", s(&out.join("cert.pem")), "-noout", "-pubkey"]);
     let pubkey_key = openssl(&["pkey", "-in", s(&out.join("key.pem")), "-pubout"]);

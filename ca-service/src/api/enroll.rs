@@ -15,6 +15,7 @@ use crate::audit::AuditEvent;
 use crate::authority::csr::check_csr;
 use crate::authority::idevid::{IdevidError, auto_device_id, verify_idevid};
 use crate::authority::token::{hashes_equal, parse_token};
+use crate::clock::rfc3339;
 use crate::identity::DeviceId;
 use crate::store::{DeviceStatus, WriteOp};
 
@@ -30,16 +31,6 @@ fn cred(s: Status) -> Refusal {
 
 fn other(s: Status) -> Refusal {
     Refusal::Other(s)
-}
-
-fn time_text(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Handles one `Enroll` call.
@@ -105,7 +96,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
     if let Some(at) = token.used_at {
         return Err(cred(Status::unauthenticated(format!(
             "enrollment token was already used at {}; tokens are single-use, ask the operator for a new one",
-            time_text(at)
+            rfc3339(at)
         ))));
     }
     if token.revoked_at.is_some() {
@@ -117,7 +108,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
     if now >= token.expires_at {
         return Err(cred(Status::unauthenticated(format!(
             "enrollment token expired at {}; ask the operator for a new one",
-            time_text(token.expires_at)
+            rfc3339(token.expires_at)
         ))));
     }
     if !req.device_id.is_empty() && req.device_id != token.device_id {

@@ -188,12 +188,7 @@ impl Enrollment for EnrollmentService {
                     "the manufacturer CA is not an X.509 certificate: {e}"
                 ))
             })?;
-            let is_ca = cert
-                .basic_constraints()
-                .ok()
-                .flatten()
-                .is_some_and(|bc| bc.value.ca);
-            if !is_ca {
+            if !crate::authority::ca::is_ca(&cert) {
                 return Err(Status::invalid_argument(format!(
                     "`{}` is not a CA certificate (basicConstraints CA:TRUE missing)",
                     cert.subject()

@@ -51,6 +51,14 @@ pub enum CaImportError {
     Validity(&'static str),
 }
 
+/// Whether the certificate says `CA:TRUE` in its basic constraints.
+pub fn is_ca(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
+}
+
 /// DER certificate to PEM.
 pub fn der_to_pem(der: &[u8]) -> String {
     pem::encode_config(
@@ -170,12 +178,7 @@ pub fn check_import(
         ("the issuing CA certificate", &issuing),
         ("the root CA certificate", &root),
     ] {
-        let is_ca = cert
-            .basic_constraints()
-            .ok()
-            .flatten()
-            .is_some_and(|bc| bc.value.ca);
-        if !is_ca {
+        if !is_ca(cert) {
             return Err(CaImportError::NotCa(what));
         }
         let v = cert.validity();
