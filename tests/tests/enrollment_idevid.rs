@@ -105,7 +105,34 @@ async fn idevid_enrollment_end_to_end() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
     let acme = openssl_root_ca(d, "acme-ca", "ACME Manufacturing CA", 3650);
-    add_manufacturer(&ca, "acme", &acme.1, "field", "sensor", false).await;
+    // The operator registers the manufacturer with the CLI.
+    let admin = ca.admin_dir();
+    let added = tokio::process::Command::new(bin("hallmark"))
+        .args([
+            "manufacturer",
+            "add",
+            "--name",
+            "acme",
+            "--ca",
+            s(&acme.1),
+            "--zone",
+            "field",
+            "--profile",
+            "sensor",
+        ])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", ca.endpoint())
+        .env("HALLMARK_CA", ca.data_dir().join("trust-bundle.pem"))
+        .env("HALLMARK_CERT", admin.join("cert.pem"))
+        .env("HALLMARK_KEY", admin.join("key.pem"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     ca.admin_devices()
         .await
         .register(pb::RegisterDeviceRequest {
