@@ -27,7 +27,7 @@ pub struct Connection {
     #[arg(long, global = true, env = "HALLMARK_KEY")]
     pub key: Option<PathBuf>,
     /// Trust bundle (PEM) to verify the CA's server certificate.
-    #[arg(long = "ca", global = true, env = "HALLMARK_CA")]
+    #[arg(long = "trust-bundle", global = true, env = "HALLMARK_CA")]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -58,7 +58,7 @@ impl Connection {
             );
         }
         let ca_path = self.ca_file.as_ref().context(
-            "no trust bundle: give --ca FILE or set HALLMARK_CA (the CA prints it at start)",
+            "no trust bundle: give --trust-bundle FILE or set HALLMARK_CA (the CA prints it at start)",
         )?;
         let ca = std::fs::read(ca_path)
             .with_context(|| format!("reading trust bundle {}", ca_path.display()))?;

@@ -57,3 +57,13 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        // Catches clashing flags (e.g. a subcommand's --ca against a global one) in every
+        // subcommand, not only the ones a test happens to run.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}
