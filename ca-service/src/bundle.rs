@@ -45,24 +45,23 @@ pub struct BundleError {
 }
 
 impl CredentialBundle {
-    /// Writes the bundle into `dir` (created with mode 0700 if missing). The trust files go first
-    /// and the key last, each by atomic rename, so no reader ever sees a partial file.
+    /// Writes the bundle into `dir` as one atomic directory replacement: whoever reads `dir`
+    /// (or a crash at any moment) sees the complete old bundle or the complete new one, never a
+    /// key that does not belong to its certificate.
     pub fn write(&self, dir: &Path) -> Result<(), BundleError> {
-        fsutil::create_private_dir(dir).map_err(|source| BundleError {
+        fsutil::replace_dir_atomically(
+            dir,
+            &[
+                (CA_FILE, self.ca_pem.as_bytes(), 0o644),
+                (CHAIN_FILE, self.chain_pem.as_bytes(), 0o644),
+                (CERT_FILE, self.cert_pem.as_bytes(), 0o644),
+                (KEY_FILE, self.key_pem.as_bytes(), 0o600),
+            ],
+        )
+        .map_err(|source| BundleError {
             path: dir.to_owned(),
             source,
-        })?;
-        for (name, text, mode) in [
-            (CA_FILE, &self.ca_pem, 0o644),
-            (CHAIN_FILE, &self.chain_pem, 0o644),
-            (CERT_FILE, &self.cert_pem, 0o644),
-            (KEY_FILE, &self.key_pem, 0o600),
-        ] {
-            let path = dir.join(name);
-            fsutil::write_atomic(&path, text.as_bytes(), mode)
-                .map_err(|source| BundleError { path, source })?;
-        }
-        Ok(())
+        })
     }
 
     /// Reads a bundle from `dir`.

@@ -40,6 +40,99 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// Writes `files` (name, content, mode) as the complete new content of directory `dir`,
+/// atomically: a reader (or a crash) sees either the old directory or the new one, never a mix.
+///
+/// The files go into a fresh sibling directory, are fsynced, and the two directories are then
+/// swapped with `renameat2(RENAME_EXCHANGE)` (or renamed into place when `dir` is new). Other
+/// regular files already in `dir` are carried over. Staging leftovers of an interrupted earlier
+/// run are removed first.
+pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} has no directory name", dir.display())))?
+        .to_string_lossy()
+        .into_owned();
+    fs::create_dir_all(parent)?;
+    remove_stale_staging(parent, &name);
+    let mut random = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| std::io::Error::other("no randomness"))?;
+    let staging = parent.join(format!(".{name}.new-{}", hex::encode(random)));
+    let result = (|| {
+        fs::DirBuilder::new().mode(0o700).create(&staging)?;
+        for (file, content, mode) in files {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(*mode)
+                .open(staging.join(file))?;
+            f.write_all(content)?;
+            f.set_permissions(fs::Permissions::from_mode(*mode))?;
+            f.sync_all()?;
+        }
+        if dir.is_dir() {
+            // Carry over what else lives there (the operator's files, not ours).
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let fname = entry.file_name();
+                let ours = files.iter().any(|(n, _, _)| fname == *n);
+                if !ours && entry.file_type()?.is_file() {
+                    fs::copy(entry.path(), staging.join(&fname))?;
+                }
+            }
+        }
+        File::open(&staging)?.sync_all()?;
+        if dir.is_dir() {
+            let dir_mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+            fs::set_permissions(&staging, fs::Permissions::from_mode(dir_mode))?;
+            match renameat_with(CWD, &staging, CWD, dir, RenameFlags::EXCHANGE) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                    // No RENAME_EXCHANGE on this file system: two renames, a short window
+                    // in which `dir` is missing but never mixed.
+                    let old = parent.join(format!(".{name}.old-{}", hex::encode(random)));
+                    fs::rename(dir, &old)?;
+                    fs::rename(&staging, dir)?;
+                    File::open(parent)?.sync_all()?;
+                    let _ = fs::remove_dir_all(&old);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            File::open(parent)?.sync_all()?;
+            // `staging` now holds the previous content.
+            fs::remove_dir_all(&staging)
+        } else {
+            fs::rename(&staging, dir)?;
+            File::open(parent)?.sync_all()
+        }
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    let new_prefix = format!(".{name}.new-");
+    let old_prefix = format!(".{name}.old-");
+    for entry in entries.flatten() {
+        let fname = entry.file_name().to_string_lossy().into_owned();
+        if fname.starts_with(&new_prefix) || fname.starts_with(&old_prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700 if it does not exist.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
@@ -54,6 +147,28 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaces_a_directory_whole_and_keeps_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("bundle");
+        replace_dir_atomically(&b, &[("a", b"1", 0o600), ("b", b"1", 0o644)]).unwrap();
+        std::fs::write(b.join("notes.txt"), "mine").unwrap();
+        std::fs::create_dir(dir.path().join(".bundle.new-stale")).unwrap();
+        replace_dir_atomically(&b, &[("a", b"2", 0o600), ("b", b"2", 0o644)]).unwrap();
+        assert_eq!(fs::read(b.join("a")).unwrap(), b"2");
+        assert_eq!(fs::read(b.join("b")).unwrap(), b"2");
+        assert_eq!(fs::read(b.join("notes.txt")).unwrap(), b"mine");
+        assert_eq!(
+            fs::metadata(b.join("a")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["bundle"], "no staging left behind");
+    }
 
     #[test]
     fn replaces_content_and_sets_mode() {

@@ -74,6 +74,9 @@ pub struct ListArgs {
     /// Only this issuer id.
     #[arg(long)]
     issuer: Option<String>,
+    /// Only unrevoked certificates that expire within this time, e.g. 14d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expiring_within: Option<Duration>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     format: Format,
@@ -206,17 +209,15 @@ pub fn write_response(
         .write(out)?,
         None => {
             // The key stays with whoever made the CSR: write the public parts only.
-            fsutil::create_private_dir(out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            for (name, text) in [
-                (bundle::CA_FILE, &resp.trust_bundle_pem),
-                (bundle::CHAIN_FILE, &resp.chain_pem),
-                (bundle::CERT_FILE, &cert_pem),
-            ] {
-                let p = out.join(name);
-                fsutil::write_atomic(&p, text.as_bytes(), 0o644)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
+            fsutil::replace_dir_atomically(
+                out,
+                &[
+                    (bundle::CA_FILE, resp.trust_bundle_pem.as_bytes(), 0o644),
+                    (bundle::CHAIN_FILE, resp.chain_pem.as_bytes(), 0o644),
+                    (bundle::CERT_FILE, cert_pem.as_bytes(), 0o644),
+                ],
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
         }
     }
     Ok(cert)
@@ -275,6 +276,7 @@ pub async fn run(conn: &Connection, cmd: CertCommand) -> Result<()> {
                         issuer_id: a.issuer.clone().unwrap_or_default(),
                         page_size: 1000,
                         page_token: token.clone(),
+                        expiring_within_seconds: a.expiring_within.map_or(0, |d| d.as_secs()),
                     })
                     .await
                     .map_err(status_error)?

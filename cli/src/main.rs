@@ -5,6 +5,7 @@ mod client;
 mod device;
 mod enroll;
 mod output;
+mod rotate;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     Manufacturer(device::ManufacturerCommand),
     /// On a device: obtain its operational certificate with a token or its IDevID.
     Enroll(enroll::EnrollArgs),
+    /// Renew credential bundles with a new key: once, as a daemon, or all under a directory.
+    Rotate(rotate::RotateArgs),
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         Command::Token(c) => device::run_token(&cli.conn, c).await,
         Command::Manufacturer(c) => device::run_manufacturer(&cli.conn, c).await,
         Command::Enroll(a) => enroll::run(&cli.conn, a).await,
+        Command::Rotate(a) => rotate::run(&cli.conn, a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

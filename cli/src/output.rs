@@ -47,6 +47,9 @@ pub fn cert_json(c: &pb::Certificate, with_pem: bool) -> serde_json::Value {
         v["revoked_at"] = json!(time_text(c.revoked_at));
         v["revocation_reason"] = json!(c.revocation_reason);
     }
+    if !c.superseded_by.is_empty() {
+        v["superseded_by"] = json!(c.superseded_by);
+    }
     if let Some(s) = &c.scope {
         v["scope"] = json!({"profiles": s.profiles, "zones": s.zones});
     }

@@ -26,6 +26,10 @@ pub struct Caller {
     pub zone: String,
     /// Provisioner scope, when it has one.
     pub scope: Option<Scope>,
+    /// Hex SHA-256 of its certificate's public key.
+    pub spki_sha256: String,
+    /// Its certificate's validity end.
+    pub not_after: i64,
 }
 
 impl Caller {
@@ -164,6 +168,8 @@ impl Authenticator {
             role,
             zone: record.zone,
             scope: record.scope,
+            spki_sha256: record.spki_sha256,
+            not_after: record.not_after,
         })
     }
 }

@@ -53,6 +53,7 @@ pub fn certificate_message(r: &CertificateRecord) -> pb::Certificate {
         der: r.der.clone(),
         subject: r.subject.clone(),
         issued_at: r.issued_at,
+        superseded_by: r.superseded_by.clone().unwrap_or_default(),
         scope: r.scope.as_ref().map(|s| pb::ProvisionerScope {
             profiles: s.profiles.clone(),
             zones: s.zones.clone(),
@@ -208,6 +209,58 @@ impl CaService {
             actor: caller.actor(),
             token_hash: None,
             serial_number: None,
+            renews: None,
+        })
+        .await
+    }
+}
+
+impl CaService {
+    /// Renewal: identity, zone and profile from the caller's recorded certificate only.
+    async fn renew_inner(
+        &self,
+        caller: Caller,
+        req: pb::RenewRequest,
+    ) -> Result<pb::IssueResponse, Status> {
+        let st = &self.state;
+        if caller.role == Role::Server {
+            return Err(Status::permission_denied(
+                "the CA's own server certificate is renewed by the CA at start",
+            ));
+        }
+        let profile = st.profiles.get(&caller.profile).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "profile {} is no longer configured",
+                caller.profile
+            ))
+        })?;
+        let csr = check_csr(&req.csr, profile).map_err(invalid_csr)?;
+        let new_spki = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &csr.spki_der,
+        ));
+        if new_spki == caller.spki_sha256 && !profile.allow_key_reuse {
+            return Err(Status::invalid_argument(format!(
+                "the CSR reuses the current key; renewal needs a new key (profile {} does not allow key reuse)",
+                profile.name
+            )));
+        }
+        let device_id = DeviceId::parse(&caller.name).map_err(invalid_name)?;
+        let lifetime =
+            (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
+        let min_interval =
+            i64::try_from(profile.min_renewal_interval.as_secs()).unwrap_or(i64::MAX);
+        st.sign_and_record(Issuance {
+            device_id: &device_id,
+            zone: caller.zone.clone(),
+            profile,
+            csr,
+            lifetime,
+            scope: caller.scope.clone(),
+            actor: caller.actor(),
+            token_hash: None,
+            serial_number: None,
+            renews: Some((caller.serial.clone(), min_interval)),
         })
         .await
     }
@@ -303,6 +356,11 @@ impl CertificateAuthority for CaService {
                     }
                 },
                 issuer_id: nonempty(&req.issuer_id),
+                expiring: (req.expiring_within_seconds > 0).then(|| {
+                    let now = self.state.authority.clock().now();
+                    let within = i64::try_from(req.expiring_within_seconds).unwrap_or(i64::MAX);
+                    (now, now.saturating_add(within))
+                }),
             };
             if caller.role == Role::Device {
                 // A device sees only its own certificates.
@@ -350,6 +408,22 @@ impl CertificateAuthority for CaService {
                 certificates: page.items.iter().map(certificate_message).collect(),
                 next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
             }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let span = tracing::info_span!("Renew", caller = tracing::field::Empty);
+        async move {
+            let caller = self.state.auth.caller(&request).await?;
+            tracing::Span::current().record("caller", caller.actor());
+            self.renew_inner(caller, request.into_inner())
+                .await
+                .map(Response::new)
         }
         .instrument(span)
         .await

@@ -155,6 +155,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             actor: format!("token:{}", device.id),
             token_hash: Some(hash.to_vec()),
             serial_number: None,
+            renews: None,
         })
         .await
         .map_err(other)
@@ -246,6 +247,7 @@ async fn by_idevid(
             actor: format!("idevid:{}/{}", m.name, serial),
             token_hash: None,
             serial_number: self_registering.then(|| serial.to_owned()),
+            renews: None,
         })
         .await
         .map_err(other)

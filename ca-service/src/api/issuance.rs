@@ -36,6 +36,8 @@ pub struct Issuance<'a> {
     pub token_hash: Option<Vec<u8>>,
     /// Serial number to record when the device registers itself (IDevID).
     pub serial_number: Option<String>,
+    /// For a renewal: the serial renewed and the profile's minimum interval in seconds.
+    pub renews: Option<(String, i64)>,
 }
 
 impl ApiState {
@@ -77,14 +79,21 @@ impl ApiState {
             profile: i.profile.name.clone(),
             serial_number: i.serial_number,
         };
-        let op = match i.token_hash {
-            Some(token_hash) => WriteOp::Enroll {
+        let op = match (i.token_hash, i.renews) {
+            (Some(token_hash), _) => WriteOp::Enroll {
                 token_hash,
                 device,
                 cert: Box::new(cert.clone()),
                 actor: i.actor,
             },
-            None => WriteOp::Issue {
+            (None, Some((old_serial, min_interval))) => WriteOp::Renew {
+                old_serial,
+                min_interval,
+                device,
+                cert: Box::new(cert.clone()),
+                actor: i.actor,
+            },
+            (None, None) => WriteOp::Issue {
                 device,
                 cert: Box::new(cert.clone()),
                 actor: i.actor,
@@ -116,6 +125,7 @@ impl ApiState {
             spki_sha256: cert.spki_sha256,
             der: cert.der,
             issued_at,
+            superseded_by: None,
         };
         Ok(pb::IssueResponse {
             chain_pem: format!(

@@ -21,7 +21,8 @@ use crate::keys::CaKey;
 use csr::CheckedCsr;
 use profile::{Eku, Profile};
 
-/// How far `notBefore` is set in the past, so devices with a slow clock accept a fresh certificate.
+/// How far `notBefore` is set in the past, so devices with a slow clock accept a fresh
+/// certificate (less for lifetimes under 50 minutes: a tenth of the lifetime).
 pub const BACKDATE_SECONDS: i64 = 300;
 
 /// Why the authority refused to sign.
@@ -248,7 +249,9 @@ impl Authority {
         }
         let wanted_end = now.saturating_add(lifetime.as_secs() as i64);
         let not_after = wanted_end.min(ca.not_after);
-        let not_before = (now - BACKDATE_SECONDS).max(ca.not_before);
+        // Backdated for slow device clocks, but by at most a tenth of a short lifetime.
+        let backdate = BACKDATE_SECONDS.min(lifetime.as_secs() as i64 / 10);
+        let not_before = (now - backdate).max(ca.not_before);
         let serial = random_serial()?;
 
         let mut params = CertificateParams::default();

@@ -87,6 +87,9 @@ pub struct Profile {
     /// Whether a CSR may reuse the key of the credential it replaces (IDevID at enrollment,
     /// current certificate at renewal). Off by default: a new key every time.
     pub allow_key_reuse: bool,
+    /// Least time between two certificates of one device by renewal, so that a stolen key
+    /// cannot mint certificates in a loop.
+    pub min_renewal_interval: Duration,
 }
 
 const HOUR: u64 = 3600;
@@ -111,6 +114,8 @@ impl Profile {
             requesters: requesters.to_vec(),
             device_uri_san: role == Role::Device,
             allow_key_reuse: false,
+            // A tenth of the default lifetime: far below the 2/3-of-lifetime renewal point.
+            min_renewal_interval: Duration::from_secs(default_lifetime / 10),
         }
     }
 
@@ -218,6 +223,9 @@ pub struct ProfileOverride {
     pub device_uri_san: Option<bool>,
     /// See [`Profile::allow_key_reuse`].
     pub allow_key_reuse: Option<bool>,
+    /// See [`Profile::min_renewal_interval`], e.g. `"1h"`.
+    #[serde(default, with = "humantime_serde")]
+    pub min_renewal_interval: Option<Duration>,
 }
 
 /// Why a profile configuration was refused.
@@ -289,6 +297,10 @@ impl ProfileSet {
                         requesters: vec![Role::Admin],
                         device_uri_san: role == Role::Device,
                         allow_key_reuse: false,
+                        min_renewal_interval: o
+                            .default_lifetime
+                            .map(|d| d / 10)
+                            .unwrap_or_default(),
                     }
                 }
             };
@@ -315,6 +327,11 @@ impl ProfileSet {
             }
             if let Some(v) = o.allow_key_reuse {
                 p.allow_key_reuse = v;
+            }
+            if let Some(v) = o.min_renewal_interval {
+                p.min_renewal_interval = v;
+            } else if let Some(d) = o.default_lifetime {
+                p.min_renewal_interval = p.min_renewal_interval.min(d / 10);
             }
             if p.default_lifetime > p.max_lifetime {
                 return Err(ProfileConfigError::Lifetimes {

@@ -44,6 +44,9 @@ pub enum StoreError {
     /// The change contradicts the current state (used token, final status...).
     #[error("{0}")]
     Conflict(String),
+    /// A rate rule refuses the write for now.
+    #[error("{0}")]
+    TooSoon(String),
     /// The write itself is malformed (a programming error).
     #[error("invalid write: {0}")]
     Invalid(String),
@@ -260,6 +263,7 @@ impl Store {
             " FROM certificates WHERE seq > ?1 \
               AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR profile = ?3) \
               AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR issuer_id = ?5) \
+              AND (?7 IS NULL OR (status = 'active' AND not_after > ?7 AND not_after <= ?8)) \
               ORDER BY seq LIMIT ?6"
         ))
         .bind(after)
@@ -268,6 +272,8 @@ impl Store {
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.issuer_id.as_deref())
         .bind(i64::from(limit) + 1)
+        .bind(filter.expiring.map(|(from, _)| from))
+        .bind(filter.expiring.map(|(_, to)| to))
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows
@@ -395,7 +401,7 @@ fn device_from_row(r: &SqliteRow) -> DeviceRecord {
 macro_rules! cert_columns {
     () => {
         "seq, serial, device_id, profile, zone, issuer_id, subject, not_before, not_after, status, \
-         revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at"
+         revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at, superseded_by"
     };
 }
 use cert_columns;
@@ -424,5 +430,6 @@ fn cert_from_row(r: &SqliteRow) -> Result<CertificateRecord, StoreError> {
         spki_sha256: r.get("spki_sha256"),
         der: r.get("der"),
         issued_at: r.get("issued_at"),
+        superseded_by: r.get("superseded_by"),
     })
 }

@@ -96,6 +96,58 @@ pub(super) async fn apply(
             cert,
             actor,
         } => issue(conn, device, cert, actor, chain).await,
+        WriteOp::Renew {
+            old_serial,
+            min_interval,
+            device,
+            cert,
+            actor,
+        } => {
+            let old = sqlx::query(
+                "SELECT status, superseded_by, not_after FROM certificates WHERE serial = ?1",
+            )
+            .bind(old_serial)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("certificate {old_serial} is unknown")))?;
+            if CertStatus::parse(old.get("status")) != CertStatus::Active {
+                return Err(StoreError::Conflict(format!(
+                    "certificate {old_serial} is no longer active; it cannot be renewed"
+                )));
+            }
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = ?1")
+                    .bind(&device.id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            if let Some(last) = last
+                && cert.issued_at < last + min_interval
+            {
+                return Err(StoreError::TooSoon(format!(
+                    "device {} got a certificate {}s ago; its profile allows one renewal every {}s \
+                     (retry in {}s)",
+                    device.id,
+                    cert.issued_at - last,
+                    min_interval,
+                    last + min_interval - cert.issued_at
+                )));
+            }
+            let out = issue(conn, device, cert, actor, chain).await?;
+            sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
+                .bind(&cert.serial)
+                .bind(old_serial)
+                .execute(&mut *conn)
+                .await?;
+            let event = AuditEvent::new(
+                cert.issued_at,
+                actor.as_str(),
+                "certificate.renew",
+                old_serial.as_str(),
+                serde_json::json!({"new_serial": cert.serial, "device": device.id}),
+            );
+            audit(conn, &event, chain).await?;
+            Ok(out)
+        }
         WriteOp::Audit(event) => {
             audit(conn, event, chain).await?;
             Ok(WriteOutput::Done)

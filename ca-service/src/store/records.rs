@@ -236,6 +236,8 @@ pub struct CertificateRecord {
     pub der: Vec<u8>,
     /// Unix seconds.
     pub issued_at: i64,
+    /// Serial of the certificate that replaced this one by renewal.
+    pub superseded_by: Option<String>,
 }
 
 /// A certificate to record; see [`CertificateRecord`] for the fields.
@@ -281,6 +283,8 @@ pub struct CertFilter {
     pub status: Option<CertStatus>,
     /// Issuer id.
     pub issuer_id: Option<String>,
+    /// Only unrevoked certificates with `from < notAfter <= to` (Unix seconds).
+    pub expiring: Option<(i64, i64)>,
 }
 
 /// A page of results.

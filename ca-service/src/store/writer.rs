@@ -38,6 +38,21 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
+    /// Record a renewal: the new certificate, and the old one marked superseded by it, provided
+    /// the old one is still active and the device got no certificate within `min_interval`
+    /// seconds (checked inside the transaction, so concurrent renewals cannot both pass).
+    Renew {
+        /// Serial of the certificate being renewed.
+        old_serial: String,
+        /// Minimum seconds between two certificates of one device.
+        min_interval: i64,
+        /// The registry entry the new certificate was signed for.
+        device: DeviceClaim,
+        /// The new certificate.
+        cert: Box<NewCertificate>,
+        /// Caller.
+        actor: String,
+    },
     /// Record a CA certificate.
     AddIssuer {
         /// The issuer.

@@ -1,0 +1,322 @@
+//! `hallmark rotate`: renew a credential bundle with a new key over mutual TLS, once, as a
+//! daemon, or for every bundle under a directory. The bundle directory is replaced atomically,
+//! so a crash never leaves a key beside a certificate it does not belong to.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::StreamExt;
+use hallmark_ca::bundle::{self, CredentialBundle};
+use hallmark_proto::v1 as pb;
+use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::client::{Connection, status_error};
+use crate::output::time_text;
+
+/// Share of the lifetime after which a certificate is due for renewal.
+const RENEW_AT: f64 = 2.0 / 3.0;
+/// Random spread of the daemon's renewal time, as a share of the lifetime (either way).
+const JITTER: f64 = 0.05;
+/// Retry delays of the daemon after a failed renewal.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// `hallmark rotate`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["bundle", "all"])))]
+pub struct RotateArgs {
+    /// The credential bundle directory to renew.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Renew every bundle (directory with cert.pem and key.pem) under this directory.
+    #[arg(long, conflicts_with = "daemon")]
+    all: Option<PathBuf>,
+    /// With --all: renew the bundles expiring within this time (e.g. 7d), due or not.
+    #[arg(long, requires = "all", value_parser = humantime::parse_duration)]
+    expiring_within: Option<Duration>,
+    /// Renew now, even outside the renewal window (suspected key exposure).
+    #[arg(long)]
+    force: bool,
+    /// Keep running: renew at about 2/3 of every lifetime, retry with backoff, stop on SIGTERM.
+    #[arg(long, requires = "bundle")]
+    daemon: bool,
+    /// With --all: bundles renewed at the same time.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+}
+
+/// Validity of the bundle's certificate.
+#[derive(Debug, Clone, Copy)]
+struct Validity {
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Validity {
+    fn renew_from(&self) -> i64 {
+        self.not_before + ((self.not_after - self.not_before) as f64 * RENEW_AT) as i64
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn read_validity(dir: &Path) -> Result<(Validity, String)> {
+    let path = dir.join(bundle::CERT_FILE);
+    let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
+    let (_, cert) = X509Certificate::from_der(&p.contents)
+        .map_err(|e| anyhow::anyhow!("{}: not a certificate: {e}", path.display()))?;
+    let v = cert.validity();
+    Ok((
+        Validity {
+            not_before: v.not_before.timestamp(),
+            not_after: v.not_after.timestamp(),
+        },
+        hex::encode(cert.raw_serial()),
+    ))
+}
+
+/// What one rotation did.
+#[derive(Debug)]
+enum Outcome {
+    Rotated {
+        old: String,
+        new: String,
+        not_after: i64,
+    },
+    NotDue {
+        serial: String,
+        renew_from: i64,
+        not_after: i64,
+    },
+}
+
+async fn rotate_bundle(conn: &Connection, dir: &Path, force: bool) -> Result<Outcome> {
+    let (validity, serial) = read_validity(dir)?;
+    if !force && now() < validity.renew_from() {
+        return Ok(Outcome::NotDue {
+            serial,
+            renew_from: validity.renew_from(),
+            not_after: validity.not_after,
+        });
+    }
+    let current = CredentialBundle::read(dir)
+        .with_context(|| format!("reading the bundle in {}", dir.display()))?;
+    // The bundle's own trust bundle verifies the CA unless one was given explicitly.
+    let mut conn = conn.clone();
+    if conn.ca_file.is_none() {
+        conn.ca_file = Some(dir.join(bundle::CA_FILE));
+    }
+    let identity = Some((
+        current.cert_pem.clone().into_bytes(),
+        current.key_pem.clone().into_bytes(),
+    ));
+    let mut client = CertificateAuthorityClient::new(conn.channel_with(identity).await?);
+    let (key_pem, csr) = bundle::new_key_and_csr("renewal")?;
+    let resp = client
+        .renew(pb::RenewRequest {
+            csr,
+            lifetime_seconds: 0,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let cert = resp
+        .certificate
+        .context("the CA answered without a certificate")?;
+    CredentialBundle {
+        key_pem,
+        cert_pem: hallmark_ca::authority::ca::der_to_pem(&cert.der),
+        chain_pem: resp.chain_pem,
+        ca_pem: resp.trust_bundle_pem,
+    }
+    .write(dir)?;
+    Ok(Outcome::Rotated {
+        old: serial,
+        new: cert.serial,
+        not_after: cert.not_after,
+    })
+}
+
+fn jitter(lifetime: i64) -> i64 {
+    let mut b = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        return 0;
+    }
+    let unit = (u64::from_le_bytes(b) as f64 / u64::MAX as f64) * 2.0 - 1.0; // -1..1
+    (unit * JITTER * lifetime as f64) as i64
+}
+
+async fn daemon(conn: &Connection, dir: &Path) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut backoff = BACKOFF_START;
+    let mut next_attempt: Option<i64> = None;
+    loop {
+        let (validity, serial) = read_validity(dir)?;
+        let lifetime = validity.not_after - validity.not_before;
+        let due = next_attempt.unwrap_or_else(|| validity.renew_from() + jitter(lifetime));
+        let wait = (due - now()).max(0) as u64;
+        if wait > 0 {
+            eprintln!(
+                "certificate {serial} valid until {}; next renewal at {}",
+                time_text(validity.not_after),
+                time_text(due)
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = term.recv() => {
+                eprintln!("SIGTERM: stopping");
+                return Ok(());
+            }
+        }
+        match rotate_bundle(conn, dir, true).await {
+            Ok(outcome) => {
+                report(dir, &outcome);
+                backoff = BACKOFF_START;
+                next_attempt = None;
+            }
+            Err(e) => {
+                eprintln!("renewal failed: {e:#}; retrying in {}s", backoff.as_secs());
+                // Retry with backoff, but never sleep past the certificate's expiry.
+                let retry = (now() + backoff.as_secs() as i64).min(validity.not_after.max(now()));
+                next_attempt = Some(retry);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+fn report(dir: &Path, outcome: &Outcome) {
+    match outcome {
+        Outcome::Rotated {
+            old,
+            new,
+            not_after,
+        } => println!(
+            "{}: renewed {old} -> {new}, valid until {}",
+            dir.display(),
+            time_text(*not_after)
+        ),
+        Outcome::NotDue {
+            serial,
+            renew_from,
+            not_after,
+        } => println!(
+            "{}: certificate {serial} is valid until {} and not due; the renewal window opens at {} \
+             (use --force to renew now)",
+            dir.display(),
+            time_text(*not_after),
+            time_text(*renew_from)
+        ),
+    }
+}
+
+/// Bundle directories under `root` (those holding cert.pem and key.pem), sorted.
+fn find_bundles(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let mut has_cert = false;
+        let mut has_key = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ty = entry.file_type()?;
+            if ty.is_dir() && !name.starts_with('.') {
+                stack.push(entry.path());
+            } else if name == bundle::CERT_FILE {
+                has_cert = true;
+            } else if name == bundle::KEY_FILE {
+                has_key = true;
+            }
+        }
+        if has_cert || has_key {
+            found.push(dir);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+async fn rotate_all(conn: &Connection, a: &RotateArgs, root: &Path) -> Result<()> {
+    let bundles = find_bundles(root)?;
+    if bundles.is_empty() {
+        bail!(
+            "no credential bundles (cert.pem + key.pem) under {}",
+            root.display()
+        );
+    }
+    let bar = ProgressBar::new(bundles.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} bundles {elapsed} ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let horizon = a.expiring_within.map(|d| now() + d.as_secs() as i64);
+    let results: Vec<(PathBuf, Result<Outcome>)> = futures::stream::iter(bundles)
+        .map(|dir| {
+            let bar = bar.clone();
+            async move {
+                let force = a.force
+                    || match (horizon, read_validity(&dir)) {
+                        (Some(h), Ok((v, _))) => v.not_after <= h,
+                        _ => false,
+                    };
+                let r = rotate_bundle(conn, &dir, force).await;
+                bar.inc(1);
+                (dir, r)
+            }
+        })
+        .buffer_unordered(a.jobs.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let (mut rotated, mut not_due, mut failed) = (0, 0, Vec::new());
+    for (dir, r) in &results {
+        match r {
+            Ok(Outcome::Rotated { .. }) => rotated += 1,
+            Ok(Outcome::NotDue { .. }) => not_due += 1,
+            Err(e) => failed.push(format!("{}: {e:#}", dir.display())),
+        }
+    }
+    failed.sort();
+    for f in &failed {
+        eprintln!("failed: {f}");
+    }
+    println!(
+        "{} bundles: {rotated} renewed, {not_due} not due, {} failed",
+        results.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!("{} bundles could not be renewed", failed.len());
+    }
+    Ok(())
+}
+
+/// Runs `hallmark rotate`.
+pub async fn run(conn: &Connection, a: RotateArgs) -> Result<()> {
+    if let Some(root) = &a.all {
+        return rotate_all(conn, &a, root).await;
+    }
+    let dir = a.bundle.clone().context("--bundle DIR or --all ROOT")?;
+    if a.daemon {
+        return daemon(conn, &dir).await;
+    }
+    let outcome = rotate_bundle(conn, &dir, a.force).await?;
+    report(&dir, &outcome);
+    Ok(())
+}
