@@ -243,6 +243,7 @@ impl CaProcess {
             ])
             .args(extra)
             .env_remove("HALLMARK_CA_PASSPHRASE")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

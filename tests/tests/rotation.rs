@@ -1,0 +1,525 @@
+//! Rotation: `hallmark rotate` on a device bundle, as a daemon, under SIGKILL, and over a
+//! thousand bundles; `Renew` refusals that store nothing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hallmark_ca::bundle::CredentialBundle;
+use hallmark_ca::config::Config;
+use hallmark_proto::v1 as pb;
+use hallmark_tests::{
+    CaProcess, TestCa, assert_bundle_verifies, assert_refused, bin, ok, openssl, p256_csr, s,
+};
+use tonic::Code;
+use x509_parser::prelude::*;
+
+/// Sensors may renew at any time; `blink` certificates live 30 s; `flash` ones 2 s.
+const CONFIG: &str = r#"
+[profiles.sensor]
+min_renewal_interval = "0s"
+
+[profiles.blink]
+role = "device"
+ekus = ["client-auth"]
+default_lifetime = "30s"
+max_lifetime = "60s"
+min_renewal_interval = "2s"
+requesters = ["admin"]
+
+[profiles.flash]
+role = "device"
+ekus = ["client-auth"]
+default_lifetime = "2s"
+max_lifetime = "2s"
+requesters = ["admin"]
+"#;
+
+fn cert_info(dir: &Path) -> (String, Vec<u8>) {
+    let pem = std::fs::read(dir.join("cert.pem")).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let (_, c) = X509Certificate::from_der(&p.contents).unwrap();
+    (
+        hex::encode(c.raw_serial()),
+        c.public_key().subject_public_key.data.to_vec(),
+    )
+}
+
+/// Whether key.pem is the key of cert.pem.
+fn key_matches(dir: &Path) -> bool {
+    let Ok(key) = std::fs::read_to_string(dir.join("key.pem")) else {
+        return false;
+    };
+    let Ok(key) = rcgen::KeyPair::from_pem(&key) else {
+        return false;
+    };
+    cert_info(dir).1 == key.public_key_raw()
+}
+
+#[test]
+fn an_enrolled_device_rotates_its_bundle() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("ca.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
+    ok(&ca.hallmark(&[
+        "device",
+        "register",
+        "sensor-0500",
+        "--zone",
+        "field",
+        "--profile",
+        "sensor",
+    ]));
+    let token = ok(&ca.hallmark(&["token", "create", "--device", "sensor-0500"]));
+    let endpoint = ca
+        .env
+        .iter()
+        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
+        .unwrap()
+        .1
+        .clone();
+    let trust = ca
+        .env
+        .iter()
+        .find(|(k, _)| k == "HALLMARK_CA")
+        .unwrap()
+        .1
+        .clone();
+    let dir = work.path().join("identity");
+    // The device has its endpoint; the trust bundle comes with its bundle after enrollment.
+    let device = |args: &[&str]| {
+        Command::new(bin("hallmark"))
+            .args(args)
+            .env_clear()
+            .env("HALLMARK_ENDPOINT", &endpoint)
+            .output()
+            .unwrap()
+    };
+    ok(&Command::new(bin("hallmark"))
+        .args(["enroll", "--token", token.trim(), "--out", s(&dir)])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", &endpoint)
+        .env("HALLMARK_CA", &trust)
+        .output()
+        .unwrap());
+    let (old_serial, old_key) = cert_info(&dir);
+    let old_copy = work.path().join("old");
+    std::fs::create_dir(&old_copy).unwrap();
+    for f in ["cert.pem", "chain.pem", "ca.pem"] {
+        std::fs::copy(dir.join(f), old_copy.join(f)).unwrap();
+    }
+
+    // Fresh: nothing to do, and it says why.
+    let idle = ok(&device(&["rotate", "--bundle", s(&dir)]));
+    assert!(
+        idle.contains("not due") && idle.contains("--force"),
+        "{idle}"
+    );
+    assert_eq!(cert_info(&dir).0, old_serial);
+
+    let done = ok(&device(&["rotate", "--bundle", s(&dir), "--force"]));
+    assert!(done.contains("renewed"), "{done}");
+    let (new_serial, new_key) = cert_info(&dir);
+    assert_ne!(new_serial, old_serial);
+    assert_ne!(new_key, old_key, "renewal re-keys");
+    assert!(key_matches(&dir));
+    assert_bundle_verifies(&dir);
+    assert_bundle_verifies(&old_copy);
+    let subject = openssl(&[
+        "x509",
+        "-in",
+        s(&dir.join("cert.pem")),
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+    ]);
+    assert_eq!(subject.trim(), "subject=OU=field,O=Hallmark,CN=sensor-0500");
+
+    let shown = ok(&ca.hallmark(&["cert", "show", &old_serial, "-o", "json"]));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["superseded_by"], new_serial.as_str());
+    let expiring = ok(&ca.hallmark(&[
+        "cert",
+        "list",
+        "--expiring-within",
+        "45d",
+        "--device",
+        "sensor-0500",
+        "-o",
+        "json",
+    ]));
+    let expiring: serde_json::Value = serde_json::from_str(&expiring).unwrap();
+    assert_eq!(expiring.as_array().unwrap().len(), 2);
+    let soon = ok(&ca.hallmark(&[
+        "cert",
+        "list",
+        "--expiring-within",
+        "1d",
+        "--device",
+        "sensor-0500",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&soon)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn the_daemon_renews_on_its_own_and_stops_on_sigterm() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("ca.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
+    let dir = work.path().join("b1");
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "blinker",
+        "--profile",
+        "blink",
+        "--generate-key",
+        "--out",
+        s(&dir),
+    ]));
+    let endpoint = ca
+        .env
+        .iter()
+        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
+        .unwrap()
+        .1
+        .clone();
+    let mut daemon = Command::new(bin("hallmark"))
+        .args(["rotate", "--bundle", s(&dir), "--daemon"])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", &endpoint)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = vec![cert_info(&dir).0];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let serial = cert_info(&dir).0;
+        if seen.last() != Some(&serial) {
+            assert!(key_matches(&dir));
+            seen.push(serial);
+        }
+    }
+    assert!(seen.len() >= 3, "two renewals within 90 s, saw {seen:?}");
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let stop = Instant::now();
+    let status = loop {
+        if let Some(st) = daemon.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(10),
+            "daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[test]
+fn sigkill_at_any_moment_never_mixes_key_and_certificate() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("ca.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
+    let dir = work.path().join("s1");
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "s1",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&dir),
+    ]));
+    let endpoint = ca
+        .env
+        .iter()
+        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
+        .unwrap()
+        .1
+        .clone();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut serials = std::collections::BTreeSet::new();
+    for round in 0..40 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis((seed >> 33) % 120);
+        let mut child = Command::new(bin("hallmark"))
+            .args(["rotate", "--bundle", s(&dir), "--force"])
+            .env_clear()
+            .env("HALLMARK_ENDPOINT", &endpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            key_matches(&dir),
+            "round {round} (killed after {delay:?}): key and certificate differ"
+        );
+        serials.insert(cert_info(&dir).0);
+    }
+    // Some rounds got through: the bundle really changed under the kills.
+    assert!(serials.len() > 1, "no rotation completed in 40 rounds");
+    ok(&Command::new(bin("hallmark"))
+        .args(["rotate", "--bundle", s(&dir), "--force"])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", &endpoint)
+        .output()
+        .unwrap());
+    assert!(key_matches(&dir));
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".s1."))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging directories left: {leftovers:?}"
+    );
+}
+
+async fn issue_bundle(
+    ca: &TestCa,
+    admin: &mut pb::certificate_authority_client::CertificateAuthorityClient<
+        tonic::transport::Channel,
+    >,
+    device: &str,
+    profile: &str,
+    dir: &Path,
+) {
+    let (key_pem, csr) = p256_csr(device);
+    let resp = admin
+        .issue(pb::IssueRequest {
+            device_id: device.into(),
+            profile: profile.into(),
+            zone: "field".into(),
+            csr,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = ca;
+    CredentialBundle {
+        key_pem,
+        cert_pem: hallmark_ca::authority::ca::der_to_pem(&resp.certificate.unwrap().der),
+        chain_pem: resp.chain_pem,
+        ca_pem: resp.trust_bundle_pem,
+    }
+    .write(dir)
+    .unwrap();
+}
+
+#[tokio::test]
+async fn renewals_that_must_fail_store_nothing() {
+    let ca = TestCa::start_with(Config::parse(CONFIG).unwrap()).await;
+    let work = tempfile::tempdir().unwrap();
+    let mut admin = ca.admin().await;
+    let renew = |dir: &Path| {
+        let b = CredentialBundle::read(dir).unwrap();
+        (b.cert_pem.into_bytes(), b.key_pem.into_bytes())
+    };
+
+    // Inside the minimum interval (built-in gateway profile: a tenth of 30 days).
+    let gw = work.path().join("gw");
+    issue_bundle(&ca, &mut admin, "gw-1", "gateway", &gw).await;
+    // Revoked.
+    let revoked = work.path().join("revoked");
+    issue_bundle(&ca, &mut admin, "s-revoked", "sensor", &revoked).await;
+    let serial = cert_info(&revoked).0;
+    ca.store()
+        .write(hallmark_ca::store::WriteOp::SetCertificateStatus {
+            serial,
+            status: hallmark_ca::store::CertStatus::Revoked,
+            reason: Some(1),
+            at: 0,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+    // Expired.
+    let expired = work.path().join("expired");
+    issue_bundle(&ca, &mut admin, "s-flash", "flash", &expired).await;
+    // Same key.
+    let same = work.path().join("same");
+    issue_bundle(&ca, &mut admin, "s-same", "sensor", &same).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let before = ca.counts().await;
+    let csr = || p256_csr("x").1;
+    let mut c = ca.client(Some(renew(&gw))).await;
+    assert_refused(
+        "inside the minimum interval",
+        c.renew(pb::RenewRequest {
+            csr: csr(),
+            lifetime_seconds: 0,
+        })
+        .await,
+        Code::ResourceExhausted,
+        "allows one renewal every",
+    );
+    let mut c = ca.client(Some(renew(&revoked))).await;
+    assert_refused(
+        "revoked",
+        c.renew(pb::RenewRequest {
+            csr: csr(),
+            lifetime_seconds: 0,
+        })
+        .await,
+        Code::Unauthenticated,
+        "is revoked",
+    );
+    let mut c = ca.client(Some(renew(&expired))).await;
+    assert_refused(
+        "expired",
+        c.renew(pb::RenewRequest {
+            csr: csr(),
+            lifetime_seconds: 0,
+        })
+        .await,
+        Code::Unauthenticated,
+        "not valid now",
+    );
+    let key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(same.join("key.pem")).unwrap()).unwrap();
+    let same_key_csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let mut c = ca.client(Some(renew(&same))).await;
+    assert_refused(
+        "same key",
+        c.renew(pb::RenewRequest {
+            csr: same_key_csr,
+            lifetime_seconds: 0,
+        })
+        .await,
+        Code::InvalidArgument,
+        "reuses the current key",
+    );
+    assert_eq!(
+        ca.counts().await,
+        before,
+        "a refused renewal stored something"
+    );
+
+    // The same device renews fine with a new key: zone, profile and scope are kept.
+    let resp = c
+        .renew(pb::RenewRequest {
+            csr: csr(),
+            lifetime_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cert = resp.certificate.unwrap();
+    assert_eq!(
+        (
+            cert.device_id.as_str(),
+            cert.zone.as_str(),
+            cert.profile.as_str()
+        ),
+        ("s-same", "field", "sensor")
+    );
+    ca.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_over_a_thousand_bundles_reports_the_broken_ones() {
+    let ca = TestCa::start_with(Config::parse(CONFIG).unwrap()).await;
+    let root = tempfile::tempdir().unwrap();
+    let mut admin = ca.admin().await;
+    for i in 0..1000 {
+        let dir = root
+            .path()
+            .join(format!("hall-{}", i / 100))
+            .join(format!("sensor-{i:04}"));
+        issue_bundle(&ca, &mut admin, &format!("sensor-{i:04}"), "sensor", &dir).await;
+    }
+    let broken = [
+        ("hall-0/sensor-0007", "key.pem", "not a key"),
+        (
+            "hall-4/sensor-0450",
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+        ),
+    ];
+    for (dir, file, text) in broken {
+        std::fs::write(root.path().join(dir).join(file), text).unwrap();
+    }
+    std::fs::remove_file(root.path().join("hall-9/sensor-0999/cert.pem")).unwrap();
+
+    let out = tokio::process::Command::new(bin("hallmark"))
+        .args(["rotate", "--all", s(root.path()), "--force", "--jobs", "8"])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", ca.endpoint())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "failures make the exit code non-zero"
+    );
+    assert!(
+        stdout.contains("1000 bundles: 997 renewed, 0 not due, 3 failed"),
+        "{stdout}\n{stderr}"
+    );
+    for dir in [
+        "hall-0/sensor-0007",
+        "hall-4/sensor-0450",
+        "hall-9/sensor-0999",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("failed:") && l.contains(dir)),
+            "{dir} not reported:\n{stderr}"
+        );
+    }
+    let renewed = ca
+        .store()
+        .list_certificates(
+            &hallmark_ca::store::CertFilter {
+                profile: Some("sensor".into()),
+                ..Default::default()
+            },
+            0,
+            5000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.items.len(), 1997);
+    assert!(key_matches(&root.path().join("hall-5/sensor-0555")));
+    ca.server.shutdown().await;
+}
