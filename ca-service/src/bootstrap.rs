@@ -29,7 +29,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::fsutil;
 use crate::identity::DeviceId;
-use crate::keys::{CaKey, KeyFileError, Passphrase, file as keyfile};
+use crate::keys::{KeyFileError, Passphrase, file as keyfile};
 use crate::store::{
     DB_FILE, DeviceClaim, IssuerKind, IssuerRecord, NewCertificate, Store, StoreError, WriteOp,
 };
@@ -155,6 +155,16 @@ impl DataDir {
     pub fn admin(&self) -> PathBuf {
         self.root.join("admin")
     }
+    /// Certificate and key files of issuing CA `id`.
+    pub fn issuing_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        let (crt, key) = (self.ca(&format!("{id}.crt")), self.ca(&format!("{id}.key")));
+        if crt.exists() && key.exists() {
+            (crt, key)
+        } else {
+            (self.ca("issuing.crt"), self.ca("issuing.key"))
+        }
+    }
+
     /// Whether a CA lives here.
     pub fn is_initialised(&self) -> bool {
         self.db().exists()
@@ -503,19 +513,7 @@ pub async fn load(
         .ok_or_else(|| {
             BootstrapError::Inconsistent(format!("{} has no active issuing CA", dir.db().display()))
         })?;
-    let on_disk = read_cert_pem(&dir.ca("issuing.crt"))?;
-    if on_disk != active.cert_der {
-        return Err(BootstrapError::Inconsistent(format!(
-            "{} does not match the active issuing CA {} in the store",
-            dir.ca("issuing.crt").display(),
-            active.id
-        )));
-    }
-    let key = keyfile::read_key(&dir.ca("issuing.key"), passphrase)?;
-    let issuing = IssuingCa::new(active.id.clone(), active.cert_der.clone(), key)?;
-    ca::check_key_matches(&issuing.cert_der, issuing_key_of(&issuing)).map_err(|e| {
-        BootstrapError::Inconsistent(format!("{}: {e}", dir.ca("issuing.key").display()))
-    })?;
+    let issuing = load_issuing(&dir, active, passphrase)?;
     let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
     let now = clock.now();
 
@@ -563,6 +561,148 @@ pub async fn load(
     })
 }
 
-fn issuing_key_of(ca: &IssuingCa) -> &CaKey {
-    ca.key()
+/// Loads the issuing CA of `record` with its key: `ca/<id>.{crt,key}` when present (every CA
+/// after a rollover), else `ca/issuing.{crt,key}` (the first one).
+pub fn load_issuing(
+    dir: &DataDir,
+    record: &IssuerRecord,
+    passphrase: Option<&Passphrase>,
+) -> Result<IssuingCa, BootstrapError> {
+    let (crt, key) = dir.issuing_files(&record.id);
+    let on_disk = read_cert_pem(&crt)?;
+    if on_disk != record.cert_der {
+        return Err(BootstrapError::Inconsistent(format!(
+            "{} does not match issuing CA {} in the store",
+            crt.display(),
+            record.id
+        )));
+    }
+    let ca_key = keyfile::read_key(&key, passphrase)?;
+    ca::check_key_matches(&record.cert_der, &ca_key)
+        .map_err(|e| BootstrapError::Inconsistent(format!("{}: {e}", key.display())))?;
+    Ok(IssuingCa::new(
+        record.id.clone(),
+        record.cert_der.clone(),
+        ca_key,
+    )?)
+}
+
+/// Options of `hallmark-ca issuer rotate`.
+#[derive(Debug, Clone)]
+pub struct RotateIssuerOptions {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The root key; `None` uses `ca/root.key` of the data dir when it is there.
+    pub root_key: Option<PathBuf>,
+    /// Passphrase of the CA keys (the new issuing key is written with it).
+    pub passphrase: Option<Passphrase>,
+    /// Passphrase of the root key when it differs.
+    pub root_passphrase: Option<Passphrase>,
+}
+
+/// Rolls the issuing CA over: a new issuing CA signed by the root becomes the signer, the old
+/// one is retired (still valid, still trusted, until it expires). A running `serve` picks the
+/// new one up within seconds. Returns the new issuer.
+pub async fn rotate_issuer(
+    opts: &RotateIssuerOptions,
+    config: &Config,
+    clock: SharedClock,
+) -> Result<IssuerRecord, BootstrapError> {
+    let dir = DataDir::new(&opts.data_dir);
+    if !dir.is_initialised() {
+        return Err(BootstrapError::NotInitialised(opts.data_dir.clone()));
+    }
+    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let result = rotate_issuer_inner(&dir, &store, opts, config, clock).await;
+    store.close().await;
+    result
+}
+
+async fn rotate_issuer_inner(
+    dir: &DataDir,
+    store: &Store,
+    opts: &RotateIssuerOptions,
+    config: &Config,
+    clock: SharedClock,
+) -> Result<IssuerRecord, BootstrapError> {
+    let now = clock.now();
+    let issuers = store.issuers().await?;
+    let root = issuers
+        .iter()
+        .filter(|i| i.kind == IssuerKind::Root && i.active && i.not_after > now)
+        .max_by_key(|i| i.not_before)
+        .ok_or_else(|| BootstrapError::Inconsistent("no valid root CA in the store".into()))?;
+    let old = issuers
+        .iter()
+        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+        .max_by_key(|i| i.not_before)
+        .ok_or_else(|| BootstrapError::Inconsistent("no active issuing CA in the store".into()))?;
+    let root_key_path = opts.root_key.clone().unwrap_or_else(|| dir.ca("root.key"));
+    if !root_key_path.exists() {
+        return Err(BootstrapError::Inconsistent(format!(
+            "the root CA key is needed to sign a new issuing CA and {} does not exist; \
+             give it with --root-key FILE (an imported CA is rolled over by its own root)",
+            root_key_path.display()
+        )));
+    }
+    let root_pass = opts.root_passphrase.as_ref().or(opts.passphrase.as_ref());
+    let root_key = keyfile::read_key(&root_key_path, root_pass)?;
+    ca::check_key_matches(&root.cert_der, &root_key).map_err(|e| {
+        BootstrapError::Inconsistent(format!(
+            "{}: {e} (root {})",
+            root_key_path.display(),
+            root.id
+        ))
+    })?;
+    let (der, key) = ca::create_issuing(
+        &root.cert_der,
+        root_key,
+        &config.organisation,
+        now,
+        ISSUING_LIFETIME,
+    )?;
+    let id = ca::ca_id("issuing", &der);
+    // Files first, under their own names; the store switch below is what makes it live.
+    let (old_crt, old_key) = dir.issuing_files(&old.id);
+    for (from, to) in [
+        (&old_crt, dir.ca(&format!("{}.crt", old.id))),
+        (&old_key, dir.ca(&format!("{}.key", old.id))),
+    ] {
+        if *from != to {
+            std::fs::copy(from, &to).map_err(io_err(&to))?;
+        }
+    }
+    let crt_path = dir.ca(&format!("{id}.crt"));
+    fsutil::write_atomic(&crt_path, der_to_pem(&der).as_bytes(), 0o644)
+        .map_err(io_err(&crt_path))?;
+    keyfile::write_key(
+        &dir.ca(&format!("{id}.key")),
+        &key,
+        opts.passphrase.as_ref(),
+    )?;
+
+    let record = issuer_record(IssuerKind::Issuing, id.clone(), &der)?;
+    store
+        .write(WriteOp::All(vec![
+            WriteOp::AddIssuer {
+                issuer: record.clone(),
+                at: now,
+                actor: "system:issuer-rotate".into(),
+            },
+            WriteOp::RetireIssuer {
+                id: old.id.clone(),
+                at: now,
+                actor: "system:issuer-rotate".into(),
+            },
+        ]))
+        .await?;
+    // Convenience copies for people and scripts: ca/issuing.* is always the active CA.
+    let active_crt = dir.ca("issuing.crt");
+    fsutil::write_atomic(&active_crt, der_to_pem(&der).as_bytes(), 0o644)
+        .map_err(io_err(&active_crt))?;
+    keyfile::write_key(&dir.ca("issuing.key"), &key, opts.passphrase.as_ref())?;
+    let trust = TrustMaterial::from_issuers(&store.issuers().await?, now);
+    let tb = dir.trust_bundle();
+    fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
+    Ok(record)
 }

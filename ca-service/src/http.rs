@@ -1,15 +1,13 @@
 //! The plain-HTTP side: trust bundle and health. Plain HTTP is right here: what it serves is
 //! public and (for CRLs, later) signed.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::api::TrustMaterial;
+use crate::api::TrustHandle;
 use crate::store::Store;
 
 /// State of the HTTP routes.
@@ -18,7 +16,7 @@ pub struct HttpState {
     /// The store, for readiness.
     pub store: Store,
     /// The trust bundle.
-    pub trust: Arc<TrustMaterial>,
+    pub trust: TrustHandle,
 }
 
 /// The routes: `/healthz`, `/readyz`, `/trust-bundle.pem`.
@@ -43,6 +41,6 @@ async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
 async fn trust_bundle(State(st): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        st.trust.bundle_pem(),
+        st.trust.get().bundle_pem(),
     )
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hallmark_ca::bootstrap::{self, ImportIssuing, InitOptions, InitReport};
+use hallmark_ca::bootstrap::{self, ImportIssuing, InitOptions, InitReport, RotateIssuerOptions};
 use hallmark_ca::clock::SystemClock;
 use hallmark_ca::config::Config;
 use hallmark_ca::keys::{Passphrase, file::PASSPHRASE_ENV};
@@ -28,6 +28,37 @@ enum Command {
     Serve(ServeArgs),
     /// Initialise a data dir: root and issuing CA, API server certificate, first admin.
     Init(InitArgs),
+    /// Issuing CAs: roll over to a new one, list them.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+}
+
+#[derive(Subcommand)]
+enum IssuerCommand {
+    /// Create a new issuing CA signed by the root and sign with it from now on; the old one
+    /// stays valid and trusted until it expires. A running CA switches within seconds.
+    Rotate(IssuerRotateArgs),
+    /// List root and issuing CAs.
+    List(IssuerListArgs),
+}
+
+#[derive(Args)]
+struct IssuerRotateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The root CA key (default: ca/root.key in the data dir, if it was kept there).
+    #[arg(long)]
+    root_key: Option<PathBuf>,
+    /// Passphrase file of the root key, when it differs from --passphrase-file.
+    #[arg(long)]
+    root_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IssuerListArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./hallmark-data", env = "HALLMARK_DATA_DIR")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -219,6 +250,55 @@ async fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
+async fn issuer_rotate(args: IssuerRotateArgs) -> Result<()> {
+    let config = load_config(&args.common)?;
+    let opts = RotateIssuerOptions {
+        data_dir: args.common.data_dir.clone(),
+        passphrase: passphrase(&args.common)?,
+        root_key: args.root_key,
+        root_passphrase: args
+            .root_passphrase_file
+            .as_deref()
+            .map(Passphrase::from_file)
+            .transpose()?,
+    };
+    let new = bootstrap::rotate_issuer(&opts, &config, Arc::new(SystemClock))
+        .await
+        .context("rolling the issuing CA over")?;
+    println!(
+        "new issuing CA {} ({}), valid until {}; it signs from now on (a running CA switches within seconds)",
+        new.id,
+        new.subject,
+        hallmark_ca::clock::rfc3339(new.not_after)
+    );
+    Ok(())
+}
+
+async fn issuer_list(args: IssuerListArgs) -> Result<()> {
+    let dir = bootstrap::DataDir::new(&args.data_dir);
+    if !dir.is_initialised() {
+        anyhow::bail!("{} is not initialised", args.data_dir.display());
+    }
+    let store = hallmark_ca::store::Store::open_sqlite(&dir.db(), 1).await?;
+    let issuers = store.issuers().await?;
+    store.close().await;
+    println!(
+        "{:<18} {:<8} {:<8} {:<21} SUBJECT",
+        "ID", "KIND", "STATUS", "NOT_AFTER"
+    );
+    for i in issuers {
+        println!(
+            "{:<18} {:<8} {:<8} {:<21} {}",
+            i.id,
+            i.kind.as_str(),
+            if i.active { "active" } else { "retired" },
+            hallmark_ca::clock::rfc3339(i.not_after),
+            i.subject
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -232,6 +312,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Init(a) => init(a).await,
+        Command::Issuer(IssuerCommand::Rotate(a)) => issuer_rotate(a).await,
+        Command::Issuer(IssuerCommand::List(a)) => issuer_list(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

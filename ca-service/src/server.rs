@@ -14,12 +14,17 @@ use tokio::task::JoinHandle;
 
 use crate::api::devices::DevicesService;
 use crate::api::enrollment::EnrollmentService;
-use crate::api::{ApiState, auth::Authenticator, ca::CaService, throttle::EnrollThrottle, tls};
+use crate::api::{
+    ApiState, TrustHandle, TrustMaterial, auth::Authenticator, ca::CaService,
+    throttle::EnrollThrottle, tls,
+};
+use crate::authority::Authority;
 use crate::bootstrap::{self, BootstrapError, DataDir, InitOptions, InitReport};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::keys::Passphrase;
+use crate::store::{IssuerKind, Store};
 
 /// Largest gRPC message accepted: CSRs are capped at 64 KiB anyway.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -159,7 +164,8 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         opts.config.allow_tls12,
         hints,
     )?;
-    let trust = Arc::new(loaded.trust);
+    let trust = TrustHandle::new(loaded.trust);
+    let authority_handle = loaded.authority.clone();
     let state = ApiState {
         auth: Authenticator::new(
             loaded.store.clone(),
@@ -218,6 +224,18 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         }
     });
 
+    let watcher = tokio::spawn(watch_issuers(
+        IssuerWatch {
+            dir: DataDir::new(&opts.data_dir),
+            passphrase: opts.passphrase.clone(),
+            store: loaded.store.clone(),
+            authority: authority_handle,
+            trust: trust.clone(),
+            clock: opts.clock.clone(),
+        },
+        shutdown_rx.clone(),
+    ));
+
     let mut http_shutdown = shutdown_rx.clone();
     let router = http::router(HttpState {
         store: loaded.store.clone(),
@@ -239,7 +257,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         http_addr,
         initialised,
         shutdown: shutdown_tx,
-        tasks: vec![grpc, http],
+        tasks: vec![grpc, http, watcher],
         store: loaded.store,
     })
 }
@@ -250,4 +268,65 @@ fn subject_of(der: &[u8]) -> Option<rustls::DistinguishedName> {
     Some(rustls::DistinguishedName::from(
         cert.subject().as_raw().to_vec(),
     ))
+}
+
+/// How often the store is checked for a new active issuing CA.
+pub const ISSUER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct IssuerWatch {
+    dir: DataDir,
+    passphrase: Option<Passphrase>,
+    store: Store,
+    authority: Authority,
+    trust: TrustHandle,
+    clock: SharedClock,
+}
+
+/// Follows issuer rollovers made by `hallmark-ca issuer rotate` (possibly in another process):
+/// switches signing to the new active issuing CA and refreshes the trust bundle, without a
+/// restart. A new CA whose key cannot be loaded is logged and retried; signing stays with the
+/// previous one meanwhile.
+async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
+    let mut failed_id: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ISSUER_POLL) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        let issuers = match w.store.issuers().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read issuers");
+                continue;
+            }
+        };
+        if w.trust
+            .set(TrustMaterial::from_issuers(&issuers, w.clock.now()))
+        {
+            tracing::info!("trust bundle updated");
+        }
+        let Some(active) = issuers
+            .iter()
+            .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+            .max_by_key(|i| i.not_before)
+        else {
+            continue;
+        };
+        if active.id == w.authority.issuing().id {
+            continue;
+        }
+        match bootstrap::load_issuing(&w.dir, active, w.passphrase.as_ref()) {
+            Ok(ca) => {
+                tracing::info!(from = %w.authority.issuing().id, to = %active.id, "issuing CA rolled over");
+                w.authority.set_issuing(Arc::new(ca));
+                failed_id = None;
+            }
+            Err(e) => {
+                if failed_id.as_deref() != Some(active.id.as_str()) {
+                    tracing::error!(issuer = %active.id, error = %e, "cannot load the new issuing CA; still signing with the previous one");
+                    failed_id = Some(active.id.clone());
+                }
+            }
+        }
+    }
 }

@@ -523,3 +523,123 @@ async fn rotate_all_over_a_thousand_bundles_reports_the_broken_ones() {
     assert!(key_matches(&root.path().join("hall-5/sensor-0555")));
     ca.server.shutdown().await;
 }
+
+fn issuer_of(dir: &Path) -> String {
+    openssl(&["x509", "-in", s(&dir.join("cert.pem")), "-noout", "-issuer"])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn issuing_ca_rolls_over_without_downtime() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let ca = CaProcess::start(&data, &[]);
+    let before = work.path().join("before");
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "s-before",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&before),
+    ]));
+
+    // The rollover runs beside the serving CA, against the same data dir.
+    let rotated = ok(&Command::new(bin("hallmark-ca"))
+        .args(["issuer", "rotate", "--data-dir", s(&data)])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .output()
+        .unwrap());
+    assert!(rotated.contains("new issuing CA"), "{rotated}");
+
+    // The running CA switches on its own within seconds; the old admin credential keeps working.
+    let after = work.path().join("after");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        ok(&ca.hallmark(&[
+            "cert",
+            "issue",
+            "--device",
+            &format!("s-after-{n}"),
+            "--profile",
+            "sensor",
+            "--generate-key",
+            "--out",
+            s(&after),
+        ]));
+        if issuer_of(&after) != issuer_of(&before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running CA did not switch to the new issuing CA"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Both generations verify against the trust bundle the CA serves now.
+    let response = ca.http_get("/trust-bundle.pem");
+    let served = work.path().join("served.pem");
+    std::fs::write(&served, response.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(served_count(&served), 3, "root + old issuing + new issuing");
+    for dir in [&before, &after] {
+        let out = openssl(&[
+            "verify",
+            "-CAfile",
+            s(&served),
+            "-untrusted",
+            s(&dir.join("chain.pem")),
+            s(&dir.join("cert.pem")),
+        ]);
+        assert!(out.trim_end().ends_with(": OK"), "{out}");
+    }
+    let list = ok(&Command::new(bin("hallmark-ca"))
+        .args(["issuer", "list", "--data-dir", s(&data)])
+        .output()
+        .unwrap());
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.contains("issuing") && l.contains("retired"))
+            .count(),
+        1,
+        "{list}"
+    );
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.contains("issuing") && l.contains(" active "))
+            .count(),
+        1,
+        "{list}"
+    );
+    drop(ca);
+
+    // After a restart the new issuing CA is loaded from the data dir.
+    let ca = CaProcess::start(&data, &[]);
+    let restarted = work.path().join("restarted");
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "s-restart",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&restarted),
+    ]));
+    assert_eq!(issuer_of(&restarted), issuer_of(&after));
+    assert_bundle_verifies(&restarted);
+}
+
+fn served_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .matches("BEGIN CERTIFICATE")
+        .count()
+}

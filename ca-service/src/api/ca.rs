@@ -450,9 +450,10 @@ impl CertificateAuthority for CaService {
     ) -> Result<Response<pb::TrustBundle>, Status> {
         let _span = tracing::info_span!("GetTrustBundle").entered();
         // Public information: no credential needed (a device bootstrapping trust has none).
+        let trust = self.state.trust.get();
         Ok(Response::new(pb::TrustBundle {
-            roots_pem: self.state.trust.roots_pem.clone(),
-            intermediates_pem: self.state.trust.intermediates_pem.clone(),
+            roots_pem: trust.roots_pem.clone(),
+            intermediates_pem: trust.intermediates_pem.clone(),
         }))
     }
 }

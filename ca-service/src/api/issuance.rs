@@ -63,7 +63,7 @@ impl ApiState {
             device_id: i.device_id.to_string(),
             profile: i.profile.name.clone(),
             zone: i.zone.clone(),
-            issuer_id: self.authority.issuing().id.clone(),
+            issuer_id: leaf.issuer.id.clone(),
             subject: leaf.subject.clone(),
             not_before: leaf.not_before,
             not_after: leaf.not_after,
@@ -128,12 +128,8 @@ impl ApiState {
             superseded_by: None,
         };
         Ok(pb::IssueResponse {
-            chain_pem: format!(
-                "{}{}",
-                der_to_pem(&leaf.der),
-                self.authority.issuing().cert_pem()
-            ),
-            trust_bundle_pem: self.trust.bundle_pem(),
+            chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),
+            trust_bundle_pem: self.trust.get().bundle_pem(),
             certificate: Some(certificate_message(&record)),
         })
     }

@@ -52,6 +52,35 @@ impl TrustMaterial {
     }
 }
 
+/// The trust material in force, shared by the API and the HTTP side and replaced when the
+/// set of issuers changes.
+#[derive(Debug, Clone, Default)]
+pub struct TrustHandle(Arc<std::sync::RwLock<Arc<TrustMaterial>>>);
+
+impl TrustHandle {
+    /// A handle holding `trust`.
+    pub fn new(trust: TrustMaterial) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(trust))))
+    }
+
+    /// The current trust material.
+    pub fn get(&self) -> Arc<TrustMaterial> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces it; returns whether it changed.
+    pub fn set(&self, trust: TrustMaterial) -> bool {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if current.roots_pem == trust.roots_pem
+            && current.intermediates_pem == trust.intermediates_pem
+        {
+            return false;
+        }
+        *current = Arc::new(trust);
+        true
+    }
+}
+
 /// What every service shares.
 #[derive(Debug, Clone)]
 pub struct ApiState {
@@ -66,7 +95,7 @@ pub struct ApiState {
     /// Zone of new devices registered without one.
     pub default_zone: String,
     /// Trust bundle.
-    pub trust: Arc<TrustMaterial>,
+    pub trust: TrustHandle,
     /// Failed-enrollment counters per peer.
     pub throttle: Arc<throttle::EnrollThrottle>,
 }

@@ -7,7 +7,7 @@ pub mod idevid;
 pub mod profile;
 pub mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rcgen::{
@@ -132,6 +132,8 @@ pub struct IssuedLeaf {
     pub not_after: i64,
     /// Whether the issuer's own expiry shortened the lifetime.
     pub capped_by_issuer: bool,
+    /// The issuing CA that signed it.
+    pub issuer: Arc<IssuingCa>,
 }
 
 /// Static naming policy.
@@ -143,10 +145,11 @@ pub struct NamingPolicy {
     pub device_uri_template: String,
 }
 
-/// The signing authority.
+/// The signing authority. Clones share the active issuing CA, which an issuer rollover
+/// replaces for all of them at once.
 #[derive(Debug, Clone)]
 pub struct Authority {
-    issuing: Arc<IssuingCa>,
+    issuing: Arc<RwLock<Arc<IssuingCa>>>,
     naming: NamingPolicy,
     clock: SharedClock,
 }
@@ -164,15 +167,23 @@ impl Authority {
     /// An authority signing with `issuing`.
     pub fn new(issuing: Arc<IssuingCa>, naming: NamingPolicy, clock: SharedClock) -> Self {
         Self {
-            issuing,
+            issuing: Arc::new(RwLock::new(issuing)),
             naming,
             clock,
         }
     }
 
     /// The active issuing CA.
-    pub fn issuing(&self) -> &Arc<IssuingCa> {
-        &self.issuing
+    pub fn issuing(&self) -> Arc<IssuingCa> {
+        self.issuing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `issuing` the CA that signs from now on (issuer rollover).
+    pub fn set_issuing(&self, issuing: Arc<IssuingCa>) {
+        *self.issuing.write().unwrap_or_else(|e| e.into_inner()) = issuing;
     }
 
     /// The clock in use.
@@ -183,7 +194,7 @@ impl Authority {
     /// Signs a leaf certificate for `req`.
     pub fn sign_leaf(&self, req: &LeafRequest<'_>) -> Result<IssuedLeaf, AuthorityError> {
         let (params, leaf) = self.leaf_params(req)?;
-        self.finish(params, req.csr, leaf)
+        Self::finish(params, req.csr, leaf)
     }
 
     /// Signs the CA API server's own TLS certificate for `names` (DNS names or IP addresses).
@@ -209,16 +220,15 @@ impl Authority {
             };
             params.subject_alt_names.push(san);
         }
-        self.finish(params, csr, leaf)
+        Self::finish(params, csr, leaf)
     }
 
     fn finish(
-        &self,
         params: CertificateParams,
         csr: &CheckedCsr,
         mut leaf: IssuedLeaf,
     ) -> Result<IssuedLeaf, AuthorityError> {
-        let cert = params.signed_by(&csr.public_key, &self.issuing.issuer)?;
+        let cert = params.signed_by(&csr.public_key, &leaf.issuer.issuer)?;
         leaf.der = cert.der().to_vec();
         Ok(leaf)
     }
@@ -239,7 +249,7 @@ impl Authority {
             });
         }
         let now = self.clock.now();
-        let ca = &self.issuing;
+        let ca = self.issuing();
         if now < ca.not_before || now >= ca.not_after {
             return Err(AuthorityError::IssuerNotValid {
                 issuer: ca.id.clone(),
@@ -291,6 +301,7 @@ impl Authority {
             not_before,
             not_after,
             capped_by_issuer: not_after < wanted_end,
+            issuer: ca,
         };
         Ok((params, leaf))
     }

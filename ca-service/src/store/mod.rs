@@ -82,9 +82,8 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let last_hash = writer::last_audit_hash(&pool).await?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(pool.clone(), rx, max_batch.max(1), last_hash));
+        tokio::spawn(writer::run(pool.clone(), rx, max_batch.max(1)));
         Ok(Self { pool, writer: tx })
     }
 

@@ -211,6 +211,28 @@ pub(super) async fn apply(
             audit(conn, &event, chain).await?;
             Ok(WriteOutput::Done)
         }
+        WriteOp::RetireIssuer { id, at, actor } => {
+            let done = sqlx::query(
+                "UPDATE issuers SET status = 'retired' WHERE id = ?1 AND kind = 'issuing' AND status = 'active'",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound(format!(
+                    "issuer {id} is not an active issuing CA"
+                )));
+            }
+            let event = AuditEvent::new(
+                *at,
+                actor.as_str(),
+                "issuer.retire",
+                id.as_str(),
+                serde_json::json!({}),
+            );
+            audit(conn, &event, chain).await?;
+            Ok(WriteOutput::Done)
+        }
         WriteOp::AddIssuer { issuer, at, actor } => {
             sqlx::query(
                 "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, created_at) \

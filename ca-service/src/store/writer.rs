@@ -62,6 +62,15 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
+    /// Stop an issuing CA from signing; it stays valid (and publishes CRLs) until it expires.
+    RetireIssuer {
+        /// Issuer id.
+        id: String,
+        /// Unix seconds.
+        at: i64,
+        /// Caller.
+        actor: String,
+    },
     /// Change a certificate's status (revoke, suspend, resume).
     SetCertificateStatus {
         /// Serial, hex.
@@ -151,9 +160,9 @@ pub(super) struct Request {
     pub reply: oneshot::Sender<Result<WriteOutput, StoreError>>,
 }
 
-pub(super) async fn last_audit_hash(pool: &SqlitePool) -> Result<[u8; 32], StoreError> {
+async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 32], sqlx::Error> {
     let row = sqlx::query("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(match row {
         Some(r) => {
@@ -164,12 +173,7 @@ pub(super) async fn last_audit_hash(pool: &SqlitePool) -> Result<[u8; 32], Store
     })
 }
 
-pub(super) async fn run(
-    pool: SqlitePool,
-    mut rx: mpsc::Receiver<Request>,
-    max_batch: usize,
-    mut chain: [u8; 32],
-) {
+pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -180,8 +184,7 @@ pub(super) async fn run(
         }
         let span = tracing::debug_span!("group_commit", size = batch.len());
         let _enter = span.enter();
-        let chain_at_start = chain;
-        match commit_batch(&pool, &batch, &mut chain).await {
+        match commit_batch(&pool, &batch).await {
             Ok(results) => {
                 for (req, res) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(res);
@@ -189,7 +192,6 @@ pub(super) async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; {} writes refused", batch.len());
-                chain = chain_at_start;
                 let msg = e.to_string();
                 for req in batch {
                     let _ = req
@@ -206,11 +208,14 @@ pub(super) async fn run(
 async fn commit_batch(
     pool: &SqlitePool,
     batch: &[Request],
-    chain: &mut [u8; 32],
 ) -> Result<Vec<Result<WriteOutput, StoreError>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
     let mut tx = Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    // The chain head is read under the write lock: another process (`hallmark-ca issuer
+    // rotate`) may have appended events since our last batch.
+    let mut chain = last_audit_hash(&mut tx).await?;
+    let chain = &mut chain;
     let mut results = Vec::with_capacity(batch.len());
     let mut i = 0;
     while i < batch.len() {
