@@ -34,6 +34,8 @@ use crate::store::{
     DB_FILE, DeviceClaim, IssuerKind, IssuerRecord, NewCertificate, Store, StoreError, WriteOp,
 };
 
+/// Registry id of the CA's own API server certificate.
+pub const SERVER_DEVICE: &str = "hallmark-ca";
 /// Name of the first admin credential.
 pub const FIRST_ADMIN: &str = "admin";
 /// Renew the API server certificate at start when less than this share of its life is left.
@@ -42,6 +44,13 @@ const SERVER_RENEW_FRACTION: f64 = 1.0 / 3.0;
 /// Why initialisation or loading failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
+    /// An earlier initialisation stopped half-way.
+    #[error(
+        "{} holds an interrupted initialisation ({DB_FILE} without the .initialised marker); \
+         nothing in it was ever served: remove the directory and initialise again",
+        .0.display()
+    )]
+    HalfInitialised(PathBuf),
     /// The data dir holds a CA already.
     #[error("{} is already initialised (it has {DB_FILE}); use another --data-dir or remove it", .0.display())]
     AlreadyInitialised(PathBuf),
@@ -165,9 +174,19 @@ impl DataDir {
         }
     }
 
-    /// Whether a CA lives here.
+    /// The marker written last by a completed initialisation.
+    pub fn marker(&self) -> PathBuf {
+        self.root.join(".initialised")
+    }
+
+    /// Whether a completely initialised CA lives here.
     pub fn is_initialised(&self) -> bool {
-        self.db().exists()
+        self.marker().exists()
+    }
+
+    /// Whether an initialisation started here and never completed (a crash mid-way).
+    pub fn is_half_initialised(&self) -> bool {
+        !self.is_initialised() && self.db().exists()
     }
 }
 
@@ -236,6 +255,7 @@ fn system_issue(
             zone: zone.to_owned(),
             profile: profile.to_owned(),
             serial_number: None,
+            manufacturer: None,
         },
         cert: Box::new(NewCertificate {
             serial: leaf.serial.clone(),
@@ -277,30 +297,33 @@ pub fn server_names(config: &Config) -> Vec<String> {
 
 /// Signs a fresh API server certificate and writes `server/` (key, cert, chain).
 fn make_server_cert(
-    dir: &DataDir,
     authority: &Authority,
     profiles: &ProfileSet,
     config: &Config,
-) -> Result<IssuedLeaf, BootstrapError> {
+) -> Result<(IssuedLeaf, String), BootstrapError> {
     let profile = profiles
         .get(SERVER_PROFILE)
         .ok_or_else(|| BootstrapError::Inconsistent("internal server profile missing".into()))?;
-    let (key_pem, csr) = new_key_and_csr("hallmark-ca")?;
+    let (key_pem, csr) = new_key_and_csr(SERVER_DEVICE)?;
     let csr = check_csr(&csr, profile).map_err(|e| BootstrapError::Certificate(e.to_string()))?;
     let leaf = authority.sign_server(&server_names(config), &csr, profile)?;
-    let server_dir = dir.path().join("server");
-    fsutil::create_private_dir(&server_dir).map_err(io_err(&server_dir))?;
+    Ok((leaf, key_pem))
+}
+
+/// Replaces `server/` (key, cert, chain) as one directory, after the certificate is recorded.
+fn write_server_dir(dir: &DataDir, leaf: &IssuedLeaf, key_pem: &str) -> Result<(), BootstrapError> {
     let cert_pem = der_to_pem(&leaf.der);
-    let chain = format!("{cert_pem}{}", authority.issuing().cert_pem());
-    for (name, text, mode) in [
-        ("cert.pem", &cert_pem, 0o644),
-        ("chain.pem", &chain, 0o644),
-        ("key.pem", &key_pem, 0o600),
-    ] {
-        let p = dir.server(name);
-        fsutil::write_atomic(&p, text.as_bytes(), mode).map_err(io_err(&p))?;
-    }
-    Ok(leaf)
+    let chain = format!("{cert_pem}{}", leaf.issuer.cert_pem());
+    let server_dir = dir.path().join("server");
+    fsutil::replace_dir_atomically(
+        &server_dir,
+        &[
+            ("cert.pem", cert_pem.as_bytes(), 0o644),
+            ("chain.pem", chain.as_bytes(), 0o644),
+            ("key.pem", key_pem.as_bytes(), 0o600),
+        ],
+    )
+    .map_err(io_err(&server_dir))
 }
 
 /// Initialises an empty data dir. On failure, the files it wrote are removed again.
@@ -313,20 +336,44 @@ pub async fn init(
     if dir.is_initialised() {
         return Err(BootstrapError::AlreadyInitialised(opts.data_dir.clone()));
     }
+    if dir.is_half_initialised() {
+        return Err(BootstrapError::HalfInitialised(opts.data_dir.clone()));
+    }
+    if let Some(out) = &opts.root_key_out
+        && out.exists()
+    {
+        return Err(BootstrapError::Inconsistent(format!(
+            "--root-key-out {} exists already; choose a new file (an existing key is never overwritten)",
+            out.display()
+        )));
+    }
+    // Remove on failure only what this run created.
+    let mut created: Vec<PathBuf> = Vec::new();
     let existed = dir.path().exists();
+    for p in [
+        dir.path().join("ca"),
+        dir.path().join("server"),
+        dir.admin(),
+        dir.trust_bundle(),
+        dir.db(),
+        dir.db().with_extension("db-wal"),
+        dir.db().with_extension("db-shm"),
+    ]
+    .into_iter()
+    .chain(opts.root_key_out.clone())
+    {
+        if !p.exists() {
+            created.push(p);
+        }
+    }
     let result = init_inner(&dir, opts, config, clock).await;
     if result.is_err() {
-        // Leave nothing half-made behind: the next attempt must start clean.
-        for sub in ["ca", "server", "admin"] {
-            let _ = std::fs::remove_dir_all(dir.path().join(sub));
-        }
-        for f in [
-            dir.trust_bundle(),
-            dir.db(),
-            dir.db().with_extension("db-wal"),
-            dir.db().with_extension("db-shm"),
-        ] {
-            let _ = std::fs::remove_file(f);
+        for p in &created {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
         }
         if !existed {
             let _ = std::fs::remove_dir(dir.path());
@@ -391,7 +438,7 @@ async fn init_inner(
     let authority = Authority::new(issuing, naming(config), clock.clone());
 
     // 2. The API server certificate and the first admin credential.
-    let server_leaf = make_server_cert(dir, &authority, &profiles, config)?;
+    let (server_leaf, server_key) = make_server_cert(&authority, &profiles, config)?;
     let admin_profile = profiles
         .get("admin")
         .ok_or_else(|| BootstrapError::Inconsistent("profile admin missing".into()))?;
@@ -444,6 +491,7 @@ async fn init_inner(
     let written = store.write(write).await;
     store.close().await;
     written?;
+    write_server_dir(dir, &server_leaf, &server_key)?;
 
     // 4. Trust bundle and admin bundle.
     let trust = TrustMaterial::from_issuers(&issuers, now);
@@ -462,6 +510,9 @@ async fn init_inner(
         source: e.source,
     })?;
 
+    // Last: the marker that makes the data dir count as initialised.
+    let marker = dir.marker();
+    fsutil::write_atomic(&marker, b"hallmark data dir\n", 0o644).map_err(io_err(&marker))?;
     Ok(InitReport {
         admin_dir: dir.admin(),
         trust_bundle: tb,
@@ -496,6 +547,9 @@ pub async fn load(
     clock: SharedClock,
 ) -> Result<Loaded, BootstrapError> {
     let dir = DataDir::new(data_dir);
+    if dir.is_half_initialised() {
+        return Err(BootstrapError::HalfInitialised(data_dir.to_owned()));
+    }
     if !dir.is_initialised() {
         return Err(BootstrapError::NotInitialised(data_dir.to_owned()));
     }
@@ -529,17 +583,19 @@ pub async fn load(
     };
     if due {
         tracing::info!("renewing the API server certificate");
-        let leaf = make_server_cert(&dir, &authority, &profiles, config)?;
+        let (leaf, key_pem) = make_server_cert(&authority, &profiles, config)?;
+        // Recorded first: a certificate never goes live without its row.
         store
             .write(system_issue(
                 &leaf,
-                "hallmark-ca",
+                SERVER_DEVICE,
                 "ca",
                 SERVER_PROFILE,
-                &authority.issuing().id,
+                &leaf.issuer.id,
                 now,
             ))
             .await?;
+        write_server_dir(&dir, &leaf, &key_pem)?;
     }
     let chain_path = dir.server("chain.pem");
     let chain_text = std::fs::read(&chain_path).map_err(io_err(&chain_path))?;
@@ -664,12 +720,13 @@ async fn rotate_issuer_inner(
     let id = ca::ca_id("issuing", &der);
     // Files first, under their own names; the store switch below is what makes it live.
     let (old_crt, old_key) = dir.issuing_files(&old.id);
-    for (from, to) in [
-        (&old_crt, dir.ca(&format!("{}.crt", old.id))),
-        (&old_key, dir.ca(&format!("{}.key", old.id))),
+    for (from, to, mode) in [
+        (&old_crt, dir.ca(&format!("{}.crt", old.id)), 0o644),
+        (&old_key, dir.ca(&format!("{}.key", old.id)), 0o600),
     ] {
         if *from != to {
-            std::fs::copy(from, &to).map_err(io_err(&to))?;
+            let bytes = std::fs::read(from).map_err(io_err(from))?;
+            fsutil::write_atomic(&to, &bytes, mode).map_err(io_err(&to))?;
         }
     }
     let crt_path = dir.ca(&format!("{id}.crt"));

@@ -45,8 +45,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 ///
 /// The files go into a fresh sibling directory, are fsynced, and the two directories are then
 /// swapped with `renameat2(RENAME_EXCHANGE)` (or renamed into place when `dir` is new). Other
-/// regular files already in `dir` are carried over. Staging leftovers of an interrupted earlier
-/// run are removed first.
+/// regular files already in `dir` are carried over; a `dir` holding anything but regular files
+/// (subdirectories, links) is refused rather than emptied. Leftovers of an interrupted earlier
+/// run are cleaned first (and a bundle caught between the two renames of the fallback is put
+/// back).
 pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
 
@@ -60,7 +62,23 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
         .to_string_lossy()
         .into_owned();
     fs::create_dir_all(parent)?;
-    remove_stale_staging(parent, &name);
+    recover_interrupted(parent, dir, &name)?;
+    if dir.is_dir() {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} holds {}, which is not a regular file; a credential bundle directory \
+                         holds only files, so choose a directory of its own",
+                        dir.display(),
+                        entry.file_name().to_string_lossy()
+                    ),
+                ));
+            }
+        }
+    }
     let mut random = [0u8; 6];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| std::io::Error::other("no randomness"))?;
     let staging = parent.join(format!(".{name}.new-{}", hex::encode(random)));
@@ -82,8 +100,10 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
                 let entry = entry?;
                 let fname = entry.file_name();
                 let ours = files.iter().any(|(n, _, _)| fname == *n);
-                if !ours && entry.file_type()?.is_file() {
-                    fs::copy(entry.path(), staging.join(&fname))?;
+                if !ours {
+                    let copy = staging.join(&fname);
+                    fs::copy(entry.path(), &copy)?;
+                    File::open(&copy)?.sync_all()?;
                 }
             }
         }
@@ -94,11 +114,14 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
             match renameat_with(CWD, &staging, CWD, dir, RenameFlags::EXCHANGE) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-                    // No RENAME_EXCHANGE on this file system: two renames, a short window
-                    // in which `dir` is missing but never mixed.
+                    // No RENAME_EXCHANGE on this file system: two renames, a short window in
+                    // which `dir` is missing but never mixed (recover_interrupted restores it).
                     let old = parent.join(format!(".{name}.old-{}", hex::encode(random)));
                     fs::rename(dir, &old)?;
-                    fs::rename(&staging, dir)?;
+                    if let Err(e) = fs::rename(&staging, dir) {
+                        fs::rename(&old, dir)?;
+                        return Err(e);
+                    }
                     File::open(parent)?.sync_all()?;
                     let _ = fs::remove_dir_all(&old);
                     return Ok(());
@@ -106,8 +129,10 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
                 Err(e) => return Err(e.into()),
             }
             File::open(parent)?.sync_all()?;
-            // `staging` now holds the previous content.
-            fs::remove_dir_all(&staging)
+            // `staging` now holds the previous content; failing to remove it is not a failure
+            // of the write (the next write cleans it up).
+            let _ = fs::remove_dir_all(&staging);
+            Ok(())
         } else {
             fs::rename(&staging, dir)?;
             File::open(parent)?.sync_all()
@@ -119,18 +144,27 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
     result
 }
 
-fn remove_stale_staging(parent: &Path, name: &str) {
+/// Cleans up after a write that was interrupted: puts back a directory caught between the
+/// two renames of the fallback path, and removes staging leftovers.
+fn recover_interrupted(parent: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
     let Ok(entries) = fs::read_dir(parent) else {
-        return;
+        return Ok(());
     };
     let new_prefix = format!(".{name}.new-");
     let old_prefix = format!(".{name}.old-");
+    let mut stale = Vec::new();
     for entry in entries.flatten() {
         let fname = entry.file_name().to_string_lossy().into_owned();
-        if fname.starts_with(&new_prefix) || fname.starts_with(&old_prefix) {
-            let _ = fs::remove_dir_all(entry.path());
+        if fname.starts_with(&old_prefix) && !dir.exists() {
+            fs::rename(entry.path(), dir)?;
+        } else if fname.starts_with(&new_prefix) || fname.starts_with(&old_prefix) {
+            stale.push(entry.path());
         }
     }
+    for p in stale {
+        let _ = fs::remove_dir_all(p);
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and parents) with mode 0700 if it does not exist.
@@ -155,6 +189,18 @@ mod tests {
         replace_dir_atomically(&b, &[("a", b"1", 0o600), ("b", b"1", 0o644)]).unwrap();
         std::fs::write(b.join("notes.txt"), "mine").unwrap();
         std::fs::create_dir(dir.path().join(".bundle.new-stale")).unwrap();
+        std::fs::create_dir(b.join("sub")).unwrap();
+        let refused = replace_dir_atomically(&b, &[("a", b"x", 0o600)]).unwrap_err();
+        assert!(
+            refused.to_string().contains("not a regular file"),
+            "{refused}"
+        );
+        assert_eq!(
+            fs::read(b.join("a")).unwrap(),
+            b"1",
+            "a refused write changes nothing"
+        );
+        std::fs::remove_dir(b.join("sub")).unwrap();
         replace_dir_atomically(&b, &[("a", b"2", 0o600), ("b", b"2", 0o644)]).unwrap();
         assert_eq!(fs::read(b.join("a")).unwrap(), b"2");
         assert_eq!(fs::read(b.join("b")).unwrap(), b"2");
@@ -168,6 +214,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["bundle"], "no staging left behind");
+    }
+
+    #[test]
+    fn a_bundle_caught_between_two_renames_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("bundle");
+        replace_dir_atomically(&b, &[("a", b"1", 0o600)]).unwrap();
+        // As if the fallback path crashed after its first rename.
+        fs::rename(&b, dir.path().join(".bundle.old-dead")).unwrap();
+        replace_dir_atomically(&b, &[("a", b"2", 0o600)]).unwrap();
+        assert_eq!(fs::read(b.join("a")).unwrap(), b"2");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

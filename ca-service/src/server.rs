@@ -110,7 +110,8 @@ impl RunningServer {
 /// Starts the CA: initialises an empty data dir first, then serves.
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     let dir = DataDir::new(&opts.data_dir);
-    let initialised = if dir.is_initialised() {
+    let initialised = if dir.is_initialised() || dir.is_half_initialised() {
+        // A half-initialised dir is refused by `load` with instructions.
         None
     } else {
         let init = InitOptions {

@@ -19,7 +19,7 @@ const IMPORT_CHUNK: usize = 500;
 pub enum DeviceCommand {
     /// Register one device.
     Register(RegisterArgs),
-    /// Register devices from a CSV file (header: id,zone,profile[,lot,model,serial_number]).
+    /// Register devices from a CSV file (header: id,zone,profile[,lot,model,serial_number,manufacturer]).
     Import(ImportArgs),
     /// List devices.
     List(ListArgs),
@@ -53,6 +53,10 @@ pub struct RegisterArgs {
     /// Device model.
     #[arg(long)]
     model: Option<String>,
+    /// Manufacturer (its `hallmark manufacturer` name) the serial number belongs to; without
+    /// it, the first manufacturer whose IDevID presents the serial number is bound.
+    #[arg(long)]
+    manufacturer: Option<String>,
 }
 
 /// `hallmark device import`.
@@ -120,6 +124,7 @@ fn device_json(d: &pb::Device) -> serde_json::Value {
         "lot": d.lot,
         "model": d.model,
         "serial_number": d.serial_number,
+        "manufacturer": d.manufacturer,
         "status": status_text(d.status),
         "created_at": output::time_text(d.created_at),
         "updated_at": output::time_text(d.updated_at),
@@ -185,6 +190,7 @@ fn read_csv(path: &PathBuf) -> Result<(Vec<CsvRow>, Vec<RowError>)> {
         );
     };
     let (lot, model, serial) = (col("lot"), col("model"), col("serial_number"));
+    let manufacturer = col("manufacturer");
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for record in reader.records() {
@@ -212,6 +218,7 @@ fn read_csv(path: &PathBuf) -> Result<(Vec<CsvRow>, Vec<RowError>)> {
                         lot: get(lot),
                         model: get(model),
                         serial_number: get(serial),
+                        manufacturer: get(manufacturer),
                     },
                 });
             }
@@ -246,6 +253,7 @@ pub async fn run(conn: &Connection, cmd: DeviceCommand) -> Result<()> {
                     lot: a.lot.unwrap_or_default(),
                     model: a.model.unwrap_or_default(),
                     serial_number: a.serial_number.unwrap_or_default(),
+                    manufacturer: a.manufacturer.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_error)?

@@ -188,8 +188,13 @@ async fn daemon(conn: &Connection, dir: &Path) -> Result<()> {
             }
             Err(e) => {
                 eprintln!("renewal failed: {e:#}; retrying in {}s", backoff.as_secs());
-                // Retry with backoff, but never sleep past the certificate's expiry.
-                let retry = (now() + backoff.as_secs() as i64).min(validity.not_after.max(now()));
+                // Retry with backoff; before the expiry never sleep past it, after it keep
+                // backing off (an expired certificate cannot renew: re-enroll the device).
+                let t = now();
+                let mut retry = t + backoff.as_secs() as i64;
+                if t < validity.not_after {
+                    retry = retry.min(validity.not_after);
+                }
                 next_attempt = Some(retry);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }

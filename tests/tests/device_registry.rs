@@ -116,3 +116,84 @@ async fn registry_rules_hold() {
     );
     ca.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn operator_credentials_follow_the_registry_and_tokens_are_for_devices_only() {
+    let ca = TestCa::start().await;
+    let mut admin = ca.admin().await;
+    let mut devices = ca.admin_devices().await;
+    let (key, csr) = p256_csr("alice");
+    let alice = admin
+        .issue(pb::IssueRequest {
+            device_id: "alice".into(),
+            profile: "admin".into(),
+            csr,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pem = hallmark_ca::authority::ca::der_to_pem(&alice.certificate.unwrap().der);
+    let mut as_alice = ca.client(Some((pem.into_bytes(), key.into_bytes()))).await;
+    as_alice
+        .list_certificates(pb::ListCertificatesRequest::default())
+        .await
+        .expect("alice is an admin");
+
+    // A token would turn an operator credential into a bearer secret: refused.
+    let token = ca
+        .admin_enrollment()
+        .await
+        .create_token(pb::CreateTokenRequest {
+            device_id: "alice".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(token.code(), Code::FailedPrecondition, "{token:?}");
+    assert!(token.message().contains("devices only"), "{token:?}");
+
+    // Suspending alice in the registry cuts her credential at once.
+    devices
+        .set_status(set("alice", pb::DeviceStatus::Suspended))
+        .await
+        .unwrap();
+    let cut = as_alice
+        .list_certificates(pb::ListCertificatesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(cut.code(), Code::Unauthenticated, "{cut:?}");
+    assert!(cut.message().contains("suspended"), "{cut:?}");
+
+    // The CA's own identity cannot be suspended (it would not start again).
+    let own = devices
+        .set_status(set("hallmark-ca", pb::DeviceStatus::Decommissioned))
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Code::InvalidArgument, "{own:?}");
+
+    // Time-limited supplier access does not renew itself into permanent access.
+    let (key, csr) = p256_csr("supplier");
+    let ra = admin
+        .issue(pb::IssueRequest {
+            device_id: "supplier-1".into(),
+            profile: "remote-access".into(),
+            csr,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pem = hallmark_ca::authority::ca::der_to_pem(&ra.certificate.unwrap().der);
+    let mut supplier = ca.client(Some((pem.into_bytes(), key.into_bytes()))).await;
+    let renew = supplier
+        .renew(pb::RenewRequest {
+            csr: p256_csr("s").1,
+            lifetime_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(renew.code(), Code::PermissionDenied, "{renew:?}");
+    assert!(renew.message().contains("not renewable"), "{renew:?}");
+    ca.server.shutdown().await;
+}

@@ -326,10 +326,35 @@ async fn idevid_enrollment_end_to_end() {
         .into_inner();
     assert_eq!(device.serial_number, "GX/777");
     assert_eq!(device.zone, "supervision");
-    // A second enrollment of the same device finds it by serial number (no second row).
-    c.enroll(enroll_req(csr()))
-        .await
-        .expect("second enrollment");
+    // Presenting the IDevID again at once does not mint a second certificate: one per the
+    // profile's minimum interval.
+    assert_refused(
+        "IDevID replayed at once",
+        c.enroll(enroll_req(csr())).await,
+        Code::ResourceExhausted,
+        "allows one new certificate every",
+    );
     assert_eq!(ca.counts().await.devices, after.devices + 1);
+
+    // Serial numbers belong to a manufacturer: Globex's SN-0001 is not ACME's sensor-0200,
+    // which its first enrollment bound to ACME.
+    let globex_twin = idevid(d, "twin", &globex, "SN-0001");
+    let mut c = ca.client(identity(&globex_twin)).await;
+    let twin = c
+        .enroll(enroll_req(csr()))
+        .await
+        .expect("same serial, other manufacturer")
+        .into_inner();
+    assert_eq!(twin.certificate.unwrap().device_id, "globex-sn-0001");
+    let bound = ca
+        .admin_devices()
+        .await
+        .get(pb::GetDeviceRequest {
+            id: "sensor-0200".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bound.manufacturer, "acme");
     ca.server.shutdown().await;
 }

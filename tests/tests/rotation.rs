@@ -384,7 +384,7 @@ async fn renewals_that_must_fail_store_nothing() {
         })
         .await,
         Code::ResourceExhausted,
-        "allows one renewal every",
+        "allows one new certificate every",
     );
     let mut c = ca.client(Some(renew(&revoked))).await;
     assert_refused(

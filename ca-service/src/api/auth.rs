@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
-use crate::store::{CertStatus, Scope, Store};
+use crate::store::{CertStatus, DeviceStatus, Scope, Store};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -111,12 +111,15 @@ impl Authenticator {
                 cert.issuer()
             ))
         };
-        let record = self
+        let found = self
             .store
-            .certificate(&serial)
+            .certificate_of_caller(&serial)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot check the client certificate: {e}")))?
-            .filter(|r| r.der == leaf.as_ref());
+            .map_err(super::store_status)?;
+        let (record, device_status) = match found {
+            Some((r, d)) if r.der == leaf.as_ref() => (Some(r), d),
+            _ => (None, DeviceStatus::Active),
+        };
         let Some(record) = record else {
             if let Some(chain) = certs.as_deref()
                 && self.is_idevid(chain).await
@@ -143,6 +146,13 @@ impl Authenticator {
                     record.device_id
                 )));
             }
+        }
+        if device_status != DeviceStatus::Active {
+            return Err(Status::unauthenticated(format!(
+                "{} is {} in the registry; its certificates are refused until an admin resumes it",
+                record.device_id,
+                device_status.as_str()
+            )));
         }
         let now = self.clock.now();
         if now >= record.not_after || now < record.not_before {

@@ -209,7 +209,8 @@ impl CaService {
             actor: caller.actor(),
             token_hash: None,
             serial_number: None,
-            renews: None,
+            manufacturer: None,
+            limit: None,
         })
         .await
     }
@@ -234,6 +235,12 @@ impl CaService {
                 caller.profile
             ))
         })?;
+        if !profile.renewable {
+            return Err(Status::permission_denied(format!(
+                "profile {} is not renewable (time-limited access); ask an admin for a new credential",
+                profile.name
+            )));
+        }
         let csr = check_csr(&req.csr, profile).map_err(invalid_csr)?;
         let new_spki = hex::encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
@@ -260,7 +267,8 @@ impl CaService {
             actor: caller.actor(),
             token_hash: None,
             serial_number: None,
-            renews: Some((caller.serial.clone(), min_interval)),
+            manufacturer: None,
+            limit: Some((Some(caller.serial.clone()), min_interval)),
         })
         .await
     }

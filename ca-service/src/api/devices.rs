@@ -37,6 +37,7 @@ pub fn device_message(d: &DeviceRecord) -> pb::Device {
         lot: d.lot.clone().unwrap_or_default(),
         model: d.model.clone().unwrap_or_default(),
         serial_number: d.serial_number.clone().unwrap_or_default(),
+        manufacturer: d.manufacturer.clone().unwrap_or_default(),
         status: status_message(d.status) as i32,
         created_at: d.created_at,
         updated_at: d.updated_at,
@@ -121,7 +122,14 @@ impl DevicesService {
             validate_name("lot", &r.lot).map_err(|e| e.to_string())?;
             Some(r.lot.clone())
         };
+        let manufacturer = if r.manufacturer.is_empty() {
+            None
+        } else {
+            validate_name("manufacturer", &r.manufacturer).map_err(|e| e.to_string())?;
+            Some(r.manufacturer.clone())
+        };
         Ok(NewDevice {
+            manufacturer,
             id: r.id.clone(),
             zone: r.zone.clone(),
             profile: r.profile.clone(),
@@ -323,6 +331,12 @@ impl Devices for DevicesService {
             caller.require(&[Role::Admin], "SetStatus")?;
             let req = request.into_inner();
             DeviceId::parse(&req.id).map_err(invalid_name)?;
+            if req.id == crate::bootstrap::SERVER_DEVICE {
+                return Err(Status::invalid_argument(format!(
+                    "{} is the CA's own API identity; it cannot be suspended or decommissioned",
+                    req.id
+                )));
+            }
             let status = status_from(req.status)?
                 .ok_or_else(|| Status::invalid_argument("status is missing"))?;
             self.state

@@ -14,6 +14,7 @@ use super::{ApiState, invalid_csr, invalid_name, store_status};
 use crate::audit::AuditEvent;
 use crate::authority::csr::check_csr;
 use crate::authority::idevid::{IdevidError, auto_device_id, verify_idevid};
+use crate::authority::profile::Role;
 use crate::authority::token::{hashes_equal, parse_token};
 use crate::clock::rfc3339;
 use crate::identity::DeviceId;
@@ -136,12 +137,16 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             device.status.as_str()
         ))));
     }
-    let profile = state.profiles.get(&device.profile).ok_or_else(|| {
-        other(Status::failed_precondition(format!(
-            "profile {} of device {} is no longer configured",
-            device.profile, device.id
-        )))
-    })?;
+    let profile = state
+        .profiles
+        .get(&device.profile)
+        .filter(|p| p.role == Role::Device)
+        .ok_or_else(|| {
+            other(Status::failed_precondition(format!(
+                "profile {} of device {} is not a configured device profile",
+                device.profile, device.id
+            )))
+        })?;
     let csr = check_csr(&req.csr, profile).map_err(|e| other(invalid_csr(e)))?;
     let device_id = DeviceId::parse(&device.id).map_err(|e| other(invalid_name(e)))?;
     state
@@ -155,7 +160,8 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             actor: format!("token:{}", device.id),
             token_hash: Some(hash.to_vec()),
             serial_number: None,
-            renews: None,
+            manufacturer: None,
+            limit: None,
         })
         .await
         .map_err(other)
@@ -186,7 +192,7 @@ async fn by_idevid(
     let serial = idevid.serial_number.as_str();
     let existing = state
         .store
-        .device_by_serial_number(serial)
+        .device_by_serial_number(serial, &m.name)
         .await
         .map_err(|e| other(store_status(e)))?;
     let (device_id, zone, profile_name, self_registering) = match existing {
@@ -247,7 +253,12 @@ async fn by_idevid(
             actor: format!("idevid:{}/{}", m.name, serial),
             token_hash: None,
             serial_number: self_registering.then(|| serial.to_owned()),
-            renews: None,
+            manufacturer: Some(m.name.clone()),
+            // An IDevID may be presented again and again: one certificate per interval.
+            limit: Some((
+                None,
+                i64::try_from(profile.min_renewal_interval.as_secs()).unwrap_or(i64::MAX),
+            )),
         })
         .await
         .map_err(other)

@@ -81,6 +81,17 @@ impl Enrollment for EnrollmentService {
                         req.device_id
                     ))
                 })?;
+            let is_device = st
+                .profiles
+                .get(&device.profile)
+                .is_some_and(|p| p.role == Role::Device);
+            if !is_device {
+                return Err(Status::failed_precondition(format!(
+                    "{} has profile {}, not a device profile: tokens enroll devices only \
+                     (operator credentials come from `hallmark credential create`)",
+                    device.id, device.profile
+                )));
+            }
             if device.status != DeviceStatus::Active {
                 return Err(Status::failed_precondition(format!(
                     "device {} is {}; resume it before creating a token",

@@ -36,8 +36,11 @@ pub struct Issuance<'a> {
     pub token_hash: Option<Vec<u8>>,
     /// Serial number to record when the device registers itself (IDevID).
     pub serial_number: Option<String>,
-    /// For a renewal: the serial renewed and the profile's minimum interval in seconds.
-    pub renews: Option<(String, i64)>,
+    /// Manufacturer whose IDevID enrolls the device (binds the registry entry to it).
+    pub manufacturer: Option<String>,
+    /// Rate limit: the serial this renews (if any) and the minimum seconds between two
+    /// certificates of the device.
+    pub limit: Option<(Option<String>, i64)>,
 }
 
 impl ApiState {
@@ -78,16 +81,17 @@ impl ApiState {
             zone: i.zone,
             profile: i.profile.name.clone(),
             serial_number: i.serial_number,
+            manufacturer: i.manufacturer,
         };
-        let op = match (i.token_hash, i.renews) {
+        let op = match (i.token_hash, i.limit) {
             (Some(token_hash), _) => WriteOp::Enroll {
                 token_hash,
                 device,
                 cert: Box::new(cert.clone()),
                 actor: i.actor,
             },
-            (None, Some((old_serial, min_interval))) => WriteOp::Renew {
-                old_serial,
+            (None, Some((supersedes, min_interval))) => WriteOp::IssueLimited {
+                supersedes,
                 min_interval,
                 device,
                 cert: Box::new(cert.clone()),

@@ -66,7 +66,8 @@ pub fn verify_idevid(
     let intermediates = &chain[1..];
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64));
     let mut last = None;
-    for m in manufacturers {
+    // webpki does not check the validity of trust anchors: skip expired manufacturer CAs here.
+    for m in manufacturers.iter().filter(|m| m.not_after > now) {
         let ca = CertificateDer::from(m.cert_der.as_slice());
         let Ok(anchor) = anchor_from_trusted_cert(&ca) else {
             continue;

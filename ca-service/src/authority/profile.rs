@@ -90,6 +90,9 @@ pub struct Profile {
     /// Least time between two certificates of one device by renewal, so that a stolen key
     /// cannot mint certificates in a loop.
     pub min_renewal_interval: Duration,
+    /// Whether holders may renew themselves. Off for time-limited access (`remote-access`):
+    /// renewing would make it permanent.
+    pub renewable: bool,
 }
 
 const HOUR: u64 = 3600;
@@ -116,6 +119,7 @@ impl Profile {
             allow_key_reuse: false,
             // A tenth of the default lifetime: far below the 2/3-of-lifetime renewal point.
             min_renewal_interval: Duration::from_secs(default_lifetime / 10),
+            renewable: true,
         }
     }
 
@@ -182,14 +186,17 @@ pub fn builtin_profiles() -> Vec<Profile> {
             397 * DAY,
             &[Admin],
         ),
-        Profile::builtin(
-            "remote-access",
-            Device,
-            &[ClientAuth],
-            4 * HOUR,
-            8 * HOUR,
-            &[Admin],
-        ),
+        Profile {
+            renewable: false,
+            ..Profile::builtin(
+                "remote-access",
+                Device,
+                &[ClientAuth],
+                4 * HOUR,
+                8 * HOUR,
+                &[Admin],
+            )
+        },
         Profile::builtin(
             SERVER_PROFILE,
             Server,
@@ -226,6 +233,8 @@ pub struct ProfileOverride {
     /// See [`Profile::min_renewal_interval`], e.g. `"1h"`.
     #[serde(default, with = "humantime_serde")]
     pub min_renewal_interval: Option<Duration>,
+    /// See [`Profile::renewable`].
+    pub renewable: Option<bool>,
 }
 
 /// Why a profile configuration was refused.
@@ -301,6 +310,7 @@ impl ProfileSet {
                             .default_lifetime
                             .map(|d| d / 10)
                             .unwrap_or_default(),
+                        renewable: true,
                     }
                 }
             };
@@ -327,6 +337,9 @@ impl ProfileSet {
             }
             if let Some(v) = o.allow_key_reuse {
                 p.allow_key_reuse = v;
+            }
+            if let Some(v) = o.renewable {
+                p.renewable = v;
             }
             if let Some(v) = o.min_renewal_interval {
                 p.min_renewal_interval = v;

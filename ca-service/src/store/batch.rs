@@ -32,7 +32,7 @@ pub(super) async fn issue_run(
         .collect();
 
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, status, created_at, updated_at) ",
+        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
     );
     insert.push_values(&items, |mut b, (d, c, _)| {
         b.push_bind(&d.id)
@@ -41,6 +41,7 @@ pub(super) async fn issue_run(
             .push_bind(&d.profile)
             .push_bind(None::<String>)
             .push_bind(d.serial_number.as_deref())
+            .push_bind(d.manufacturer.as_deref())
             .push_bind(DeviceStatus::Active.as_str())
             .push_bind(c.issued_at)
             .push_bind(c.issued_at);
@@ -56,14 +57,14 @@ pub(super) async fn issue_run(
 
     let ids: HashSet<&str> = items.iter().map(|(d, _, _)| d.id.as_str()).collect();
     let mut select = QueryBuilder::<Sqlite>::new(
-        "SELECT id, zone, profile, status, serial_number FROM devices WHERE id IN (",
+        "SELECT id, zone, profile, status, serial_number, manufacturer FROM devices WHERE id IN (",
     );
     let mut list = select.separated(", ");
     for id in &ids {
         list.push_bind(*id);
     }
     select.push(")");
-    type Entry = (String, String, DeviceStatus, Option<String>);
+    type Entry = (String, String, DeviceStatus, Option<String>, Option<String>);
     let registry: HashMap<String, Entry> = select
         .build()
         .fetch_all(&mut *conn)
@@ -77,6 +78,7 @@ pub(super) async fn issue_run(
                     r.get("profile"),
                     DeviceStatus::parse(r.get("status")),
                     r.get("serial_number"),
+                    r.get("manufacturer"),
                 ),
             )
         })
@@ -91,9 +93,14 @@ pub(super) async fn issue_run(
                 "device {} vanished",
                 d.id
             ))),
-            Some((zone, profile, status, serial)) => {
-                check_claim(d, zone, profile, *status, serial.as_deref())
-            }
+            Some((zone, profile, status, serial, manufacturer)) => check_claim(
+                d,
+                zone,
+                profile,
+                *status,
+                serial.as_deref(),
+                manufacturer.as_deref(),
+            ),
         };
         match check {
             Ok(()) => {

@@ -142,17 +142,21 @@ impl Store {
         Ok(row.as_ref().map(device_from_row))
     }
 
-    /// The device with this manufacturer serial number.
+    /// The device with this serial number of this manufacturer, or else one registered with
+    /// this serial number and no manufacturer yet.
     pub async fn device_by_serial_number(
         &self,
         serial_number: &str,
+        manufacturer: &str,
     ) -> Result<Option<DeviceRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
-            " FROM devices WHERE serial_number = ?1"
+            " FROM devices WHERE serial_number = ?1 AND (manufacturer = ?2 OR manufacturer IS NULL) \
+              ORDER BY manufacturer IS NULL LIMIT 1"
         ))
         .bind(serial_number)
+        .bind(manufacturer)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(device_from_row))
@@ -247,6 +251,33 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(cert_from_row).transpose()
+    }
+
+    /// The certificate with this serial and the registry status of its device, in one query
+    /// (the per-call caller check).
+    pub async fn certificate_of_caller(
+        &self,
+        serial: &str,
+    ) -> Result<Option<(CertificateRecord, DeviceStatus)>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            ", (SELECT status FROM devices WHERE devices.id = certificates.device_id) AS device_status \
+             FROM certificates WHERE serial = ?1"
+        ))
+        .bind(serial.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let status: Option<String> = r.get("device_status");
+                let status = status
+                    .as_deref()
+                    .map_or(DeviceStatus::Decommissioned, DeviceStatus::parse);
+                Ok(Some((cert_from_row(&r)?, status)))
+            }
+        }
     }
 
     /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
@@ -378,7 +409,7 @@ mod tests;
 
 macro_rules! device_columns {
     () => {
-        "id, zone, lot, profile, model, serial_number, status, created_at, updated_at"
+        "id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at"
     };
 }
 use device_columns;
@@ -391,6 +422,7 @@ fn device_from_row(r: &SqliteRow) -> DeviceRecord {
         profile: r.get("profile"),
         model: r.get("model"),
         serial_number: r.get("serial_number"),
+        manufacturer: r.get("manufacturer"),
         status: DeviceStatus::parse(r.get("status")),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),

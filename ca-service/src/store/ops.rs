@@ -15,7 +15,16 @@ pub(super) fn check_claim(
     profile: &str,
     status: DeviceStatus,
     serial_number: Option<&str>,
+    manufacturer: Option<&str>,
 ) -> Result<(), StoreError> {
+    if let (Some(wanted), Some(bound)) = (claim.manufacturer.as_deref(), manufacturer)
+        && wanted != bound
+    {
+        return Err(StoreError::Conflict(format!(
+            "device {} belongs to manufacturer {bound}, not {wanted}",
+            claim.id
+        )));
+    }
     if let Some(wanted) = claim.serial_number.as_deref()
         && serial_number != Some(wanted)
     {
@@ -96,24 +105,26 @@ pub(super) async fn apply(
             cert,
             actor,
         } => issue(conn, device, cert, actor, chain).await,
-        WriteOp::Renew {
-            old_serial,
+        WriteOp::IssueLimited {
+            supersedes,
             min_interval,
             device,
             cert,
             actor,
         } => {
-            let old = sqlx::query(
-                "SELECT status, superseded_by, not_after FROM certificates WHERE serial = ?1",
-            )
-            .bind(old_serial)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("certificate {old_serial} is unknown")))?;
-            if CertStatus::parse(old.get("status")) != CertStatus::Active {
-                return Err(StoreError::Conflict(format!(
-                    "certificate {old_serial} is no longer active; it cannot be renewed"
-                )));
+            if let Some(old_serial) = supersedes {
+                let old = sqlx::query("SELECT status FROM certificates WHERE serial = ?1")
+                    .bind(old_serial)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("certificate {old_serial} is unknown"))
+                    })?;
+                if CertStatus::parse(old.get("status")) != CertStatus::Active {
+                    return Err(StoreError::Conflict(format!(
+                        "certificate {old_serial} is no longer active; it cannot be renewed"
+                    )));
+                }
             }
             let last: Option<i64> =
                 sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = ?1")
@@ -124,8 +135,8 @@ pub(super) async fn apply(
                 && cert.issued_at < last + min_interval
             {
                 return Err(StoreError::TooSoon(format!(
-                    "device {} got a certificate {}s ago; its profile allows one renewal every {}s \
-                     (retry in {}s)",
+                    "device {} got a certificate {}s ago; its profile allows one new certificate \
+                     every {}s (retry in {}s)",
                     device.id,
                     cert.issued_at - last,
                     min_interval,
@@ -133,19 +144,21 @@ pub(super) async fn apply(
                 )));
             }
             let out = issue(conn, device, cert, actor, chain).await?;
-            sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
-                .bind(&cert.serial)
-                .bind(old_serial)
-                .execute(&mut *conn)
-                .await?;
-            let event = AuditEvent::new(
-                cert.issued_at,
-                actor.as_str(),
-                "certificate.renew",
-                old_serial.as_str(),
-                serde_json::json!({"new_serial": cert.serial, "device": device.id}),
-            );
-            audit(conn, &event, chain).await?;
+            if let Some(old_serial) = supersedes {
+                sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
+                    .bind(&cert.serial)
+                    .bind(old_serial)
+                    .execute(&mut *conn)
+                    .await?;
+                let event = AuditEvent::new(
+                    cert.issued_at,
+                    actor.as_str(),
+                    "certificate.renew",
+                    old_serial.as_str(),
+                    serde_json::json!({"new_serial": cert.serial, "device": device.id}),
+                );
+                audit(conn, &event, chain).await?;
+            }
             Ok(out)
         }
         WriteOp::Audit(event) => {
@@ -410,7 +423,7 @@ async fn register_devices(
         });
     }
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, status, created_at, updated_at) ",
+        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
     );
     insert.push_values(devices, |mut b, d| {
         b.push_bind(&d.id)
@@ -419,6 +432,7 @@ async fn register_devices(
             .push_bind(&d.profile)
             .push_bind(d.model.as_deref())
             .push_bind(d.serial_number.as_deref())
+            .push_bind(d.manufacturer.as_deref())
             .push_bind(DeviceStatus::Active.as_str())
             .push_bind(at)
             .push_bind(at);
@@ -532,33 +546,48 @@ async fn claim_device(
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<bool, StoreError> {
-    let existing =
-        sqlx::query("SELECT zone, profile, status, serial_number FROM devices WHERE id = ?1")
-            .bind(&claim.id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let existing = sqlx::query(
+        "SELECT zone, profile, status, serial_number, manufacturer FROM devices WHERE id = ?1",
+    )
+    .bind(&claim.id)
+    .fetch_optional(&mut *conn)
+    .await?;
     if let Some(row) = existing {
         let zone: String = row.get("zone");
         let profile: String = row.get("profile");
         let serial: Option<String> = row.get("serial_number");
+        let manufacturer: Option<String> = row.get("manufacturer");
         check_claim(
             claim,
             &zone,
             &profile,
             DeviceStatus::parse(row.get("status")),
             serial.as_deref(),
+            manufacturer.as_deref(),
         )?;
+        if manufacturer.is_none()
+            && let Some(m) = &claim.manufacturer
+        {
+            // First IDevID enrollment of a device registered without its manufacturer.
+            sqlx::query("UPDATE devices SET manufacturer = ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(m)
+                .bind(now)
+                .bind(&claim.id)
+                .execute(&mut *conn)
+                .await?;
+        }
         return Ok(false);
     }
     sqlx::query(
-        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, status, created_at, updated_at) \
-         VALUES (?1, ?2, NULL, ?3, NULL, ?4, 'active', ?5, ?5)",
+        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) \
+         VALUES (?1, ?2, NULL, ?3, NULL, ?4, ?6, 'active', ?5, ?5)",
     )
     .bind(&claim.id)
     .bind(&claim.zone)
     .bind(&claim.profile)
     .bind(claim.serial_number.as_deref())
     .bind(now)
+    .bind(claim.manufacturer.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(|e| {

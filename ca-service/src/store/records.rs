@@ -64,9 +64,10 @@ impl DeviceStatus {
 
     pub(crate) fn parse(s: &str) -> Self {
         match s {
-            "suspended" => DeviceStatus::Suspended,
+            "active" => DeviceStatus::Active,
             "decommissioned" => DeviceStatus::Decommissioned,
-            _ => DeviceStatus::Active,
+            // Fail closed on anything unexpected.
+            _ => DeviceStatus::Suspended,
         }
     }
 }
@@ -86,6 +87,9 @@ pub struct DeviceRecord {
     pub model: Option<String>,
     /// Manufacturer serial number (matched against IDevID subjects).
     pub serial_number: Option<String>,
+    /// Manufacturer (name of its manufacturer CA) the serial number belongs to; set by
+    /// registration or bound by the first IDevID enrollment.
+    pub manufacturer: Option<String>,
     /// Registry status.
     pub status: DeviceStatus,
     /// Unix seconds.
@@ -104,6 +108,7 @@ pub struct NewDevice {
     pub lot: Option<String>,
     pub model: Option<String>,
     pub serial_number: Option<String>,
+    pub manufacturer: Option<String>,
 }
 
 /// Filters of a device listing; `None` matches all.
@@ -183,9 +188,10 @@ impl CertStatus {
 
     pub(crate) fn parse(s: &str) -> Self {
         match s {
-            "revoked" => CertStatus::Revoked,
+            "active" => CertStatus::Active,
             "suspended" => CertStatus::Suspended,
-            _ => CertStatus::Active,
+            // Fail closed on anything unexpected.
+            _ => CertStatus::Revoked,
         }
     }
 }
@@ -270,6 +276,9 @@ pub struct DeviceClaim {
     pub profile: String,
     /// Serial number to record when the device is new (IDevID self-registration).
     pub serial_number: Option<String>,
+    /// Manufacturer whose IDevID made the claim: an existing device must belong to it (or to
+    /// no manufacturer yet, and is then bound to it).
+    pub manufacturer: Option<String>,
 }
 
 /// Filters of a certificate listing; `None` matches all.

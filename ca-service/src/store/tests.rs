@@ -9,6 +9,7 @@ fn issue(serial: &str, device: &str, zone: &str) -> WriteOp {
             zone: zone.into(),
             profile: "sensor".into(),
             serial_number: None,
+            manufacturer: None,
         },
         cert: Box::new(NewCertificate {
             serial: serial.into(),

@@ -38,12 +38,13 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
-    /// Record a renewal: the new certificate, and the old one marked superseded by it, provided
-    /// the old one is still active and the device got no certificate within `min_interval`
-    /// seconds (checked inside the transaction, so concurrent renewals cannot both pass).
-    Renew {
-        /// Serial of the certificate being renewed.
-        old_serial: String,
+    /// Record a certificate that may be issued only if the device got none within
+    /// `min_interval` seconds (checked inside the transaction, so concurrent requests cannot
+    /// both pass): renewals, which also mark the renewed certificate superseded, and IDevID
+    /// enrollments.
+    IssueLimited {
+        /// Serial of the certificate this one renews, which must still be active.
+        supersedes: Option<String>,
         /// Minimum seconds between two certificates of one device.
         min_interval: i64,
         /// The registry entry the new certificate was signed for.
@@ -167,7 +168,12 @@ async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 32], sqlx::
     Ok(match row {
         Some(r) => {
             let v: Vec<u8> = r.get("hash");
-            v.try_into().unwrap_or(GENESIS_HASH)
+            v.try_into().map_err(|v: Vec<u8>| {
+                sqlx::Error::Protocol(format!(
+                    "the last audit event has a {}-byte hash; the audit chain is damaged",
+                    v.len()
+                ))
+            })?
         }
         None => GENESIS_HASH,
     })
