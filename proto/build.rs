@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hallmark/v1/ca.proto",
         "hallmark/v1/devices.proto",
         "hallmark/v1/enrollment.proto",
+        "hallmark/v1/revocation.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

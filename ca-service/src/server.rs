@@ -8,12 +8,14 @@ use std::sync::Arc;
 use hallmark_proto::v1::certificate_authority_server::CertificateAuthorityServer;
 use hallmark_proto::v1::devices_server::DevicesServer;
 use hallmark_proto::v1::enrollment_server::EnrollmentServer;
+use hallmark_proto::v1::revocation_server::RevocationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::devices::DevicesService;
 use crate::api::enrollment::EnrollmentService;
+use crate::api::revocation::RevocationService;
 use crate::api::{
     ApiState, TrustHandle, TrustMaterial, auth::Authenticator, ca::CaService,
     throttle::EnrollThrottle, tls,
@@ -204,6 +206,11 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     // Imports carry up to 1000 rows: allow 4 MiB there.
     let devices = DevicesServer::new(DevicesService::new(state.clone()))
         .max_decoding_message_size(4 * MAX_MESSAGE_BYTES);
+    health_reporter
+        .set_serving::<RevocationServer<RevocationService>>()
+        .await;
+    let revocation = RevocationServer::new(RevocationService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let enrollment = EnrollmentServer::new(EnrollmentService::new(state))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -216,6 +223,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             .add_service(ca)
             .add_service(devices)
             .add_service(enrollment)
+            .add_service(revocation)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_shutdown.wait_for(|v| *v).await;
             })

@@ -5,6 +5,7 @@ mod client;
 mod device;
 mod enroll;
 mod output;
+mod revoke;
 mod rotate;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,12 @@ enum Command {
     Enroll(enroll::EnrollArgs),
     /// Renew credential bundles with a new key: once, as a daemon, or all under a directory.
     Rotate(rotate::RotateArgs),
+    /// Revoke certificates for good: by serial, device, lot, zone or profile.
+    Revoke(revoke::RevokeArgs),
+    /// Put certificates on hold (certificateHold).
+    Suspend(revoke::HoldArgs),
+    /// Take certificates off hold.
+    Resume(revoke::HoldArgs),
 }
 
 #[tokio::main]
@@ -52,6 +59,9 @@ async fn main() -> std::process::ExitCode {
         Command::Manufacturer(c) => device::run_manufacturer(&cli.conn, c).await,
         Command::Enroll(a) => enroll::run(&cli.conn, a).await,
         Command::Rotate(a) => rotate::run(&cli.conn, a).await,
+        Command::Revoke(a) => revoke::revoke(&cli.conn, a).await,
+        Command::Suspend(a) => revoke::hold(&cli.conn, a, revoke::Action::Suspend).await,
+        Command::Resume(a) => revoke::hold(&cli.conn, a, revoke::Action::Resume).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod enroll;
 pub mod enrollment;
 pub mod issuance;
+pub mod revocation;
 pub mod throttle;
 pub mod tls;
 

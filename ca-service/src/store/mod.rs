@@ -280,6 +280,19 @@ impl Store {
         }
     }
 
+    /// Unexpired certificates (other than the CA's own) that `selector` picks and `change`
+    /// applies to, in issue order.
+    pub async fn certificates_matching(
+        &self,
+        selector: &CertSelector,
+        change: StatusChange,
+        now: i64,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = matching_query(selector, change, now, &mut conn).await?;
+        rows.iter().map(cert_from_row).collect()
+    }
+
     /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
     pub async fn list_certificates(
         &self,
@@ -406,6 +419,45 @@ pub enum CountedTable {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs the selection of [`Store::certificates_matching`] on `conn` (also inside a write).
+pub(super) async fn matching_query(
+    selector: &CertSelector,
+    change: StatusChange,
+    now: i64,
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    macro_rules! select {
+        ($cond:literal) => {
+            concat!(
+                "SELECT ",
+                cert_columns!(),
+                " FROM certificates WHERE ",
+                $cond,
+                " AND status IN (?2, ?3) AND not_after > ?4 AND profile <> 'ca-server' ORDER BY seq"
+            )
+        };
+    }
+    let sql = match selector {
+        CertSelector::Serial(_) => select!("serial = ?1"),
+        CertSelector::Device(_) => select!("device_id = ?1"),
+        CertSelector::Lot(_) => select!("device_id IN (SELECT id FROM devices WHERE lot = ?1)"),
+        CertSelector::Zone(_) => select!("zone = ?1"),
+        CertSelector::Profile(_) => select!("profile = ?1"),
+    };
+    let (a, b) = change.from_statuses();
+    let value = match selector {
+        CertSelector::Serial(s) => s.to_ascii_lowercase(),
+        other => other.value().to_owned(),
+    };
+    Ok(sqlx::query(sql)
+        .bind(value)
+        .bind(a.as_str())
+        .bind(b.as_str())
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?)
+}
 
 macro_rules! device_columns {
     () => {

@@ -6,7 +6,9 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::writer::{WriteOp, WriteOutput};
-use super::{CertStatus, DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StoreError};
+use super::{
+    CertStatus, DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StatusChange, StoreError,
+};
 use crate::audit::AuditEvent;
 
 pub(super) fn check_claim(
@@ -160,6 +162,48 @@ pub(super) async fn apply(
                 audit(conn, &event, chain).await?;
             }
             Ok(out)
+        }
+        WriteOp::ChangeStatus {
+            selector,
+            change,
+            at,
+            actor,
+        } => {
+            let rows = super::matching_query(selector, *change, *at, conn).await?;
+            let serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
+            let (revoked_at, reason) = match change {
+                StatusChange::Resume => (None, None),
+                _ => (Some(*at), change.reason()),
+            };
+            for chunk in serials.chunks(500) {
+                let mut q = QueryBuilder::<Sqlite>::new("UPDATE certificates SET status = ");
+                q.push_bind(change.to_status().as_str())
+                    .push(", revoked_at = ")
+                    .push_bind(revoked_at)
+                    .push(", revocation_reason = ")
+                    .push_bind(reason)
+                    .push(" WHERE serial IN (");
+                let mut list = q.separated(", ");
+                for s in chunk {
+                    list.push_bind(s);
+                }
+                q.push(")");
+                q.build().execute(&mut *conn).await?;
+            }
+            let events = serials
+                .iter()
+                .map(|s| {
+                    AuditEvent::new(
+                        *at,
+                        actor.as_str(),
+                        change.action(),
+                        s.as_str(),
+                        serde_json::json!({"selector": selector.kind(), "value": selector.value(), "reason": reason}),
+                    )
+                })
+                .collect();
+            audit_many(conn, events, chain).await?;
+            Ok(WriteOutput::Serials(serials))
         }
         WriteOp::Audit(event) => {
             audit(conn, event, chain).await?;

@@ -304,3 +304,91 @@ pub struct Page<T> {
     /// Cursor for the next page; `None` on the last page.
     pub next: Option<i64>,
 }
+
+/// Which certificates a revocation, suspension or resumption applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSelector {
+    /// One certificate.
+    Serial(String),
+    /// Every certificate of a device.
+    Device(String),
+    /// Every certificate of the devices of a production lot.
+    Lot(String),
+    /// Every certificate issued into a zone.
+    Zone(String),
+    /// Every certificate of a profile.
+    Profile(String),
+}
+
+impl CertSelector {
+    /// The selector's value.
+    pub fn value(&self) -> &str {
+        match self {
+            CertSelector::Serial(v)
+            | CertSelector::Device(v)
+            | CertSelector::Lot(v)
+            | CertSelector::Zone(v)
+            | CertSelector::Profile(v) => v,
+        }
+    }
+
+    /// `serial`, `device`, ... for messages and audit events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CertSelector::Serial(_) => "serial",
+            CertSelector::Device(_) => "device",
+            CertSelector::Lot(_) => "lot",
+            CertSelector::Zone(_) => "zone",
+            CertSelector::Profile(_) => "profile",
+        }
+    }
+}
+
+/// A status change of certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// Revoke for good (active or suspended certificates), with an RFC 5280 reason code.
+    Revoke(i64),
+    /// Put on hold (active certificates): reason certificateHold.
+    Suspend,
+    /// Take off hold (suspended certificates).
+    Resume,
+}
+
+impl StatusChange {
+    /// The statuses a certificate may have for the change to apply (twice when only one).
+    pub fn from_statuses(self) -> (CertStatus, CertStatus) {
+        match self {
+            StatusChange::Revoke(_) => (CertStatus::Active, CertStatus::Suspended),
+            StatusChange::Suspend => (CertStatus::Active, CertStatus::Active),
+            StatusChange::Resume => (CertStatus::Suspended, CertStatus::Suspended),
+        }
+    }
+
+    /// Status after the change.
+    pub fn to_status(self) -> CertStatus {
+        match self {
+            StatusChange::Revoke(_) => CertStatus::Revoked,
+            StatusChange::Suspend => CertStatus::Suspended,
+            StatusChange::Resume => CertStatus::Active,
+        }
+    }
+
+    /// RFC 5280 reason recorded with the change.
+    pub fn reason(self) -> Option<i64> {
+        match self {
+            StatusChange::Revoke(r) => Some(r),
+            StatusChange::Suspend => Some(6),
+            StatusChange::Resume => None,
+        }
+    }
+
+    /// Audit action.
+    pub fn action(self) -> &'static str {
+        match self {
+            StatusChange::Revoke(_) => "certificate.revoke",
+            StatusChange::Suspend => "certificate.suspend",
+            StatusChange::Resume => "certificate.resume",
+        }
+    }
+}

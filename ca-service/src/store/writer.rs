@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch::issue_run;
 use super::ops::apply;
 use super::{
-    CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord, NewCertificate,
-    NewDevice, StoreError, TokenRecord,
+    CertSelector, CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
+    NewCertificate, NewDevice, StatusChange, StoreError, TokenRecord,
 };
 use crate::audit::{AuditEvent, GENESIS_HASH};
 
@@ -58,6 +58,17 @@ pub enum WriteOp {
     AddIssuer {
         /// The issuer.
         issuer: IssuerRecord,
+        /// Unix seconds.
+        at: i64,
+        /// Caller.
+        actor: String,
+    },
+    /// Revoke, suspend or resume every certificate `selector` picks that `change` applies to.
+    ChangeStatus {
+        /// Which certificates.
+        selector: CertSelector,
+        /// What to do.
+        change: StatusChange,
         /// Unix seconds.
         at: i64,
         /// Caller.
@@ -150,6 +161,8 @@ pub enum WriteOutput {
     },
     /// A number of rows changed.
     Count(u64),
+    /// These certificates changed.
+    Serials(Vec<String>),
     /// The write was done.
     Done,
     /// The outputs of an [`WriteOp::All`].

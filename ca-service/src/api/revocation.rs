@@ -1,0 +1,180 @@
+//! `hallmark.v1.Revocation`: revoke, suspend and resume certificates by serial, device, lot,
+//! zone or profile, with a dry run that shows what would change.
+
+use hallmark_proto::v1 as pb;
+use pb::revocation_server::Revocation;
+use pb::revoke_request::Selector;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::ca::certificate_message;
+use super::{ApiState, invalid_name, store_status};
+use crate::authority::profile::Role;
+use crate::identity::validate_name;
+use crate::store::{CertSelector, StatusChange, WriteOp, WriteOutput};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct RevocationService {
+    state: ApiState,
+}
+
+impl RevocationService {
+    /// A service over `state`.
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+fn selector(req: &pb::RevokeRequest) -> Result<CertSelector, Status> {
+    let sel = req.selector.clone().ok_or_else(|| {
+        Status::invalid_argument(
+            "say which certificates: one of serial, device_id, lot, zone or profile",
+        )
+    })?;
+    Ok(match sel {
+        Selector::Serial(s) => {
+            let s = s.trim().to_ascii_lowercase().replace(':', "");
+            if s.is_empty() || s.len() > 40 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Status::invalid_argument(format!(
+                    "serial `{}` is not a hex serial number",
+                    s.escape_default()
+                )));
+            }
+            CertSelector::Serial(s)
+        }
+        Selector::DeviceId(d) => {
+            validate_name("device id", &d).map_err(invalid_name)?;
+            CertSelector::Device(d)
+        }
+        Selector::Lot(l) => {
+            validate_name("lot", &l).map_err(invalid_name)?;
+            CertSelector::Lot(l)
+        }
+        Selector::Zone(z) => {
+            validate_name("zone", &z).map_err(invalid_name)?;
+            CertSelector::Zone(z)
+        }
+        Selector::Profile(p) => {
+            validate_name("profile", &p).map_err(invalid_name)?;
+            CertSelector::Profile(p)
+        }
+    })
+}
+
+fn revocation_reason(value: i32) -> Result<i64, Status> {
+    use pb::RevocationReason as R;
+    match R::try_from(value) {
+        Ok(R::CertificateHold) => Err(Status::invalid_argument(
+            "certificateHold is what Suspend does; use Suspend (and Resume) for a hold",
+        )),
+        Ok(r) => Ok(r as i64),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown revocation reason {value}"
+        ))),
+    }
+}
+
+impl RevocationService {
+    async fn change(
+        &self,
+        request: Request<pb::RevokeRequest>,
+        rpc: &str,
+        change: impl FnOnce(&pb::RevokeRequest) -> Result<StatusChange, Status>,
+    ) -> Result<pb::RevokeResponse, Status> {
+        let st = &self.state;
+        let caller = st.auth.caller(&request).await?;
+        caller.require(&[Role::Admin], rpc)?;
+        let req = request.into_inner();
+        let selector = selector(&req)?;
+        let change = change(&req)?;
+        let now = st.authority.clock().now();
+        let matching = st
+            .store
+            .certificates_matching(&selector, change, now)
+            .await
+            .map_err(store_status)?;
+        if req.dry_run {
+            return Ok(pb::RevokeResponse {
+                certificates: matching.iter().map(certificate_message).collect(),
+                dry_run: true,
+            });
+        }
+        let out = st
+            .store
+            .write(WriteOp::ChangeStatus {
+                selector: selector.clone(),
+                change,
+                at: now,
+                actor: caller.actor(),
+            })
+            .await
+            .map_err(store_status)?;
+        let WriteOutput::Serials(changed) = out else {
+            return Err(Status::internal("unexpected store answer"));
+        };
+        let changed: std::collections::HashSet<String> = changed.into_iter().collect();
+        let (revoked_at, reason) = match change {
+            StatusChange::Resume => (None, None),
+            _ => (Some(now), change.reason()),
+        };
+        let certificates = matching
+            .into_iter()
+            .filter(|c| changed.contains(&c.serial))
+            .map(|mut c| {
+                c.status = change.to_status();
+                c.revoked_at = revoked_at;
+                c.revocation_reason = reason;
+                certificate_message(&c)
+            })
+            .collect::<Vec<_>>();
+        tracing::info!(
+            selector = selector.kind(),
+            value = selector.value(),
+            count = certificates.len(),
+            "{rpc}"
+        );
+        Ok(pb::RevokeResponse {
+            certificates,
+            dry_run: false,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Revocation for RevocationService {
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let span = tracing::info_span!("Revoke");
+        self.change(request, "Revoke", |r| {
+            revocation_reason(r.reason).map(StatusChange::Revoke)
+        })
+        .instrument(span)
+        .await
+        .map(Response::new)
+    }
+
+    async fn suspend(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let span = tracing::info_span!("Suspend");
+        self.change(request, "Suspend", |_| Ok(StatusChange::Suspend))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let span = tracing::info_span!("Resume");
+        self.change(request, "Resume", |_| Ok(StatusChange::Resume))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+}

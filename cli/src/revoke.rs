@@ -1,0 +1,194 @@
+//! `hallmark revoke`, `hallmark suspend`, `hallmark resume`: one certificate or many at once
+//! (a device, a lot, a zone, a profile), with a dry run.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use hallmark_proto::v1 as pb;
+use hallmark_proto::v1::revocation_client::RevocationClient;
+use pb::revoke_request::Selector;
+
+use crate::client::{Connection, status_error};
+use crate::output::{self, Format};
+
+/// Which certificates.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct SelectorArgs {
+    /// One certificate by serial (hex).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Every certificate of a device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Every certificate of a production lot.
+    #[arg(long)]
+    lot: Option<String>,
+    /// Every certificate of a zone (incident response: isolate a segment).
+    #[arg(long)]
+    zone: Option<String>,
+    /// Every certificate of a profile.
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl SelectorArgs {
+    fn selector(&self) -> Selector {
+        match (
+            &self.serial,
+            &self.device,
+            &self.lot,
+            &self.zone,
+            &self.profile,
+        ) {
+            (Some(s), ..) => Selector::Serial(s.clone()),
+            (_, Some(d), ..) => Selector::DeviceId(d.clone()),
+            (_, _, Some(l), ..) => Selector::Lot(l.clone()),
+            (_, _, _, Some(z), _) => Selector::Zone(z.clone()),
+            (_, _, _, _, Some(p)) => Selector::Profile(p.clone()),
+            _ => Selector::Serial(String::new()),
+        }
+    }
+}
+
+/// RFC 5280 reasons.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReasonArg {
+    /// No reason given.
+    Unspecified,
+    /// The private key is (suspected) compromised.
+    KeyCompromise,
+    /// The CA is compromised.
+    CaCompromise,
+    /// The device changed owner or site.
+    AffiliationChanged,
+    /// Replaced by a new certificate.
+    Superseded,
+    /// The device was taken out of service.
+    CessationOfOperation,
+    /// Rights withdrawn.
+    PrivilegeWithdrawn,
+}
+
+impl ReasonArg {
+    fn proto(self) -> pb::RevocationReason {
+        use pb::RevocationReason as R;
+        match self {
+            ReasonArg::Unspecified => R::Unspecified,
+            ReasonArg::KeyCompromise => R::KeyCompromise,
+            ReasonArg::CaCompromise => R::CaCompromise,
+            ReasonArg::AffiliationChanged => R::AffiliationChanged,
+            ReasonArg::Superseded => R::Superseded,
+            ReasonArg::CessationOfOperation => R::CessationOfOperation,
+            ReasonArg::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
+        }
+    }
+}
+
+/// `hallmark revoke`.
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    which: SelectorArgs,
+    /// Why (RFC 5280 reason).
+    #[arg(long, value_enum)]
+    reason: ReasonArg,
+    /// Only show what would be revoked.
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    format: Format,
+}
+
+/// `hallmark suspend` and `hallmark resume`.
+#[derive(Args, Debug)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    which: SelectorArgs,
+    /// Only show what would change.
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    format: Format,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// Revoke for good.
+    Revoke,
+    /// Put on hold.
+    Suspend,
+    /// Take off hold.
+    Resume,
+}
+
+fn print(resp: &pb::RevokeResponse, action: Action, format: Format) -> Result<()> {
+    match format {
+        Format::Json => {
+            let v: Vec<_> = resp
+                .certificates
+                .iter()
+                .map(|c| output::cert_json(c, false))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let rows: Vec<_> = resp.certificates.iter().map(output::cert_row).collect();
+            if !rows.is_empty() {
+                output::print_table(&output::CERT_HEADER, &rows);
+            }
+            let verb = match (action, resp.dry_run) {
+                (Action::Revoke, false) => "revoked",
+                (Action::Revoke, true) => "would revoke",
+                (Action::Suspend, false) => "suspended",
+                (Action::Suspend, true) => "would suspend",
+                (Action::Resume, false) => "resumed",
+                (Action::Resume, true) => "would resume",
+            };
+            println!(
+                "{verb} {} certificates{}",
+                resp.certificates.len(),
+                if resp.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `hallmark revoke`.
+pub async fn revoke(conn: &Connection, a: RevokeArgs) -> Result<()> {
+    let mut client = RevocationClient::new(conn.channel().await?);
+    let resp = client
+        .revoke(pb::RevokeRequest {
+            selector: Some(a.which.selector()),
+            reason: a.reason.proto() as i32,
+            dry_run: a.dry_run,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print(&resp, Action::Revoke, a.format)
+}
+
+/// Runs `hallmark suspend` or `hallmark resume`.
+pub async fn hold(conn: &Connection, a: HoldArgs, action: Action) -> Result<()> {
+    let mut client = RevocationClient::new(conn.channel().await?);
+    let req = pb::RevokeRequest {
+        selector: Some(a.which.selector()),
+        reason: 0,
+        dry_run: a.dry_run,
+    };
+    let resp = match action {
+        Action::Resume => client.resume(req).await,
+        _ => client.suspend(req).await,
+    }
+    .map_err(status_error)?
+    .into_inner();
+    print(&resp, action, a.format)
+}
