@@ -209,6 +209,7 @@ fn naming(config: &Config) -> NamingPolicy {
     NamingPolicy {
         organisation: config.organisation.clone(),
         device_uri_template: config.device_uri_template.clone(),
+        crl_base_url: Some(config.crl_base(config.http_listen)),
     }
 }
 

@@ -32,6 +32,13 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// HTTP listener address (CDP, trust bundle, health).
     pub http_listen: SocketAddr,
+    /// Base URL of the CRL distribution points written into certificates (as
+    /// `<base>/crl/<issuer>.crl`); default `http://<http_listen>` (127.0.0.1 for an unspecified
+    /// address). Set it to the URL brokers and devices reach.
+    pub crl_base_url: Option<String>,
+    /// How long a CRL is valid (`nextUpdate - thisUpdate`); rebuilt at half of it.
+    #[serde(with = "humantime_serde")]
+    pub crl_validity: std::time::Duration,
     /// Most certificates one group commit writes in one transaction.
     pub max_commit_batch: usize,
     /// Profile overrides and additions, by name.
@@ -49,6 +56,8 @@ impl Default for Config {
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default address"),
             http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
             max_commit_batch: 256,
+            crl_base_url: None,
+            crl_validity: std::time::Duration::from_secs(24 * 3600),
             profiles: BTreeMap::new(),
         }
     }
@@ -120,6 +129,18 @@ impl Config {
         if self.organisation.trim().is_empty() {
             return Err(ConfigError::Invalid("organisation is empty".to_owned()));
         }
+        if let Some(url) = &self.crl_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "crl_base_url `{url}` must start with http:// (CRLs are signed; plain HTTP is right)"
+            )));
+        }
+        if self.crl_validity < std::time::Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "crl_validity must be at least 1m".to_owned(),
+            ));
+        }
         if self.max_commit_batch == 0 {
             return Err(ConfigError::Invalid(
                 "max_commit_batch must be at least 1".to_owned(),
@@ -127,6 +148,23 @@ impl Config {
         }
         self.profile_set()?;
         Ok(())
+    }
+
+    /// The CRL base URL in force: configured, or derived from the HTTP listener.
+    pub fn crl_base(&self, http_addr: std::net::SocketAddr) -> String {
+        match &self.crl_base_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let ip = if http_addr.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else if http_addr.is_ipv6() {
+                    format!("[{}]", http_addr.ip())
+                } else {
+                    http_addr.ip().to_string()
+                };
+                format!("http://{ip}:{}", http_addr.port())
+            }
+        }
     }
 
     /// The profiles in force.

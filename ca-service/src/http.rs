@@ -8,6 +8,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::api::TrustHandle;
+use crate::clock::SharedClock;
+use crate::revocation::CrlPublisher;
 use crate::store::Store;
 
 /// State of the HTTP routes.
@@ -17,14 +19,20 @@ pub struct HttpState {
     pub store: Store,
     /// The trust bundle.
     pub trust: TrustHandle,
+    /// The CRLs.
+    pub crls: CrlPublisher,
+    /// The clock (cache lifetimes).
+    pub clock: SharedClock,
 }
 
-/// The routes: `/healthz`, `/readyz`, `/trust-bundle.pem`.
+/// The routes: `/healthz`, `/readyz`, `/trust-bundle.pem`, `/crl/<issuer>.crl` (DER) and
+/// `/crl/<issuer>.pem`.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/trust-bundle.pem", get(trust_bundle))
+        .route("/crl/{file}", get(crl))
         .with_state(state)
 }
 
@@ -43,4 +51,65 @@ async fn trust_bundle(State(st): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         st.trust.get().bundle_pem(),
     )
+}
+
+/// The distribution point: the issuer's current CRL, with an ETag naming its number and a cache
+/// lifetime running to `nextUpdate`.
+async fn crl(
+    State(st): State<HttpState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let (issuer, pem) = if let Some(i) = file.strip_suffix(".crl") {
+        (i, false)
+    } else if let Some(i) = file.strip_suffix(".pem") {
+        (i, true)
+    } else {
+        return (
+            StatusCode::NOT_FOUND,
+            "use /crl/<issuer>.crl or /crl/<issuer>.pem\n",
+        )
+            .into_response();
+    };
+    let set = st.crls.current();
+    let Some(crl) = set.get(issuer) else {
+        let known: Vec<&str> = set.keys().map(String::as_str).collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no CRL for issuer `{}`; issuers: {}\n",
+                issuer.escape_default(),
+                known.join(", ")
+            ),
+        )
+            .into_response();
+    };
+    let etag = format!("\"{}-{}\"", crl.issuer_id, crl.number);
+    let max_age = (crl.next_update - st.clock.now()).max(0);
+    let cache = format!("public, max-age={max_age}");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag)
+    {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response();
+    }
+    let (content_type, body) = if pem {
+        ("application/x-pem-file", crl.pem().into_bytes())
+    } else {
+        ("application/pkix-crl", crl.der.clone())
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
 }

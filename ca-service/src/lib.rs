@@ -20,5 +20,6 @@ pub mod fsutil;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod revocation;
 pub mod server;
 pub mod store;

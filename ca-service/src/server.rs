@@ -26,6 +26,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::keys::Passphrase;
+use crate::revocation::{CrlPublisher, CrlSources};
 use crate::store::{IssuerKind, Store};
 
 /// Largest gRPC message accepted: CSRs are capped at 64 KiB anyway.
@@ -111,27 +112,6 @@ impl RunningServer {
 
 /// Starts the CA: initialises an empty data dir first, then serves.
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
-    let dir = DataDir::new(&opts.data_dir);
-    let initialised = if dir.is_initialised() || dir.is_half_initialised() {
-        // A half-initialised dir is refused by `load` with instructions.
-        None
-    } else {
-        let init = InitOptions {
-            data_dir: opts.data_dir.clone(),
-            passphrase: opts.passphrase.clone(),
-            root_key_out: None,
-            import: None,
-        };
-        Some(bootstrap::init(&init, &opts.config, opts.clock.clone()).await?)
-    };
-    let loaded = bootstrap::load(
-        &opts.data_dir,
-        &opts.config,
-        opts.passphrase.as_ref(),
-        opts.clock.clone(),
-    )
-    .await?;
-
     let grpc_listener = TcpListener::bind(opts.config.grpc_listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -156,6 +136,30 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             addr: opts.config.http_listen,
             source,
         })?;
+    // Listeners first: the CRL distribution point written into certificates (also those made
+    // by a first-start initialisation) must name the HTTP port actually bound.
+    let mut config = opts.config.clone();
+    config.crl_base_url = Some(config.crl_base(http_addr));
+    let dir = DataDir::new(&opts.data_dir);
+    let initialised = if dir.is_initialised() || dir.is_half_initialised() {
+        // A half-initialised dir is refused by `load` with instructions.
+        None
+    } else {
+        let init = InitOptions {
+            data_dir: opts.data_dir.clone(),
+            passphrase: opts.passphrase.clone(),
+            root_key_out: None,
+            import: None,
+        };
+        Some(bootstrap::init(&init, &config, opts.clock.clone()).await?)
+    };
+    let loaded = bootstrap::load(
+        &opts.data_dir,
+        &config,
+        opts.passphrase.as_ref(),
+        opts.clock.clone(),
+    )
+    .await?;
 
     // Tell clients which CA their credential should come from (helps multi-cert clients).
     let hints = subject_of(&loaded.authority.issuing().cert_der)
@@ -169,6 +173,20 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     )?;
     let trust = TrustHandle::new(loaded.trust);
     let authority_handle = loaded.authority.clone();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (crls, crl_task) = CrlPublisher::start(
+        CrlSources {
+            store: loaded.store.clone(),
+            authority: loaded.authority.clone(),
+            dir: DataDir::new(&opts.data_dir),
+            passphrase: opts.passphrase.clone(),
+            clock: opts.clock.clone(),
+            validity: config.crl_validity,
+            base_url: config.crl_base(http_addr),
+        },
+        shutdown_rx.clone(),
+    )
+    .await;
     let state = ApiState {
         auth: Authenticator::new(
             loaded.store.clone(),
@@ -181,9 +199,9 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         default_zone: opts.config.default_zone.clone(),
         trust: trust.clone(),
         throttle: Arc::new(EnrollThrottle::default()),
+        crls: crls.clone(),
     };
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CertificateAuthorityServer<CaService>>()
@@ -249,6 +267,8 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     let router = http::router(HttpState {
         store: loaded.store.clone(),
         trust,
+        crls,
+        clock: opts.clock.clone(),
     });
     let http = tokio::spawn(async move {
         let result = axum::serve(http_listener, router)
@@ -266,7 +286,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         http_addr,
         initialised,
         shutdown: shutdown_tx,
-        tasks: vec![grpc, http, watcher],
+        tasks: vec![grpc, http, watcher, crl_task],
         store: loaded.store,
     })
 }

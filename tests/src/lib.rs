@@ -284,6 +284,26 @@ impl CaProcess {
             .expect("run hallmark")
     }
 
+    /// A plain HTTP/1.1 GET with extra header lines; `(status line and headers, body)`.
+    pub fn http_get_raw(&self, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
+        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).unwrap();
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP response");
+        (
+            String::from_utf8_lossy(&out[..split]).into_owned(),
+            out[split + 4..].to_vec(),
+        )
+    }
+
     /// A plain HTTP/1.1 GET on the HTTP side; the whole response.
     pub fn http_get(&self, path: &str) -> String {
         let mut conn = std::net::TcpStream::connect(&self.http).unwrap();

@@ -99,6 +99,8 @@ pub struct ApiState {
     pub trust: TrustHandle,
     /// Failed-enrollment counters per peer.
     pub throttle: Arc<throttle::EnrollThrottle>,
+    /// CRL publication.
+    pub crls: crate::revocation::CrlPublisher,
 }
 
 /// INVALID_ARGUMENT for a bad name.

@@ -113,6 +113,9 @@ impl RevocationService {
         let WriteOutput::Serials(changed) = out else {
             return Err(Status::internal("unexpected store answer"));
         };
+        if !changed.is_empty() {
+            st.crls.request_rebuild();
+        }
         let changed: std::collections::HashSet<String> = changed.into_iter().collect();
         let (revoked_at, reason) = match change {
             StatusChange::Resume => (None, None),

@@ -2,6 +2,7 @@
 //! No I/O here: no network, no SQL, no files; time comes from the injected clock.
 
 pub mod ca;
+pub mod crl;
 pub mod csr;
 pub mod idevid;
 pub mod profile;
@@ -143,6 +144,9 @@ pub struct NamingPolicy {
     pub organisation: String,
     /// URI SAN template with `{device}`.
     pub device_uri_template: String,
+    /// Base URL of the HTTP distribution points; certificates carry
+    /// `<base>/crl/<issuer>.crl` as CDP when set.
+    pub crl_base_url: Option<String>,
 }
 
 /// The signing authority. Clones share the active issuing CA, which an issuer rollover
@@ -291,6 +295,11 @@ impl Authority {
             })
             .collect();
         params.use_authority_key_identifier_extension = true;
+        if let Some(base) = &self.naming.crl_base_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![crl::distribution_point(base, &ca.id)],
+            }];
+        }
         let leaf = IssuedLeaf {
             serial: hex::encode(serial),
             der: Vec::new(),

@@ -293,6 +293,31 @@ impl Store {
         rows.iter().map(cert_from_row).collect()
     }
 
+    /// Entries of issuer `issuer_id`'s CRL: revoked or held certificates not yet expired.
+    pub async fn revocation_entries(
+        &self,
+        issuer_id: &str,
+        now: i64,
+    ) -> Result<Vec<crate::authority::crl::RevokedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE issuer_id = ?1 AND status IN ('revoked', 'suspended') AND not_after > ?2 \
+             ORDER BY seq",
+        )
+        .bind(issuer_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::authority::crl::RevokedEntry {
+                serial: r.get("serial"),
+                revoked_at: r.get::<Option<i64>, _>("revoked_at").unwrap_or(now),
+                reason: r.get("revocation_reason"),
+            })
+            .collect())
+    }
+
     /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
     pub async fn list_certificates(
         &self,

@@ -205,6 +205,18 @@ pub(super) async fn apply(
             audit_many(conn, events, chain).await?;
             Ok(WriteOutput::Serials(serials))
         }
+        WriteOp::NextCrlNumber { issuer_id, at } => {
+            let n: i64 = sqlx::query_scalar(
+                "INSERT INTO crl_state (issuer_id, crl_number, updated_at) VALUES (?1, 1, ?2) \
+                 ON CONFLICT (issuer_id) DO UPDATE SET crl_number = crl_number + 1, updated_at = ?2 \
+                 RETURNING crl_number",
+            )
+            .bind(issuer_id)
+            .bind(at)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(WriteOutput::Count(n as u64))
+        }
         WriteOp::Audit(event) => {
             audit(conn, event, chain).await?;
             Ok(WriteOutput::Done)

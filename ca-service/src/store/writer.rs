@@ -74,6 +74,13 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
+    /// Take the next CRL number of an issuer (strictly increasing, across restarts).
+    NextCrlNumber {
+        /// Issuer id.
+        issuer_id: String,
+        /// Unix seconds.
+        at: i64,
+    },
     /// Stop an issuing CA from signing; it stays valid (and publishes CRLs) until it expires.
     RetireIssuer {
         /// Issuer id.

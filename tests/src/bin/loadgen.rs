@@ -66,6 +66,7 @@ fn floor(count: usize, csrs: &[Vec<u8>]) -> f64 {
         NamingPolicy {
             organisation: "Bench".into(),
             device_uri_template: "urn:dev:org:32473-{device}".into(),
+            crl_base_url: Some("http://127.0.0.1:9080".into()),
         },
         clock,
     );

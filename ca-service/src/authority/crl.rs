@@ -1,0 +1,114 @@
+//! Certificate revocation lists: one per issuing CA, v2, signed by it, with AKI, CRL number,
+//! a backdated `thisUpdate` and a critical issuing distribution point equal to the CDP its
+//! certificates carry (rustls treats a mismatch as "unknown status").
+
+use std::time::Duration;
+
+use rcgen::{
+    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope,
+    KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
+};
+use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+
+use super::{AuthorityError, BACKDATE_SECONDS, IssuingCa};
+use crate::clock::to_offset;
+
+/// One revoked (or held) certificate on a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// RFC 5280 reason code.
+    pub reason: Option<i64>,
+}
+
+/// What to put on a CRL.
+#[derive(Debug, Clone)]
+pub struct CrlRequest<'a> {
+    /// CRL number (strictly increasing per issuer).
+    pub number: u64,
+    /// Unix seconds.
+    pub now: i64,
+    /// `nextUpdate - now`.
+    pub validity: Duration,
+    /// URI of the issuing distribution point (the certificates' CDP), if any.
+    pub distribution_point: Option<String>,
+    /// The entries.
+    pub entries: &'a [RevokedEntry],
+}
+
+fn reason(code: Option<i64>) -> Option<RevocationReason> {
+    use RevocationReason::*;
+    Some(match code? {
+        // RFC 5280: the reasonCode extension should be absent rather than `unspecified`.
+        1 => KeyCompromise,
+        2 => CaCompromise,
+        3 => AffiliationChanged,
+        4 => Superseded,
+        5 => CessationOfOperation,
+        6 => CertificateHold,
+        9 => PrivilegeWithdrawn,
+        10 => AaCompromise,
+        _ => return None,
+    })
+}
+
+/// The subject key identifier of a CA certificate: the CRL's AKI must equal it (imported CAs
+/// may use another key-id method than rcgen's).
+fn subject_key_id(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+}
+
+/// Builds and signs the CRL of `ca`.
+pub fn build_crl(ca: &IssuingCa, req: &CrlRequest<'_>) -> Result<Vec<u8>, AuthorityError> {
+    let backdate = BACKDATE_SECONDS.min(req.validity.as_secs() as i64 / 10);
+    let revoked_certs = req
+        .entries
+        .iter()
+        .map(|e| {
+            let serial = hex::decode(&e.serial).map_err(|_| {
+                rcgen::Error::X509(format!("stored serial {} is not hex", e.serial))
+            })?;
+            Ok(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: to_offset(e.revoked_at),
+                reason_code: reason(e.reason),
+                invalidity_date: None,
+            })
+        })
+        .collect::<Result<Vec<_>, rcgen::Error>>()?;
+    let params = CertificateRevocationListParams {
+        this_update: to_offset(req.now - backdate),
+        next_update: to_offset(req.now + req.validity.as_secs() as i64),
+        crl_number: SerialNumber::from_slice(&req.number.to_be_bytes()),
+        issuing_distribution_point: req.distribution_point.as_ref().map(|uri| {
+            CrlIssuingDistributionPoint {
+                distribution_point: CrlDistributionPoint {
+                    uris: vec![uri.clone()],
+                },
+                // The issuing CA signs end-entity certificates only.
+                scope: Some(CrlScope::UserCertsOnly),
+            }
+        }),
+        revoked_certs,
+        key_identifier_method: match subject_key_id(&ca.cert_der) {
+            Some(ski) => KeyIdMethod::PreSpecified(ski),
+            None => KeyIdMethod::Sha256,
+        },
+    };
+    let crl = params.signed_by(&ca.issuer)?;
+    Ok(crl.der().to_vec())
+}
+
+/// The CDP URI of the certificates of issuer `issuer_id` under `base`.
+pub fn distribution_point(base: &str, issuer_id: &str) -> String {
+    format!("{}/crl/{issuer_id}.crl", base.trim_end_matches('/'))
+}

@@ -1,0 +1,230 @@
+//! CRL publication: one CRL per valid issuing CA (the active one and retired ones until they
+//! expire), rebuilt shortly after every revocation (debounced) and at half of its validity, and
+//! handed to the HTTP distribution point and watchers through a watch channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::authority::crl::{CrlRequest, build_crl, distribution_point};
+use crate::authority::{Authority, IssuingCa};
+use crate::bootstrap::{self, DataDir};
+use crate::clock::SharedClock;
+use crate::keys::Passphrase;
+use crate::store::{IssuerKind, Store, WriteOp, WriteOutput};
+
+/// Revocations arriving within this window share one rebuild.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A published CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedCrl {
+    /// Issuer id.
+    pub issuer_id: String,
+    /// CRL number.
+    pub number: u64,
+    /// `thisUpdate`, Unix seconds.
+    pub this_update: i64,
+    /// `nextUpdate`, Unix seconds.
+    pub next_update: i64,
+    /// Number of entries.
+    pub entries: usize,
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+}
+
+impl PublishedCrl {
+    /// The CRL, PEM.
+    pub fn pem(&self) -> String {
+        pem::encode_config(
+            &pem::Pem::new("X509 CRL", self.der.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
+    }
+}
+
+/// The CRLs in force, by issuer id.
+pub type CrlSet = BTreeMap<String, Arc<PublishedCrl>>;
+
+/// What the publisher needs.
+#[derive(Debug, Clone)]
+pub struct CrlSources {
+    /// The store.
+    pub store: Store,
+    /// The authority (its active issuing CA).
+    pub authority: Authority,
+    /// The data dir (keys of retired issuing CAs).
+    pub dir: DataDir,
+    /// Passphrase of the CA keys.
+    pub passphrase: Option<Passphrase>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// `nextUpdate - now`.
+    pub validity: Duration,
+    /// Base URL of the distribution points.
+    pub base_url: String,
+}
+
+/// Handle to the publisher; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CrlPublisher {
+    current: watch::Receiver<Arc<CrlSet>>,
+    trigger: mpsc::Sender<()>,
+}
+
+impl CrlPublisher {
+    /// Builds every CRL once, then keeps them fresh in a task until `shutdown`.
+    pub async fn start(
+        sources: CrlSources,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> (Self, JoinHandle<()>) {
+        let mut builder = Builder {
+            sources,
+            keys: HashMap::new(),
+        };
+        let first = builder.rebuild(&CrlSet::new()).await;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let (trigger, mut triggers) = mpsc::channel::<()>(1);
+        let refresh = builder.sources.validity / 2;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    t = triggers.recv() => {
+                        if t.is_none() {
+                            return;
+                        }
+                        tokio::time::sleep(DEBOUNCE).await;
+                        while triggers.try_recv().is_ok() {}
+                    }
+                    _ = tokio::time::sleep(refresh) => {}
+                    _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
+                }
+                let previous = tx.borrow().clone();
+                let next = builder.rebuild(&previous).await;
+                tx.send_replace(Arc::new(next));
+            }
+        });
+        (
+            Self {
+                current: rx,
+                trigger,
+            },
+            task,
+        )
+    }
+
+    /// The CRLs in force.
+    pub fn current(&self) -> Arc<CrlSet> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every new set of CRLs.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<CrlSet>> {
+        self.current.clone()
+    }
+
+    /// Asks for a rebuild (after a revocation); returns at once.
+    pub fn request_rebuild(&self) {
+        let _ = self.trigger.try_send(());
+    }
+}
+
+struct Builder {
+    sources: CrlSources,
+    keys: HashMap<String, Arc<IssuingCa>>,
+}
+
+impl Builder {
+    /// Rebuilds every issuer's CRL; an issuer that fails keeps its previous CRL.
+    async fn rebuild(&mut self, previous: &CrlSet) -> CrlSet {
+        let s = &self.sources;
+        let now = s.clock.now();
+        let issuers = match s.store.issuers().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read issuers; CRLs not rebuilt");
+                return previous.clone();
+            }
+        };
+        let mut out = CrlSet::new();
+        for rec in issuers
+            .iter()
+            .filter(|i| i.kind == IssuerKind::Issuing && i.not_after > now)
+        {
+            match self.build_one(rec, now).await {
+                Ok(crl) => {
+                    out.insert(rec.id.clone(), Arc::new(crl));
+                }
+                Err(e) => {
+                    tracing::error!(issuer = %rec.id, error = %e, "CRL not rebuilt; the previous one stays");
+                    if let Some(p) = previous.get(&rec.id) {
+                        out.insert(rec.id.clone(), p.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn build_one(
+        &mut self,
+        rec: &crate::store::IssuerRecord,
+        now: i64,
+    ) -> Result<PublishedCrl, String> {
+        let s = &self.sources;
+        let active = s.authority.issuing();
+        let ca = if active.id == rec.id {
+            active
+        } else if let Some(ca) = self.keys.get(&rec.id) {
+            ca.clone()
+        } else {
+            let ca = Arc::new(
+                bootstrap::load_issuing(&s.dir, rec, s.passphrase.as_ref())
+                    .map_err(|e| e.to_string())?,
+            );
+            self.keys.insert(rec.id.clone(), ca.clone());
+            ca
+        };
+        let entries = s
+            .store
+            .revocation_entries(&rec.id, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let number = match s
+            .store
+            .write(WriteOp::NextCrlNumber {
+                issuer_id: rec.id.clone(),
+                at: now,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            WriteOutput::Count(n) => n,
+            other => return Err(format!("unexpected store answer {other:?}")),
+        };
+        let der = build_crl(
+            &ca,
+            &CrlRequest {
+                number,
+                now,
+                validity: s.validity,
+                distribution_point: Some(distribution_point(&s.base_url, &rec.id)),
+                entries: &entries,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let backdate = crate::authority::BACKDATE_SECONDS.min(s.validity.as_secs() as i64 / 10);
+        tracing::debug!(issuer = %rec.id, number, entries = entries.len(), "CRL built");
+        Ok(PublishedCrl {
+            issuer_id: rec.id.clone(),
+            number,
+            this_update: now - backdate,
+            next_update: now + s.validity.as_secs() as i64,
+            entries: entries.len(),
+            der,
+        })
+    }
+}
