@@ -2,6 +2,7 @@
 
 mod cert;
 mod client;
+mod crl;
 mod device;
 mod enroll;
 mod output;
@@ -46,6 +47,9 @@ enum Command {
     Suspend(revoke::HoldArgs),
     /// Take certificates off hold.
     Resume(revoke::HoldArgs),
+    /// The CRLs the CA publishes.
+    #[command(subcommand)]
+    Crl(crl::CrlCommand),
 }
 
 #[tokio::main]
@@ -62,6 +66,7 @@ async fn main() -> std::process::ExitCode {
         Command::Revoke(a) => revoke::revoke(&cli.conn, a).await,
         Command::Suspend(a) => revoke::hold(&cli.conn, a, revoke::Action::Suspend).await,
         Command::Resume(a) => revoke::hold(&cli.conn, a, revoke::Action::Resume).await,
+        Command::Crl(c) => crl::run(&cli.conn, c).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

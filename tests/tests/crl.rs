@@ -181,3 +181,128 @@ fn crls_are_signed_published_and_understood_by_openssl() {
         "the entry survives the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
+    use hallmark_proto::v1 as pb;
+    use hallmark_proto::v1::revocation_client::RevocationClient;
+    use pb::revoke_request::Selector;
+
+    let ca = hallmark_tests::TestCa::start().await;
+    let mut admin = ca.admin().await;
+    let issue = |device: &str, profile: &str| pb::IssueRequest {
+        device_id: device.into(),
+        profile: profile.into(),
+        ..Default::default()
+    };
+    let (agent_key, csr) = hallmark_tests::p256_csr("broker-a");
+    let agent = admin
+        .issue(pb::IssueRequest {
+            csr,
+            ..issue("broker-a", "broker-agent")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate
+        .unwrap();
+    let agent_id = (
+        hallmark_ca::authority::ca::der_to_pem(&agent.der).into_bytes(),
+        agent_key.into_bytes(),
+    );
+    let (_, csr) = hallmark_tests::p256_csr("s-9");
+    admin
+        .issue(pb::IssueRequest {
+            csr,
+            ..issue("s-9", "sensor")
+        })
+        .await
+        .unwrap();
+
+    let mut watcher = RevocationClient::new(ca.channel(Some(agent_id)).await);
+    let mut stream = watcher
+        .watch_crl(pb::WatchCrlRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .unwrap()
+        .expect("the current CRLs on connect");
+    assert_eq!(first.crls.len(), 1);
+    let n0 = first.crls[0].number;
+
+    let mut revocation = RevocationClient::new(ca.channel(Some(ca.admin_identity())).await);
+    let started = Instant::now();
+    let req = |sel| pb::RevokeRequest {
+        selector: Some(sel),
+        reason: 1,
+        dry_run: false,
+    };
+    revocation
+        .revoke(req(Selector::DeviceId("s-9".into())))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a new CRL in time")
+        .unwrap()
+        .unwrap();
+    println!("revocation to pushed CRL: {:?}", started.elapsed());
+    assert!(next.crls[0].number > n0);
+    assert_eq!(next.crls[0].entries, 1);
+
+    // The watcher's own credential revoked: the next message is the refusal, then the end.
+    revocation
+        .revoke(req(Selector::Serial(agent.serial.clone())))
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an answer in time")
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    ca.server.shutdown().await;
+}
+
+#[test]
+fn the_cli_shows_and_fetches_the_crls() {
+    let work = tempfile::tempdir().unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &[]);
+    ok(&ca.hallmark(&[
+        "cert",
+        "issue",
+        "--device",
+        "s1",
+        "--profile",
+        "sensor",
+        "--generate-key",
+        "--out",
+        s(&work.path().join("s1")),
+    ]));
+    ok(&ca.hallmark(&[
+        "revoke",
+        "--device",
+        "s1",
+        "--reason",
+        "cessation-of-operation",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&ca.hallmark(&["crl", "show", "-o", "json"]))).unwrap();
+        if shown[0]["entries"].as_array().unwrap().len() == 1 || Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        shown[0]["entries"][0]["reason"], "CessationOfOperation",
+        "{shown}"
+    );
+    let out = work.path().join("crls.pem");
+    ok(&ca.hallmark(&["crl", "fetch", "--out", s(&out)]));
+    let text = openssl(&["crl", "-in", s(&out), "-noout", "-text"]);
+    assert!(text.contains("Cessation Of Operation"), "{text}");
+}

@@ -92,7 +92,14 @@ impl Authenticator {
 
     /// The caller of `request`, or UNAUTHENTICATED with the reason.
     pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let certs = request.peer_certs();
+        self.caller_from_certs(request.peer_certs()).await
+    }
+
+    /// The caller presenting `certs` (the TLS peer chain), checked against the store now.
+    pub async fn caller_from_certs(
+        &self,
+        certs: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+    ) -> Result<Caller, Status> {
         let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
             return Err(Status::unauthenticated(
                 "no client certificate: this call needs a Hallmark credential \

@@ -1,9 +1,12 @@
 //! `hallmark.v1.Revocation`: revoke, suspend and resume certificates by serial, device, lot,
 //! zone or profile, with a dry run that shows what would change.
 
+use std::pin::Pin;
+
 use hallmark_proto::v1 as pb;
 use pb::revocation_server::Revocation;
 use pb::revoke_request::Selector;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -144,8 +147,69 @@ impl RevocationService {
     }
 }
 
+fn crl_set(set: &crate::revocation::CrlSet) -> pb::CrlSet {
+    pb::CrlSet {
+        crls: set
+            .values()
+            .map(|c| pb::Crl {
+                issuer_id: c.issuer_id.clone(),
+                number: c.number,
+                this_update: c.this_update,
+                next_update: c.next_update,
+                entries: c.entries as u32,
+                der: c.der.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Stream of `WatchCrl`.
+pub type CrlStream = Pin<Box<dyn Stream<Item = Result<pb::CrlSet, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Revocation for RevocationService {
+    type WatchCrlStream = CrlStream;
+
+    async fn get_crl(
+        &self,
+        _request: Request<pb::GetCrlRequest>,
+    ) -> Result<Response<pb::CrlSet>, Status> {
+        let _span = tracing::info_span!("GetCrl").entered();
+        Ok(Response::new(crl_set(&self.state.crls.current())))
+    }
+
+    async fn watch_crl(
+        &self,
+        request: Request<pb::WatchCrlRequest>,
+    ) -> Result<Response<Self::WatchCrlStream>, Status> {
+        let certs = request.peer_certs();
+        let caller = self.state.auth.caller_from_certs(certs.clone()).await?;
+        caller.require(&[Role::BrokerAgent, Role::Admin], "WatchCrl")?;
+        tracing::info!(caller = %caller.actor(), "CRL watcher connected");
+        let auth = self.state.auth.clone();
+        let mut updates = self.state.crls.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let current = updates.borrow_and_update().clone();
+                // A watcher revoked meanwhile gets its refusal instead of the next CRL.
+                if let Err(status) = auth.caller_from_certs(certs.clone()).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                if tx.send(Ok(crl_set(&current))).await.is_err() {
+                    return; // the watcher left
+                }
+                if updates.changed().await.is_err() {
+                    return; // shutting down
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn revoke(
         &self,
         request: Request<pb::RevokeRequest>,
