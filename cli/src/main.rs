@@ -1,5 +1,6 @@
 //! `hallmark`: the command line of operators, technicians, devices and broker hosts.
 
+mod broker;
 mod cert;
 mod client;
 mod crl;
@@ -50,6 +51,9 @@ enum Command {
     /// The CRLs the CA publishes.
     #[command(subcommand)]
     Crl(crl::CrlCommand),
+    /// On a broker host: keep the broker's CRL and CA files current.
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
 }
 
 #[tokio::main]
@@ -67,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         Command::Suspend(a) => revoke::hold(&cli.conn, a, revoke::Action::Suspend).await,
         Command::Resume(a) => revoke::hold(&cli.conn, a, revoke::Action::Resume).await,
         Command::Crl(c) => crl::run(&cli.conn, c).await,
+        Command::Broker(c) => broker::run(&cli.conn, c).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,6 +2,8 @@
 //! expire), rebuilt shortly after every revocation (debounced) and at half of its validity, and
 //! handed to the HTTP distribution point and watchers through a watch channel.
 
+pub mod check;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,253 @@
+//! Against a real Mosquitto started here on a free loopback port: devices connect with their
+//! Hallmark credentials; after a revocation the broker agent (`hallmark broker sync`) gets the
+//! new CRL pushed, writes it and makes Mosquitto reload, and the device is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hallmark_tests::{CaProcess, bin, ok, s};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether `device` (a bundle directory) can connect and publish.
+fn publish(port: u16, ca_file: &Path, device: &Path) -> bool {
+    Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--cafile",
+            s(ca_file),
+        ])
+        .args([
+            "--cert",
+            s(&device.join("cert.pem")),
+            "--key",
+            s(&device.join("key.pem")),
+        ])
+        // The test broker's certificate names no host; the chain is still verified.
+        .args(["--insecure", "-t", "plant/test", "-m", "hello", "-q", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub is installed (scripts/test.sh installs mosquitto-clients)")
+        .success()
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+struct Plant {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    ca: CaProcess,
+    port: u16,
+    _broker: Kill,
+    _agent: Kill,
+}
+
+impl Plant {
+    fn bundle(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn start(devices: &[(&str, &str)]) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().to_owned();
+        let ca = CaProcess::start(&dir.join("data"), &[]);
+        for (device, zone) in devices {
+            ok(&ca.hallmark(&[
+                "cert",
+                "issue",
+                "--device",
+                device,
+                "--profile",
+                "sensor",
+                "--zone",
+                zone,
+                "--generate-key",
+                "--out",
+                s(&dir.join(device)),
+            ]));
+        }
+        ok(&ca.hallmark(&[
+            "cert",
+            "issue",
+            "--device",
+            "mqtt-1",
+            "--profile",
+            "broker",
+            "--zone",
+            "it",
+            "--generate-key",
+            "--out",
+            s(&dir.join("broker")),
+        ]));
+        ok(&ca.hallmark(&[
+            "credential",
+            "create",
+            "--role",
+            "broker-agent",
+            "--name",
+            "agent-1",
+            "--out",
+            s(&dir.join("agent")),
+        ]));
+        let endpoint = ca
+            .env
+            .iter()
+            .find(|(k, _)| k == "HALLMARK_ENDPOINT")
+            .unwrap()
+            .1
+            .clone();
+        let (crl_file, ca_file, pid_file) = (
+            dir.join("crl.pem"),
+            dir.join("ca.pem"),
+            dir.join("mosquitto.pid"),
+        );
+        let agent_cmd = |extra: &[&str]| {
+            let mut c = Command::new(bin("hallmark"));
+            c.args([
+                "broker",
+                "sync",
+                "--crl-file",
+                s(&crl_file),
+                "--ca-file",
+                s(&ca_file),
+                "--reload-pid-file",
+                s(&pid_file),
+            ])
+            .args(extra)
+            .env_clear()
+            .env("HALLMARK_ENDPOINT", &endpoint)
+            .env("HALLMARK_CA", dir.join("agent/ca.pem"))
+            .env("HALLMARK_CERT", dir.join("agent/cert.pem"))
+            .env("HALLMARK_KEY", dir.join("agent/key.pem"));
+            c
+        };
+        // First files before the broker starts (Mosquitto needs its crlfile at start); the pid
+        // file does not exist yet, so this first reload fails and that is fine.
+        let _ = agent_cmd(&["--once"]).output().unwrap();
+        assert!(
+            crl_file.exists() && ca_file.exists(),
+            "the agent wrote the broker's files"
+        );
+
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\npid_file {pid}\npersistence false\nlog_dest stderr\nlog_type error\n\
+                 listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 require_certificate true\nuse_identity_as_username true\ncrlfile {crl}\n",
+                pid = s(&pid_file),
+                ca = s(&ca_file),
+                cert = s(&dir.join("broker/chain.pem")),
+                key = s(&dir.join("broker/key.pem")),
+                crl = s(&crl_file),
+            ),
+        )
+        .unwrap();
+        let broker = Kill(
+            Command::new("mosquitto")
+                .args(["-c", s(&conf)])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed"),
+        );
+        wait_until("Mosquitto listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && pid_file.exists()
+        });
+        let agent = Kill(agent_cmd(&[]).stdout(Stdio::null()).spawn().unwrap());
+        Plant {
+            _work: work,
+            dir,
+            ca,
+            port,
+            _broker: broker,
+            _agent: agent,
+        }
+    }
+}
+
+#[test]
+fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
+    let plant = Plant::start(&[("sensor-1", "field"), ("sensor-2", "field")]);
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+    assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+    // Give the agent time to connect its watch stream.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let revoked_at = Instant::now();
+    ok(&plant.ca.hallmark(&[
+        "revoke",
+        "--device",
+        "sensor-2",
+        "--reason",
+        "key-compromise",
+    ]));
+    let took = wait_until("device 2 refused", Duration::from_secs(10), || {
+        !publish(plant.port, &ca_file, &d2)
+    });
+    let total = revoked_at.elapsed();
+    println!("revocation to refusal at the broker: {total:?} (polling {took:?})");
+    assert!(
+        total < Duration::from_secs(2),
+        "refused only after {total:?}"
+    );
+    assert!(
+        publish(plant.port, &ca_file, &d1),
+        "device 1 still connects"
+    );
+
+    // Suspend refuses, resume lets the device back in.
+    ok(&plant.ca.hallmark(&["suspend", "--device", "sensor-1"]));
+    wait_until(
+        "device 1 refused while suspended",
+        Duration::from_secs(5),
+        || !publish(plant.port, &ca_file, &d1),
+    );
+    ok(&plant.ca.hallmark(&["resume", "--device", "sensor-1"]));
+    wait_until("device 1 back after resume", Duration::from_secs(5), || {
+        publish(plant.port, &ca_file, &d1)
+    });
+}
