@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests need, as "command-or-file:package".
 requirements=(
   "openssl:openssl"   # the reference validator of every chain the tests issue
+  "/usr/sbin/mosquitto:mosquitto"        # the MQTT broker devices connect to
+  "mosquitto_pub:mosquitto-clients"      # the MQTT client the tests connect devices with
   "gcc:gcc"           # aws-lc-sys compiles C
   "make:make"
 )

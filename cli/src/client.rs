@@ -27,7 +27,12 @@ pub struct Connection {
     #[arg(long, global = true, env = "HALLMARK_KEY")]
     pub key: Option<PathBuf>,
     /// Trust bundle (PEM) to verify the CA's server certificate.
-    #[arg(long = "trust-bundle", id = "trust_bundle", global = true, env = "HALLMARK_CA")]
+    #[arg(
+        long = "trust-bundle",
+        id = "trust_bundle",
+        global = true,
+        env = "HALLMARK_CA"
+    )]
     pub ca_file: Option<PathBuf>,
 }
 
