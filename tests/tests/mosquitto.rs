@@ -76,7 +76,8 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Du
 struct Plant {
     _work: tempfile::TempDir,
     dir: PathBuf,
-    ca: CaProcess,
+    ca: Option<CaProcess>,
+    http: String,
     port: u16,
     _broker: Kill,
     _agent: Kill,
@@ -85,6 +86,10 @@ struct Plant {
 impl Plant {
     fn bundle(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn ca(&self) -> &CaProcess {
+        self.ca.as_ref().expect("the CA runs")
     }
 
     fn start(devices: &[(&str, &str)]) -> Self {
@@ -195,11 +200,20 @@ impl Plant {
         wait_until("Mosquitto listening", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && pid_file.exists()
         });
-        let agent = Kill(agent_cmd(&[]).stdout(Stdio::null()).spawn().unwrap());
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let agent = Kill(
+            agent_cmd(&["--poll-interval", "200ms"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let http = ca.http.clone();
         Plant {
             _work: work,
             dir,
-            ca,
+            ca: Some(ca),
+            http,
             port,
             _broker: broker,
             _agent: agent,
@@ -218,7 +232,7 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     std::thread::sleep(Duration::from_millis(500));
 
     let revoked_at = Instant::now();
-    ok(&plant.ca.hallmark(&[
+    ok(&plant.ca().hallmark(&[
         "revoke",
         "--device",
         "sensor-2",
@@ -240,14 +254,129 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     );
 
     // Suspend refuses, resume lets the device back in.
-    ok(&plant.ca.hallmark(&["suspend", "--device", "sensor-1"]));
+    ok(&plant.ca().hallmark(&["suspend", "--device", "sensor-1"]));
     wait_until(
         "device 1 refused while suspended",
         Duration::from_secs(5),
         || !publish(plant.port, &ca_file, &d1),
     );
-    ok(&plant.ca.hallmark(&["resume", "--device", "sensor-1"]));
+    ok(&plant.ca().hallmark(&["resume", "--device", "sensor-1"]));
     wait_until("device 1 back after resume", Duration::from_secs(5), || {
         publish(plant.port, &ca_file, &d1)
     });
+}
+
+/// Serves `body()` to every HTTP request on `addr` until `stop` is set.
+fn serve(
+    addr: &str,
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).expect("the CA's HTTP port is free again");
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    let mut buf = [0u8; 2048];
+                    let _ = conn.read(&mut buf);
+                    let b = body.lock().unwrap().clone();
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        b.len()
+                    );
+                    let _ = conn.write_all(&b);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    })
+}
+
+fn crl_numbers(file: &Path) -> String {
+    hallmark_tests::openssl(&["crl", "-in", s(file), "-noout", "-crlnumber"])
+}
+
+#[test]
+fn the_agent_keeps_good_files_and_refuses_bad_crls_while_the_ca_is_down() {
+    use hallmark_ca::authority::IssuingCa;
+    use hallmark_ca::authority::crl::{CrlRequest, build_crl, distribution_point};
+
+    let mut plant = Plant::start(&[("sensor-1", "field")]);
+    let crl_file = plant.dir.join("crl.pem");
+    // The agent's stream is up and it applied the CA's CRL.
+    std::thread::sleep(Duration::from_millis(500));
+    let data = plant.dir.join("data");
+    let issuing_pem = std::fs::read(data.join("ca/issuing.crt")).unwrap();
+    let (_, issuing) = x509_parser::pem::parse_x509_pem(&issuing_pem).unwrap();
+    let issuing_der = issuing.contents.clone();
+    let id = hallmark_ca::authority::ca::ca_id("issuing", &issuing_der);
+    let real = |()| {
+        let key = hallmark_ca::keys::file::read_key(&data.join("ca/issuing.key"), None).unwrap();
+        IssuingCa::new(id.clone(), issuing_der.clone(), key).unwrap()
+    };
+    let dp = distribution_point(&format!("http://{}", plant.http), &id);
+
+    // The CA stops: the agent keeps the last good files.
+    plant.ca = None;
+    let good = std::fs::read(&crl_file).unwrap();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"not a CRL".to_vec()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = serve(&plant.http, body.clone(), stop.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let crl = |ca: &IssuingCa, number: u64, at: i64| {
+        build_crl(
+            ca,
+            &CrlRequest {
+                number,
+                now: at,
+                validity: Duration::from_secs(3600),
+                distribution_point: Some(dp.clone()),
+                entries: &[],
+            },
+        )
+        .unwrap()
+    };
+    let forged_key = hallmark_ca::keys::CaKey::generate_p256().unwrap();
+    let forged = IssuingCa::new(id.clone(), issuing_der.clone(), forged_key).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"not a CRL".to_vec()),
+        ("bad signature", crl(&forged, 1000, now)),
+        ("expired nextUpdate", crl(&real(()), 1001, now - 7200)),
+        ("lower CRL number", crl(&real(()), 0, now)),
+    ];
+    for (case, der) in cases {
+        *body.lock().unwrap() = der;
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(
+            std::fs::read(&crl_file).unwrap(),
+            good,
+            "{case}: the broker's CRL file changed"
+        );
+    }
+    let log = std::fs::read_to_string(plant.dir.join("agent.log")).unwrap();
+    for needle in [
+        "not a parseable CRL",
+        "bad signature",
+        "is stale",
+        "is lower than the applied",
+    ] {
+        assert!(
+            log.contains(needle),
+            "the agent did not report `{needle}`:\n{log}"
+        );
+    }
+    // A good, newer CRL from the distribution point is applied while the stream is down.
+    *body.lock().unwrap() = crl(&real(()), 5000, now);
+    wait_until("the polled CRL applied", Duration::from_secs(10), || {
+        crl_numbers(&crl_file).contains("1388")
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.join().unwrap();
 }
