@@ -380,3 +380,43 @@ fn the_agent_keeps_good_files_and_refuses_bad_crls_while_the_ca_is_down() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     server.join().unwrap();
 }
+
+#[test]
+fn revoking_a_zone_refuses_all_of_it_and_none_of_the_other() {
+    let names: Vec<(String, &str)> = (0..50)
+        .map(|i| (format!("a-{i:02}"), "zone-a"))
+        .chain((0..50).map(|i| (format!("b-{i:02}"), "zone-b")))
+        .collect();
+    let devices: Vec<(&str, &str)> = names.iter().map(|(n, z)| (n.as_str(), *z)).collect();
+    let plant = Plant::start(&devices);
+    let ca_file = plant.dir.join("ca.pem");
+    std::thread::sleep(Duration::from_millis(500));
+    let dry = ok(&plant.ca().hallmark(&[
+        "revoke",
+        "--zone",
+        "zone-a",
+        "--reason",
+        "key-compromise",
+        "--dry-run",
+    ]));
+    assert!(dry.contains("would revoke 50 certificates"), "{dry}");
+    ok(&plant
+        .ca()
+        .hallmark(&["revoke", "--zone", "zone-a", "--reason", "key-compromise"]));
+    wait_until("a-00 refused", Duration::from_secs(5), || {
+        !publish(plant.port, &ca_file, &plant.bundle("a-00"))
+    });
+    let refused_a = names
+        .iter()
+        .filter(|(n, z)| *z == "zone-a" && !publish(plant.port, &ca_file, &plant.bundle(n)))
+        .count();
+    let accepted_b = names
+        .iter()
+        .filter(|(n, z)| *z == "zone-b" && publish(plant.port, &ca_file, &plant.bundle(n)))
+        .count();
+    assert_eq!(
+        (refused_a, accepted_b),
+        (50, 50),
+        "all of zone a refused, all of zone b accepted"
+    );
+}
