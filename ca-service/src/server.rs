@@ -259,6 +259,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             authority: authority_handle,
             trust: trust.clone(),
             clock: opts.clock.clone(),
+            crls: crls.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -309,6 +310,7 @@ struct IssuerWatch {
     authority: Authority,
     trust: TrustHandle,
     clock: SharedClock,
+    crls: CrlPublisher,
 }
 
 /// Follows issuer rollovers made by `hallmark-ca issuer rotate` (possibly in another process):
@@ -333,6 +335,8 @@ async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
             .set(TrustMaterial::from_issuers(&issuers, w.clock.now()))
         {
             tracing::info!("trust bundle updated");
+            // A new (or expired) issuer: its CRL appears (or goes) now, not at the next refresh.
+            w.crls.request_rebuild();
         }
         let Some(active) = issuers
             .iter()

@@ -599,6 +599,52 @@ fn issuing_ca_rolls_over_without_downtime() {
         ]);
         assert!(out.trim_end().ends_with(": OK"), "{out}");
     }
+    // The retired issuer keeps publishing its CRL beside the new one, each at the CDP of its
+    // certificates, each signed by its own issuer.
+    for dir in [&before, &after] {
+        let text = openssl(&[
+            "x509",
+            "-in",
+            s(&dir.join("cert.pem")),
+            "-noout",
+            "-ext",
+            "crlDistributionPoints",
+        ]);
+        let uri = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("URI:"))
+            .expect("a CDP")
+            .to_owned();
+        let path = format!(
+            "/{}",
+            uri.split_once("://").unwrap().1.split_once('/').unwrap().1
+        );
+        // The new issuer's first CRL follows the rollover within moments.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (head, body) = loop {
+            let (head, body) = ca.http_get_raw(&path.replace(".crl", ".pem"), "");
+            if head.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+                break (head, body);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        let crl = work.path().join("crl.pem");
+        std::fs::write(&crl, body).unwrap();
+        let v = hallmark_tests::openssl_output(&[
+            "crl",
+            "-in",
+            s(&crl),
+            "-CAfile",
+            s(&served),
+            "-noout",
+            "-verify",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&v.stderr).contains("verify OK"),
+            "{path}: {v:?}"
+        );
+    }
     let list = ok(&Command::new(bin("hallmark-ca"))
         .args(["issuer", "list", "--data-dir", s(&data)])
         .output()
