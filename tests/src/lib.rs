@@ -374,3 +374,22 @@ pub fn assert_bundle_verifies(dir: &Path) {
     ]);
     assert!(verify.trim_end().ends_with(": OK"), "{verify}");
 }
+
+/// The path part (`/crl/<issuer>.crl`) of the CRL distribution point of a certificate file.
+pub fn cdp_path(cert: &Path) -> String {
+    let text = openssl(&[
+        "x509",
+        "-in",
+        s(cert),
+        "-noout",
+        "-ext",
+        "crlDistributionPoints",
+    ]);
+    let uri = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("URI:"))
+        .expect("a CDP URI")
+        .to_owned();
+    let path = uri.split_once("://").expect("a URL").1;
+    format!("/{}", path.split_once('/').expect("a path").1)
+}

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{CaProcess, ok, openssl, openssl_output, s};
+use hallmark_tests::{CaProcess, cdp_path, ok, openssl, openssl_output, s};
 
 fn crl_number(pem: &Path) -> u64 {
     let text = openssl(&["crl", "-in", s(pem), "-noout", "-crlnumber"]);
@@ -13,25 +13,6 @@ fn crl_number(pem: &Path) -> u64 {
         .trim_start_matches("crlNumber=")
         .trim_start_matches("0x");
     u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crl number in `{text}`"))
-}
-
-/// The CDP URL path of a certificate (`/crl/<issuer>.crl`).
-fn cdp_path(cert: &Path) -> String {
-    let text = openssl(&[
-        "x509",
-        "-in",
-        s(cert),
-        "-noout",
-        "-ext",
-        "crlDistributionPoints",
-    ]);
-    let uri = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("URI:"))
-        .expect("a CDP URI")
-        .to_owned();
-    let path = uri.split_once("://").unwrap().1;
-    format!("/{}", path.split_once('/').unwrap().1)
 }
 
 /// Fetches the CRL as PEM into `out` until `done` holds for it (bounded).

@@ -602,23 +602,7 @@ fn issuing_ca_rolls_over_without_downtime() {
     // The retired issuer keeps publishing its CRL beside the new one, each at the CDP of its
     // certificates, each signed by its own issuer.
     for dir in [&before, &after] {
-        let text = openssl(&[
-            "x509",
-            "-in",
-            s(&dir.join("cert.pem")),
-            "-noout",
-            "-ext",
-            "crlDistributionPoints",
-        ]);
-        let uri = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("URI:"))
-            .expect("a CDP")
-            .to_owned();
-        let path = format!(
-            "/{}",
-            uri.split_once("://").unwrap().1.split_once('/').unwrap().1
-        );
+        let path = hallmark_tests::cdp_path(&dir.join("cert.pem"));
         // The new issuer's first CRL follows the rollover within moments.
         let deadline = Instant::now() + Duration::from_secs(10);
         let (head, body) = loop {
