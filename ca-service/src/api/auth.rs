@@ -38,6 +38,38 @@ impl Caller {
         format!("{}/{}", self.name, self.serial)
     }
 
+    /// Whether a provisioner's scope covers `profile` in `zone` (false for other roles).
+    pub fn scope_covers(&self, profile: &str, zone: &str) -> bool {
+        self.scope.as_ref().is_some_and(|s| {
+            s.profiles.iter().any(|p| p == profile) && s.zones.iter().any(|z| z == zone)
+        })
+    }
+
+    /// Refuses, with the provisioner's scope in the message, unless it covers `profile` in
+    /// `zone`; other roles pass.
+    pub fn require_scope(&self, action: &str, profile: &str, zone: &str) -> Result<(), String> {
+        if self.role != Role::Provisioner || self.scope_covers(profile, zone) {
+            return Ok(());
+        }
+        let scope = self.scope.clone().unwrap_or_default();
+        Err(format!(
+            "provisioner {} may {action} profiles [{}] in zones [{}]; not profile {profile} in zone {zone}",
+            self.name,
+            scope.profiles.join(", "),
+            scope.zones.join(", ")
+        ))
+    }
+
+    /// Whether the caller may read what belongs to `device` (of `profile`, in `zone`).
+    pub fn may_read(&self, device: &str, profile: &str, zone: &str) -> bool {
+        match self.role {
+            Role::Admin | Role::BrokerAgent => true,
+            Role::Provisioner => self.scope_covers(profile, zone),
+            Role::Device => self.name == device,
+            Role::Server => false,
+        }
+    }
+
     /// Refuses the call unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role], rpc: &str) -> Result<(), Status> {
         if roles.contains(&self.role) {

@@ -15,11 +15,6 @@ use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
 use crate::store::{CertFilter, CertStatus, CertificateRecord, DeviceStatus, Scope};
 
-/// Largest page of a listing.
-pub const MAX_PAGE_SIZE: u32 = 1000;
-/// Page size when the request names none.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-
 /// The service.
 #[derive(Debug, Clone)]
 pub struct CaService {
@@ -110,34 +105,6 @@ fn unknown_profile(name: &str, state: &ApiState) -> Status {
     ))
 }
 
-fn check_provisioner_scope(caller: &Caller, profile: &str, zone: &str) -> Result<(), Status> {
-    if caller.role != Role::Provisioner {
-        return Ok(());
-    }
-    let scope = caller.scope.clone().unwrap_or_default();
-    if scope.profiles.iter().any(|p| p == profile) && scope.zones.iter().any(|z| z == zone) {
-        return Ok(());
-    }
-    Err(Status::permission_denied(format!(
-        "provisioner {} may issue profiles [{}] in zones [{}]; not profile {profile} in zone {zone}",
-        caller.name,
-        scope.profiles.join(", "),
-        scope.zones.join(", ")
-    )))
-}
-
-fn may_see(caller: &Caller, cert: &CertificateRecord) -> bool {
-    match caller.role {
-        Role::Admin | Role::BrokerAgent => true,
-        Role::Provisioner => caller
-            .scope
-            .as_ref()
-            .is_some_and(|s| s.profiles.contains(&cert.profile) && s.zones.contains(&cert.zone)),
-        Role::Device => caller.name == cert.device_id,
-        Role::Server => false,
-    }
-}
-
 impl CaService {
     async fn issue_inner(
         &self,
@@ -194,7 +161,9 @@ impl CaService {
             None if req.zone.is_empty() => st.default_zone.clone(),
             None => req.zone.clone(),
         };
-        check_provisioner_scope(&caller, &profile.name, &zone)?;
+        caller
+            .require_scope("issue", &profile.name, &zone)
+            .map_err(Status::permission_denied)?;
 
         let csr = check_csr(&req.csr, profile).map_err(invalid_csr)?;
         let lifetime =
@@ -321,7 +290,9 @@ impl CertificateAuthority for CaService {
                 .await
                 .map_err(store_status)?;
             match record {
-                Some(r) if may_see(&caller, &r) => Ok(Response::new(certificate_message(&r))),
+                Some(r) if caller.may_read(&r.device_id, &r.profile, &r.zone) => {
+                    Ok(Response::new(certificate_message(&r)))
+                }
                 Some(_) => Err(Status::permission_denied(format!(
                     "{} may not read certificate {serial}",
                     caller.name
@@ -384,15 +355,7 @@ impl CertificateAuthority for CaService {
                 }
                 filter.device_id = Some(caller.name.clone());
             }
-            let page_size = match req.page_size {
-                0 => DEFAULT_PAGE_SIZE,
-                n if n > MAX_PAGE_SIZE => {
-                    return Err(Status::invalid_argument(format!(
-                        "page_size {n} is over the maximum of {MAX_PAGE_SIZE}"
-                    )));
-                }
-                n => n,
-            };
+            let page_size = super::page_size(req.page_size)?;
             let after = if req.page_token.is_empty() {
                 0
             } else {

@@ -103,19 +103,7 @@ impl DevicesService {
             }
             None => return Err(format!("unknown profile `{}`", r.profile.escape_default())),
         }
-        if caller.role == Role::Provisioner {
-            let scope = caller.scope.clone().unwrap_or_default();
-            if !scope.profiles.contains(&r.profile) || !scope.zones.contains(&r.zone) {
-                return Err(format!(
-                    "provisioner {} may register profiles [{}] in zones [{}]; not profile {} in zone {}",
-                    caller.name,
-                    scope.profiles.join(", "),
-                    scope.zones.join(", "),
-                    r.profile,
-                    r.zone
-                ));
-            }
-        }
+        caller.require_scope("register", &r.profile, &r.zone)?;
         let lot = if r.lot.is_empty() {
             None
         } else {
@@ -162,18 +150,6 @@ impl DevicesService {
             other => Err(Status::internal(format!(
                 "unexpected store answer {other:?}"
             ))),
-        }
-    }
-
-    fn may_see(caller: &Caller, d: &DeviceRecord) -> bool {
-        match caller.role {
-            Role::Admin | Role::BrokerAgent => true,
-            Role::Provisioner => caller
-                .scope
-                .as_ref()
-                .is_some_and(|s| s.profiles.contains(&d.profile) && s.zones.contains(&d.zone)),
-            Role::Device => caller.name == d.id,
-            Role::Server => false,
         }
     }
 }
@@ -270,7 +246,9 @@ impl Devices for DevicesService {
             let id = request.into_inner().id;
             DeviceId::parse(&id).map_err(invalid_name)?;
             match self.state.store.device(&id).await.map_err(store_status)? {
-                Some(d) if Self::may_see(&caller, &d) => Ok(Response::new(device_message(&d))),
+                Some(d) if caller.may_read(&d.id, &d.profile, &d.zone) => {
+                    Ok(Response::new(device_message(&d)))
+                }
                 Some(_) => Err(Status::permission_denied(format!(
                     "{} may not read device {id}",
                     caller.name

@@ -10,7 +10,7 @@ use rcgen::{
 };
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use super::{AuthorityError, BACKDATE_SECONDS, IssuingCa};
+use super::{AuthorityError, IssuingCa, backdate};
 use crate::clock::to_offset;
 
 /// One revoked (or held) certificate on a CRL.
@@ -67,9 +67,14 @@ fn subject_key_id(cert_der: &[u8]) -> Option<Vec<u8>> {
         })
 }
 
+/// `(thisUpdate, nextUpdate)` of a CRL built at `now`, Unix seconds.
+pub fn crl_window(now: i64, validity: Duration) -> (i64, i64) {
+    (now - backdate(validity), now + validity.as_secs() as i64)
+}
+
 /// Builds and signs the CRL of `ca`.
 pub fn build_crl(ca: &IssuingCa, req: &CrlRequest<'_>) -> Result<Vec<u8>, AuthorityError> {
-    let backdate = BACKDATE_SECONDS.min(req.validity.as_secs() as i64 / 10);
+    let (this_update, next_update) = crl_window(req.now, req.validity);
     let revoked_certs = req
         .entries
         .iter()
@@ -86,8 +91,8 @@ pub fn build_crl(ca: &IssuingCa, req: &CrlRequest<'_>) -> Result<Vec<u8>, Author
         })
         .collect::<Result<Vec<_>, rcgen::Error>>()?;
     let params = CertificateRevocationListParams {
-        this_update: to_offset(req.now - backdate),
-        next_update: to_offset(req.now + req.validity.as_secs() as i64),
+        this_update: to_offset(this_update),
+        next_update: to_offset(next_update),
         crl_number: SerialNumber::from_slice(&req.number.to_be_bytes()),
         issuing_distribution_point: req.distribution_point.as_ref().map(|uri| {
             CrlIssuingDistributionPoint {

@@ -137,6 +137,11 @@ pub struct IssuedLeaf {
     pub issuer: Arc<IssuingCa>,
 }
 
+/// How far to backdate `notBefore`/`thisUpdate` of something valid for `lifetime`.
+pub fn backdate(lifetime: Duration) -> i64 {
+    BACKDATE_SECONDS.min(lifetime.as_secs() as i64 / 10)
+}
+
 /// Static naming policy.
 #[derive(Debug, Clone)]
 pub struct NamingPolicy {
@@ -264,8 +269,7 @@ impl Authority {
         let wanted_end = now.saturating_add(lifetime.as_secs() as i64);
         let not_after = wanted_end.min(ca.not_after);
         // Backdated for slow device clocks, but by at most a tenth of a short lifetime.
-        let backdate = BACKDATE_SECONDS.min(lifetime.as_secs() as i64 / 10);
-        let not_before = (now - backdate).max(ca.not_before);
+        let not_before = (now - backdate(lifetime)).max(ca.not_before);
         let serial = random_serial()?;
 
         let mut params = CertificateParams::default();

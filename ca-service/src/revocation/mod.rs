@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::authority::crl::{CrlRequest, build_crl, distribution_point};
+use crate::authority::crl::{CrlRequest, build_crl, crl_window, distribution_point};
 use crate::authority::{Authority, IssuingCa};
 use crate::bootstrap::{self, DataDir};
 use crate::clock::SharedClock;
@@ -218,13 +218,13 @@ impl Builder {
             },
         )
         .map_err(|e| e.to_string())?;
-        let backdate = crate::authority::BACKDATE_SECONDS.min(s.validity.as_secs() as i64 / 10);
+        let (this_update, next_update) = crl_window(now, s.validity);
         tracing::debug!(issuer = %rec.id, number, entries = entries.len(), "CRL built");
         Ok(PublishedCrl {
             issuer_id: rec.id.clone(),
             number,
-            this_update: now - backdate,
-            next_update: now + s.validity.as_secs() as i64,
+            this_update,
+            next_update,
             entries: entries.len(),
             der,
         })

@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet};
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
-use super::ops::{audit_many, check_claim, device_registered_event, issued_event, scope_json};
+use super::ops::{
+    SkipConflicts, audit_many, check_claim, device_registered_event, insert_devices, issued_event,
+    scope_json,
+};
 use super::writer::{Request, WriteOp, WriteOutput};
-use super::{DeviceClaim, DeviceStatus, NewCertificate, StoreError};
+use super::{DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StoreError};
 
 /// Writes a run of `Issue` requests with one statement per table: devices (insert-if-new),
 /// a device check, certificates and audit events. A request whose device does not match fails
@@ -31,29 +34,24 @@ pub(super) async fn issue_run(
         })
         .collect();
 
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
-    );
-    insert.push_values(&items, |mut b, (d, c, _)| {
-        b.push_bind(&d.id)
-            .push_bind(&d.zone)
-            .push_bind(None::<String>)
-            .push_bind(&d.profile)
-            .push_bind(None::<String>)
-            .push_bind(d.serial_number.as_deref())
-            .push_bind(d.manufacturer.as_deref())
-            .push_bind(DeviceStatus::Active.as_str())
-            .push_bind(c.issued_at)
-            .push_bind(c.issued_at);
-    });
-    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-    let new_ids: HashSet<String> = insert
-        .build()
-        .fetch_all(&mut *conn)
-        .await?
+    let new_devices: Vec<NewDevice> = items
         .iter()
-        .map(|r| r.get("id"))
+        .map(|(d, _, _)| NewDevice {
+            id: d.id.clone(),
+            zone: d.zone.clone(),
+            profile: d.profile.clone(),
+            lot: None,
+            model: None,
+            serial_number: d.serial_number.clone(),
+            manufacturer: d.manufacturer.clone(),
+        })
         .collect();
+    let rows: Vec<(&NewDevice, i64)> = new_devices
+        .iter()
+        .zip(&items)
+        .map(|(n, (_, c, _))| (n, c.issued_at))
+        .collect();
+    let new_ids = insert_devices(conn, &rows, SkipConflicts::Id).await?;
 
     let ids: HashSet<&str> = items.iter().map(|(d, _, _)| d.id.as_str()).collect();
     let mut select = QueryBuilder::<Sqlite>::new(

@@ -478,29 +478,8 @@ async fn register_devices(
             rejected: Vec::new(),
         });
     }
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
-    );
-    insert.push_values(devices, |mut b, d| {
-        b.push_bind(&d.id)
-            .push_bind(&d.zone)
-            .push_bind(d.lot.as_deref())
-            .push_bind(&d.profile)
-            .push_bind(d.model.as_deref())
-            .push_bind(d.serial_number.as_deref())
-            .push_bind(d.manufacturer.as_deref())
-            .push_bind(DeviceStatus::Active.as_str())
-            .push_bind(at)
-            .push_bind(at);
-    });
-    insert.push(" ON CONFLICT DO NOTHING RETURNING id");
-    let inserted: HashSet<String> = insert
-        .build()
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.get("id"))
-        .collect();
+    let rows: Vec<(&NewDevice, i64)> = devices.iter().map(|d| (d, at)).collect();
+    let inserted = insert_devices(conn, &rows, SkipConflicts::AnyUnique).await?;
 
     // Explain every refused row; `seen` catches repeats of an id or serial within the request.
     let mut rejected = Vec::new();
@@ -554,6 +533,50 @@ async fn register_devices(
         registered,
         rejected,
     })
+}
+
+/// Which uniqueness conflicts [`insert_devices`] skips silently.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SkipConflicts {
+    /// An existing id only (a serial-number clash fails the statement).
+    Id,
+    /// Any unique constraint (id or serial number).
+    AnyUnique,
+}
+
+/// Inserts active devices (each with its creation time) in one statement; returns the ids
+/// actually inserted.
+pub(super) async fn insert_devices(
+    conn: &mut SqliteConnection,
+    rows: &[(&NewDevice, i64)],
+    skip: SkipConflicts,
+) -> Result<HashSet<String>, StoreError> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
+    );
+    insert.push_values(rows, |mut b, (d, at)| {
+        b.push_bind(&d.id)
+            .push_bind(&d.zone)
+            .push_bind(d.lot.as_deref())
+            .push_bind(&d.profile)
+            .push_bind(d.model.as_deref())
+            .push_bind(d.serial_number.as_deref())
+            .push_bind(d.manufacturer.as_deref())
+            .push_bind(DeviceStatus::Active.as_str())
+            .push_bind(*at)
+            .push_bind(*at);
+    });
+    insert.push(match skip {
+        SkipConflicts::Id => " ON CONFLICT (id) DO NOTHING RETURNING id",
+        SkipConflicts::AnyUnique => " ON CONFLICT DO NOTHING RETURNING id",
+    });
+    Ok(insert
+        .build()
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect())
 }
 
 /// Appends events to the chain with one statement.
