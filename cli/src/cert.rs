@@ -277,6 +277,7 @@ pub async fn run(conn: &Connection, cmd: CertCommand) -> Result<()> {
                         page_size: 1000,
                         page_token: token.clone(),
                         expiring_within_seconds: a.expiring_within.map_or(0, |d| d.as_secs()),
+                        serials: Vec::new(),
                     })
                     .await
                     .map_err(status_error)?

@@ -1,6 +1,8 @@
-//! Against a real Mosquitto started here on a free loopback port: devices connect with their
-//! Hallmark credentials; after a revocation the broker agent (`hallmark broker sync`) gets the
-//! new CRL pushed, writes it and makes Mosquitto reload, and the device is refused.
+//! Against a real Mosquitto started here on a free loopback port with the configuration shipped
+//! in `deploy/mosquitto` (paths and port replaced): devices connect with their Hallmark
+//! credentials; after a revocation the broker agent (`hallmark broker sync`) gets the new CRL
+//! pushed, writes it and makes Mosquitto reload, the device is refused, and the sessions it had
+//! open are cut through the dynamic-security plugin.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,8 +37,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether `device` (a bundle directory) can connect and publish.
+/// Whether `device` (a bundle directory named after the device) can connect and publish on its
+/// telemetry topic.
 fn publish(port: u16, ca_file: &Path, device: &Path) -> bool {
+    let id = device.file_name().unwrap().to_str().unwrap();
+    publish_to(
+        port,
+        ca_file,
+        device,
+        &format!("plant/{id}/telemetry/t"),
+        "hello",
+    )
+}
+
+/// Whether `device` can connect and publish `message` to `topic`.
+fn publish_to(port: u16, ca_file: &Path, device: &Path, topic: &str, message: &str) -> bool {
     Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -52,8 +67,8 @@ fn publish(port: u16, ca_file: &Path, device: &Path) -> bool {
             "--key",
             s(&device.join("key.pem")),
         ])
-        // The test broker's certificate names no host; the chain is still verified.
-        .args(["--insecure", "-t", "plant/test", "-m", "hello", "-q", "1"])
+        // The broker's certificate names `mqtt-1`, not 127.0.0.1; the chain is still verified.
+        .args(["--insecure", "-t", topic, "-m", message, "-q", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -73,19 +88,30 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Du
     start.elapsed()
 }
 
+/// Fields drop in order: the processes stop before their directory goes.
 struct Plant {
-    _work: tempfile::TempDir,
     dir: PathBuf,
     ca: Option<CaProcess>,
     http: String,
     port: u16,
-    _broker: Kill,
     _agent: Kill,
+    _broker: Kill,
+    _work: tempfile::TempDir,
 }
 
 impl Plant {
     fn bundle(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Waits (5 s at most) until the agent has logged `line`.
+    fn wait_for_agent(&self, line: &str) {
+        let log = self.dir.join("agent.log");
+        wait_until(&format!("agent: {line}"), Duration::from_secs(5), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(line)
+        });
     }
 
     fn ca(&self) -> &CaProcess {
@@ -124,13 +150,28 @@ impl Plant {
             "--out",
             s(&dir.join("broker")),
         ]));
+        // A supervision system that may publish commands to the devices (an `acl_file` user).
+        ok(&ca.hallmark(&[
+            "cert",
+            "issue",
+            "--device",
+            "scada-1",
+            "--profile",
+            "gateway",
+            "--zone",
+            "supervision",
+            "--generate-key",
+            "--out",
+            s(&dir.join("scada-1")),
+        ]));
+        // The agent's name is the one the shipped dynamic-security.json gives the agent role.
         ok(&ca.hallmark(&[
             "credential",
             "create",
             "--role",
             "broker-agent",
             "--name",
-            "agent-1",
+            "broker-agent-1",
             "--out",
             s(&dir.join("agent")),
         ]));
@@ -176,20 +217,7 @@ impl Plant {
 
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "user root\npid_file {pid}\npersistence false\nlog_dest stderr\nlog_type error\n\
-                 listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
-                 require_certificate true\nuse_identity_as_username true\ncrlfile {crl}\n",
-                pid = s(&pid_file),
-                ca = s(&ca_file),
-                cert = s(&dir.join("broker/chain.pem")),
-                key = s(&dir.join("broker/key.pem")),
-                crl = s(&crl_file),
-            ),
-        )
-        .unwrap();
+        std::fs::write(&conf, mosquitto_conf(&dir, port)).unwrap();
         let broker = Kill(
             Command::new("mosquitto")
                 .args(["-c", s(&conf)])
@@ -202,11 +230,18 @@ impl Plant {
         });
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
         let agent = Kill(
-            agent_cmd(&["--poll-interval", "200ms"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
+            agent_cmd(&[
+                "--poll-interval",
+                "200ms",
+                "--dynsec",
+                &format!("127.0.0.1:{port}"),
+                "--dynsec-server-name",
+                "mqtt-1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
         );
         let http = ca.http.clone();
         Plant {
@@ -221,6 +256,83 @@ impl Plant {
     }
 }
 
+/// The shipped `deploy/mosquitto` files with this test's paths and port. `acl`,
+/// `dynamic-security.json` and the broker's files go into `dir`.
+fn mosquitto_conf(dir: &Path, port: u16) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto");
+    let read = |f: &str| std::fs::read_to_string(shipped.join(f)).unwrap();
+    let acl = read("acl") + "\nuser scada-1\ntopic write plant/+/commands/#\n";
+    std::fs::write(dir.join("acl"), acl).unwrap();
+    std::fs::write(dir.join("dynsec.json"), read("dynamic-security.json")).unwrap();
+    let plugin = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|t| format!("/usr/lib/{t}/mosquitto_dynamic_security.so"))
+        .find(|p| Path::new(p).exists())
+        .expect("the mosquitto package ships the dynamic-security plugin");
+    let conf = read("hallmark.conf");
+    let d = format!("{}/", s(dir));
+    let replaced = conf
+        .replace(
+            "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+            &plugin,
+        )
+        .replace(
+            "/var/lib/mosquitto/dynamic-security.json",
+            &format!("{d}dynsec.json"),
+        )
+        .replace("/var/lib/mosquitto/", &d)
+        .replace("/run/mosquitto/", &d)
+        .replace("/etc/mosquitto/hallmark/", &d)
+        .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
+    for line in conf
+        .lines()
+        .filter(|l| l.contains('/') && !l.starts_with("plugin "))
+    {
+        assert!(
+            !replaced.contains(line),
+            "not replaced for the test: {line}"
+        );
+    }
+    // The tests run as root; Mosquitto would otherwise drop to a `mosquitto` user that cannot
+    // read the temp dir.
+    format!("user root\nlog_dest stderr\nlog_type error\n{replaced}")
+}
+
+/// A subscriber that stays connected, with its debug output (one line per packet) in a file.
+struct Subscriber {
+    _process: Kill,
+    log: PathBuf,
+}
+
+impl Subscriber {
+    fn start(port: u16, ca_file: &Path, device: &Path, topic: &str) -> Self {
+        let log = device.with_extension("sub.log");
+        let process = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .args(["--cafile", s(ca_file), "--insecure", "-t", topic])
+            .args(["--cert", s(&device.join("cert.pem"))])
+            .args(["--key", s(&device.join("key.pem"))])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub is installed");
+        Self {
+            _process: Kill(process),
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many times it has sent CONNECT: more than once means its session was cut.
+    fn connects(&self) -> usize {
+        self.output().matches("sending CONNECT").count()
+    }
+}
+
 #[test]
 fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     let plant = Plant::start(&[("sensor-1", "field"), ("sensor-2", "field")]);
@@ -228,6 +340,22 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
     assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
     assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+    // Device 2 has a session open, subscribed to its commands.
+    let scada = plant.bundle("scada-1");
+    let commands = "plant/sensor-2/commands/run";
+    let sub = Subscriber::start(plant.port, &ca_file, &d2, "plant/sensor-2/commands/#");
+    wait_until("device 2 subscribed", Duration::from_secs(5), || {
+        sub.output().contains("received SUBACK")
+    });
+    wait_until(
+        "device 2 receives a command",
+        Duration::from_secs(5),
+        || {
+            publish_to(plant.port, &ca_file, &scada, commands, "before-revocation");
+            sub.output().contains("before-revocation")
+        },
+    );
+    assert_eq!(sub.connects(), 1);
     // Give the agent time to connect its watch stream.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -247,6 +375,27 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     assert!(
         total < Duration::from_secs(2),
         "refused only after {total:?}"
+    );
+    // Its open session is cut too: the plugin confirms the cut to the agent, and the
+    // subscriber has to reconnect (after its 1 s reconnect delay), which fails.
+    plant.wait_for_agent("cut the broker sessions of 1 device(s): sensor-2");
+    let cut = revoked_at.elapsed();
+    println!("revocation to the open session cut: {cut:?}");
+    assert!(cut < Duration::from_secs(2), "cut only after {cut:?}");
+    wait_until(
+        "device 2's subscriber disconnected",
+        Duration::from_secs(5),
+        || sub.connects() > 1,
+    );
+    assert!(
+        publish_to(plant.port, &ca_file, &scada, commands, "after-revocation"),
+        "the supervision system still publishes"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = sub.output();
+    assert!(
+        !out.contains("after-revocation") && out.matches("received CONNACK").count() == 1,
+        "device 2 got back on the broker:\n{out}"
     );
     assert!(
         publish(plant.port, &ca_file, &d1),
@@ -390,6 +539,21 @@ fn revoking_a_zone_refuses_all_of_it_and_none_of_the_other() {
     let devices: Vec<(&str, &str)> = names.iter().map(|(n, z)| (n.as_str(), *z)).collect();
     let plant = Plant::start(&devices);
     let ca_file = plant.dir.join("ca.pem");
+    // The operator manages a-00 in the dynamic-security plugin: its entry must stay as it was.
+    let dynsec = |args: &[&str]| {
+        let agent = plant.bundle("agent");
+        let port = plant.port.to_string();
+        let ca = s(&ca_file);
+        let cert = agent.join("cert.pem");
+        let key = agent.join("key.pem");
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "--cafile", ca, "--insecure"];
+        all.extend(["--cert", s(&cert), "--key", s(&key), "dynsec"]);
+        all.extend(args);
+        let out = Command::new("mosquitto_ctrl").args(&all).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    dynsec(&["createClient", "a-00", "-p", ""]);
+    assert!(dynsec(&["getClient", "a-00"]).contains("Username: a-00"));
     std::thread::sleep(Duration::from_millis(500));
     let dry = ok(&plant.ca().hallmark(&[
         "revoke",
@@ -418,5 +582,16 @@ fn revoking_a_zone_refuses_all_of_it_and_none_of_the_other() {
         (refused_a, accepted_b),
         (50, 50),
         "all of zone a refused, all of zone b accepted"
+    );
+    plant.wait_for_agent("cut the broker sessions of 50 device(s): a-00, a-01");
+    let a00 = dynsec(&["getClient", "a-00"]);
+    assert!(
+        a00.contains("Username: a-00") && !a00.contains("Disabled: true"),
+        "the operator's entry is kept, enabled: {a00}"
+    );
+    let a01 = dynsec(&["getClient", "a-01"]);
+    assert!(
+        a01.contains("Client not found"),
+        "no entry left behind: {a01}"
     );
 }

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::auth::Caller;
 use super::issuance::Issuance;
-use super::{ApiState, invalid_csr, invalid_name, store_status};
+use super::{ApiState, invalid_csr, invalid_name, parse_serial, serials_filter, store_status};
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
@@ -268,21 +268,7 @@ impl CertificateAuthority for CaService {
         let span = tracing::info_span!("GetCertificate", serial = %request.get_ref().serial);
         async move {
             let caller = self.state.auth.caller(&request).await?;
-            let serial = request
-                .get_ref()
-                .serial
-                .trim()
-                .to_ascii_lowercase()
-                .replace(':', "");
-            if serial.is_empty()
-                || serial.len() > 40
-                || !serial.chars().all(|c| c.is_ascii_hexdigit())
-            {
-                return Err(Status::invalid_argument(format!(
-                    "serial `{}` is not a hex serial number (up to 40 hex digits)",
-                    request.get_ref().serial.escape_default()
-                )));
-            }
+            let serial = parse_serial(&request.get_ref().serial)?;
             let record = self
                 .state
                 .store
@@ -340,6 +326,7 @@ impl CertificateAuthority for CaService {
                     let within = i64::try_from(req.expiring_within_seconds).unwrap_or(i64::MAX);
                     (now, now.saturating_add(within))
                 }),
+                serials: serials_filter(&req.serials)?,
             };
             if caller.role == Role::Device {
                 // A device sees only its own certificates.

@@ -151,3 +151,33 @@ pub(crate) fn page_size(requested: u32) -> Result<u32, Status> {
         n => Ok(n),
     }
 }
+
+/// A serial number as the store keeps it (lower-case hex, no colons), or INVALID_ARGUMENT.
+pub(crate) fn parse_serial(given: &str) -> Result<String, Status> {
+    let s = given.trim().to_ascii_lowercase().replace(':', "");
+    if s.is_empty() || s.len() > 40 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "serial `{}` is not a hex serial number (up to 40 hex digits)",
+            given.escape_default()
+        )));
+    }
+    Ok(s)
+}
+
+/// The `serials` filter of a listing: none, or at most 1000 valid serials.
+pub(crate) fn serials_filter(given: &[String]) -> Result<Option<Vec<String>>, Status> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if given.len() > 1000 {
+        return Err(Status::invalid_argument(format!(
+            "{} serials given; at most 1000 per call",
+            given.len()
+        )));
+    }
+    given
+        .iter()
+        .map(|s| parse_serial(s))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::ca::certificate_message;
-use super::{ApiState, invalid_name, store_status};
+use super::{ApiState, invalid_name, parse_serial, store_status};
 use crate::authority::profile::Role;
 use crate::identity::validate_name;
 use crate::store::{CertSelector, StatusChange, WriteOp, WriteOutput};
@@ -36,16 +36,7 @@ fn selector(req: &pb::RevokeRequest) -> Result<CertSelector, Status> {
         )
     })?;
     Ok(match sel {
-        Selector::Serial(s) => {
-            let s = s.trim().to_ascii_lowercase().replace(':', "");
-            if s.is_empty() || s.len() > 40 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(Status::invalid_argument(format!(
-                    "serial `{}` is not a hex serial number",
-                    s.escape_default()
-                )));
-            }
-            CertSelector::Serial(s)
-        }
+        Selector::Serial(s) => CertSelector::Serial(parse_serial(&s)?),
         Selector::DeviceId(d) => {
             validate_name("device id", &d).map_err(invalid_name)?;
             CertSelector::Device(d)
@@ -113,13 +104,12 @@ impl RevocationService {
             })
             .await
             .map_err(store_status)?;
-        let WriteOutput::Serials(changed) = out else {
+        let WriteOutput::StatusChanged(changed) = out else {
             return Err(Status::internal("unexpected store answer"));
         };
-        if !changed.is_empty() {
-            st.crls.request_rebuild();
-        }
-        let changed: std::collections::HashSet<String> = changed.into_iter().collect();
+        // The CRL publisher hears of the change from the store's status feed.
+        let changed: std::collections::HashSet<String> =
+            changed.into_iter().map(|c| c.serial).collect();
         let (revoked_at, reason) = match change {
             StatusChange::Resume => (None, None),
             _ => (Some(now), change.reason()),

@@ -288,6 +288,11 @@ impl Authority {
                 .replace("{device}", req.device_id.as_str());
             params.subject_alt_names.push(SanType::URI(uri.try_into()?));
         }
+        if profile.dns_san {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(req.device_id.as_str().try_into()?));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = profile

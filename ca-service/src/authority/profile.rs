@@ -84,6 +84,10 @@ pub struct Profile {
     pub requesters: Vec<Role>,
     /// Whether certificates carry the device URI SAN.
     pub device_uri_san: bool,
+    /// Whether certificates carry the device id as a DNS-name SAN: the host name TLS clients
+    /// check on a server (an MQTT broker, a gateway's local endpoint). Device ids are valid
+    /// host names (`broker-1.plant.example`).
+    pub dns_san: bool,
     /// Whether a CSR may reuse the key of the credential it replaces (IDevID at enrollment,
     /// current certificate at renewal). Off by default: a new key every time.
     pub allow_key_reuse: bool,
@@ -116,6 +120,7 @@ impl Profile {
             key_types: vec![KeyType::P256],
             requesters: requesters.to_vec(),
             device_uri_san: role == Role::Device,
+            dns_san: role == Role::Device && ekus.contains(&Eku::ServerAuth),
             allow_key_reuse: false,
             // A tenth of the default lifetime: far below the 2/3-of-lifetime renewal point.
             min_renewal_interval: Duration::from_secs(default_lifetime / 10),
@@ -228,6 +233,8 @@ pub struct ProfileOverride {
     pub requesters: Option<Vec<Role>>,
     /// See [`Profile::device_uri_san`].
     pub device_uri_san: Option<bool>,
+    /// See [`Profile::dns_san`].
+    pub dns_san: Option<bool>,
     /// See [`Profile::allow_key_reuse`].
     pub allow_key_reuse: Option<bool>,
     /// See [`Profile::min_renewal_interval`], e.g. `"1h"`.
@@ -294,10 +301,12 @@ impl ProfileSet {
                 Some(p) => p,
                 None => {
                     let role = o.role.ok_or_else(|| missing("role"))?;
+                    let ekus = o.ekus.clone().ok_or_else(|| missing("ekus"))?;
                     Profile {
                         name: name.clone(),
                         role,
-                        ekus: o.ekus.clone().ok_or_else(|| missing("ekus"))?,
+                        dns_san: role == Role::Device && ekus.contains(&Eku::ServerAuth),
+                        ekus,
                         default_lifetime: o
                             .default_lifetime
                             .ok_or_else(|| missing("default_lifetime"))?,
@@ -334,6 +343,9 @@ impl ProfileSet {
             }
             if let Some(v) = o.device_uri_san {
                 p.device_uri_san = v;
+            }
+            if let Some(v) = o.dns_san {
+                p.dns_san = v;
             }
             if let Some(v) = o.allow_key_reuse {
                 p.allow_key_reuse = v;

@@ -18,8 +18,8 @@ pub struct CheckedCrl {
     pub this_update: i64,
     /// `nextUpdate`, Unix seconds.
     pub next_update: i64,
-    /// Entries.
-    pub entries: usize,
+    /// Serial numbers of the entries, as the store writes them (lower-case hex), sorted.
+    pub serials: Vec<String>,
     /// URIs of the issuing distribution point.
     pub distribution_points: Vec<String>,
 }
@@ -111,7 +111,14 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         number,
         this_update: crl.last_update().timestamp(),
         next_update,
-        entries: crl.iter_revoked_certificates().count(),
+        serials: {
+            let mut s: Vec<String> = crl
+                .iter_revoked_certificates()
+                .map(|e| crate::api::auth::serial_hex(e.raw_serial()))
+                .collect();
+            s.sort_unstable();
+            s
+        },
         distribution_points,
     })
 }

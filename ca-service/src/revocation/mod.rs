@@ -3,12 +3,14 @@
 //! handed to the HTTP distribution point and watchers through a watch channel.
 
 pub mod check;
+pub mod list;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::authority::crl::{CrlRequest, build_crl, crl_window, distribution_point};
@@ -16,7 +18,9 @@ use crate::authority::{Authority, IssuingCa};
 use crate::bootstrap::{self, DataDir};
 use crate::clock::SharedClock;
 use crate::keys::Passphrase;
-use crate::store::{IssuerKind, Store, WriteOp, WriteOutput};
+use crate::store::{IssuerKind, RevocationStatus, Store, WriteOp, WriteOutput};
+
+use self::list::RevocationList;
 
 /// Revocations arriving within this window share one rebuild.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -83,26 +87,51 @@ impl CrlPublisher {
         sources: CrlSources,
         mut shutdown: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
+        // Subscribed before the first load, so that no committed change falls in between.
+        let mut feed = sources.store.status_changes();
         let mut builder = Builder {
             sources,
             keys: HashMap::new(),
+            list: RevocationList::new(),
         };
         let first = builder.rebuild(&CrlSet::new()).await;
         let (tx, rx) = watch::channel(Arc::new(first));
         let (trigger, mut triggers) = mpsc::channel::<()>(1);
         let refresh = builder.sources.validity / 2;
         let task = tokio::spawn(async move {
+            let mut feed_open = true;
             loop {
                 tokio::select! {
+                    changed = feed.recv(), if feed_open => {
+                        match changed {
+                            Ok(batch) => builder.apply(&batch),
+                            Err(broadcast::error::RecvError::Lagged(n)) => builder.lagged(n),
+                            Err(broadcast::error::RecvError::Closed) => {
+                                feed_open = false;
+                                continue;
+                            }
+                        }
+                        tokio::time::sleep(DEBOUNCE).await;
+                    }
                     t = triggers.recv() => {
                         if t.is_none() {
                             return;
                         }
                         tokio::time::sleep(DEBOUNCE).await;
-                        while triggers.try_recv().is_ok() {}
                     }
-                    _ = tokio::time::sleep(refresh) => {}
+                    // The periodic refresh also rereads the store: a safety net against any
+                    // change that did not come through the feed.
+                    _ = tokio::time::sleep(refresh) => builder.list.clear(),
                     _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
+                }
+                // Everything that arrived during the debounce shares this rebuild.
+                while triggers.try_recv().is_ok() {}
+                loop {
+                    match feed.try_recv() {
+                        Ok(batch) => builder.apply(&batch),
+                        Err(TryRecvError::Lagged(n)) => builder.lagged(n),
+                        Err(_) => break,
+                    }
                 }
                 let previous = tx.borrow().clone();
                 let next = builder.rebuild(&previous).await;
@@ -137,9 +166,25 @@ impl CrlPublisher {
 struct Builder {
     sources: CrlSources,
     keys: HashMap<String, Arc<IssuingCa>>,
+    list: RevocationList,
 }
 
 impl Builder {
+    fn apply(&mut self, batch: &[RevocationStatus]) {
+        let now = self.sources.clock.now();
+        for change in batch {
+            self.list.apply(change, now);
+        }
+    }
+
+    fn lagged(&mut self, missed: u64) {
+        tracing::warn!(
+            missed,
+            "the CRL publisher fell behind the store's status feed; rereading the entries"
+        );
+        self.list.clear();
+    }
+
     /// Rebuilds every issuer's CRL; an issuer that fails keeps its previous CRL.
     async fn rebuild(&mut self, previous: &CrlSet) -> CrlSet {
         let s = &self.sources;
@@ -190,11 +235,18 @@ impl Builder {
             self.keys.insert(rec.id.clone(), ca.clone());
             ca
         };
-        let entries = s
-            .store
-            .revocation_entries(&rec.id, now)
-            .await
-            .map_err(|e| e.to_string())?;
+        if !self.list.is_loaded(&rec.id) {
+            let statuses = s
+                .store
+                .revocation_entries(&rec.id, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.list.load(&rec.id, &statuses, now);
+        }
+        let entries = self
+            .list
+            .entries(&rec.id, now)
+            .ok_or_else(|| format!("the entries of {} are not loaded", rec.id))?;
         let number = match s
             .store
             .write(WriteOp::NextCrlNumber {

@@ -9,6 +9,7 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -63,7 +64,12 @@ pub enum StoreError {
 pub struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::Request>,
+    feed: writer::StatusFeed,
 }
+
+/// Committed batches of status changes a feed subscriber may fall behind by before it is told
+/// it lagged (and must reload).
+const FEED_CAPACITY: usize = 1024;
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`, migrates it and starts the
@@ -83,8 +89,25 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(pool.clone(), rx, max_batch.max(1)));
-        Ok(Self { pool, writer: tx })
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        tokio::spawn(writer::run(
+            pool.clone(),
+            rx,
+            max_batch.max(1),
+            feed.clone(),
+        ));
+        Ok(Self {
+            pool,
+            writer: tx,
+            feed,
+        })
+    }
+
+    /// Every committed certificate status change from now on, in commit order, each batch sent
+    /// before any of its writers is answered. A receiver that falls more than
+    /// [`FEED_CAPACITY`] batches behind gets `Lagged` and must reload what it keeps.
+    pub fn status_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<RevocationStatus>>> {
+        self.feed.subscribe()
     }
 
     /// Runs `op` in the next group commit and waits until it is durably committed.
@@ -298,9 +321,9 @@ impl Store {
         &self,
         issuer_id: &str,
         now: i64,
-    ) -> Result<Vec<crate::authority::crl::RevokedEntry>, StoreError> {
+    ) -> Result<Vec<RevocationStatus>, StoreError> {
         let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+            "SELECT serial, not_after, status, revoked_at, revocation_reason FROM certificates \
              WHERE issuer_id = ?1 AND status IN ('revoked', 'suspended') AND not_after > ?2 \
              ORDER BY seq",
         )
@@ -310,9 +333,12 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| crate::authority::crl::RevokedEntry {
+            .map(|r| RevocationStatus {
                 serial: r.get("serial"),
-                revoked_at: r.get::<Option<i64>, _>("revoked_at").unwrap_or(now),
+                issuer_id: issuer_id.to_owned(),
+                not_after: r.get("not_after"),
+                status: CertStatus::parse(r.get("status")),
+                revoked_at: r.get("revoked_at"),
                 reason: r.get("revocation_reason"),
             })
             .collect())
@@ -332,6 +358,7 @@ impl Store {
               AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR profile = ?3) \
               AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR issuer_id = ?5) \
               AND (?7 IS NULL OR (status = 'active' AND not_after > ?7 AND not_after <= ?8)) \
+              AND (?9 IS NULL OR serial IN (SELECT value FROM json_each(?9))) \
               ORDER BY seq LIMIT ?6"
         ))
         .bind(after)
@@ -342,6 +369,12 @@ impl Store {
         .bind(i64::from(limit) + 1)
         .bind(filter.expiring.map(|(from, _)| from))
         .bind(filter.expiring.map(|(_, to)| to))
+        .bind(
+            filter
+                .serials
+                .as_ref()
+                .map(|s| serde_json::Value::from(s.clone()).to_string()),
+        )
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows

@@ -7,7 +7,8 @@ use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::writer::{WriteOp, WriteOutput};
 use super::{
-    CertStatus, DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StatusChange, StoreError,
+    CertStatus, DeviceClaim, DeviceStatus, NewCertificate, NewDevice, RevocationStatus,
+    StatusChange, StoreError,
 };
 use crate::audit::AuditEvent;
 
@@ -175,6 +176,17 @@ pub(super) async fn apply(
                 StatusChange::Resume => (None, None),
                 _ => (Some(*at), change.reason()),
             };
+            let changed = rows
+                .iter()
+                .map(|r| RevocationStatus {
+                    serial: r.get("serial"),
+                    issuer_id: r.get("issuer_id"),
+                    not_after: r.get("not_after"),
+                    status: change.to_status(),
+                    revoked_at,
+                    reason,
+                })
+                .collect();
             for chunk in serials.chunks(500) {
                 let mut q = QueryBuilder::<Sqlite>::new("UPDATE certificates SET status = ");
                 q.push_bind(change.to_status().as_str())
@@ -203,7 +215,7 @@ pub(super) async fn apply(
                 })
                 .collect();
             audit_many(conn, events, chain).await?;
-            Ok(WriteOutput::Serials(serials))
+            Ok(WriteOutput::StatusChanged(changed))
         }
         WriteOp::NextCrlNumber { issuer_id, at } => {
             let n: i64 = sqlx::query_scalar(
@@ -255,21 +267,21 @@ pub(super) async fn apply(
                 CertStatus::Active => (None, None),
                 _ => (Some(*at), *reason),
             };
-            let done = sqlx::query(
+            let row = sqlx::query(
                 "UPDATE certificates SET status = ?1, revoked_at = ?2, revocation_reason = ?3 \
-                 WHERE serial = ?4 AND status <> 'revoked'",
+                 WHERE serial = ?4 AND status <> 'revoked' RETURNING serial, issuer_id, not_after",
             )
             .bind(status.as_str())
             .bind(revoked_at)
             .bind(reason)
             .bind(serial)
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-            if done.rows_affected() == 0 {
+            let Some(row) = row else {
                 return Err(StoreError::NotFound(format!(
                     "certificate {serial} does not exist or is revoked for good"
                 )));
-            }
+            };
             let event = AuditEvent::new(
                 *at,
                 actor.as_str(),
@@ -278,7 +290,14 @@ pub(super) async fn apply(
                 serde_json::json!({"status": status.as_str(), "reason": reason}),
             );
             audit(conn, &event, chain).await?;
-            Ok(WriteOutput::Done)
+            Ok(WriteOutput::StatusChanged(vec![RevocationStatus {
+                serial: row.get("serial"),
+                issuer_id: row.get("issuer_id"),
+                not_after: row.get("not_after"),
+                status: *status,
+                revoked_at,
+                reason,
+            }]))
         }
         WriteOp::RetireIssuer { id, at, actor } => {
             let done = sqlx::query(

@@ -294,6 +294,8 @@ pub struct CertFilter {
     pub issuer_id: Option<String>,
     /// Only unrevoked certificates with `from < notAfter <= to` (Unix seconds).
     pub expiring: Option<(i64, i64)>,
+    /// Only these serials (lower-case hex); `None` for any.
+    pub serials: Option<Vec<String>>,
 }
 
 /// A page of results.
@@ -390,5 +392,31 @@ impl StatusChange {
             StatusChange::Suspend => "certificate.suspend",
             StatusChange::Resume => "certificate.resume",
         }
+    }
+}
+
+/// A certificate's revocation status as a CRL needs it: what the store hands the CRL
+/// publisher when it loads an issuer's entries and, after every committed status change, on
+/// its feed ([`super::Store::status_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationStatus {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Issuing CA id.
+    pub issuer_id: String,
+    /// `notAfter`, Unix seconds (its entry leaves the CRL once it has passed).
+    pub not_after: i64,
+    /// Status after the change.
+    pub status: CertStatus,
+    /// Unix seconds; `None` when active.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code.
+    pub reason: Option<i64>,
+}
+
+impl RevocationStatus {
+    /// Whether the certificate belongs on its issuer's CRL at `now`.
+    pub fn listed(&self, now: i64) -> bool {
+        matches!(self.status, CertStatus::Revoked | CertStatus::Suspended) && self.not_after > now
     }
 }

@@ -140,3 +140,93 @@ async fn status_changes_are_audited_and_revocation_is_final() {
     ));
     assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(4));
 }
+
+#[tokio::test]
+async fn committed_status_changes_reach_the_feed_in_order_and_failed_ones_do_not() {
+    let (_dir, store) = store().await;
+    for (serial, device, zone) in [
+        ("aa01", "d-1", "a"),
+        ("aa02", "d-2", "a"),
+        ("bb01", "d-3", "b"),
+    ] {
+        store.write(issue(serial, device, zone)).await.unwrap();
+    }
+    let mut feed = store.status_changes();
+    let change = |selector, change| WriteOp::ChangeStatus {
+        selector,
+        change,
+        at: 5,
+        actor: "test".into(),
+    };
+    store
+        .write(change(
+            CertSelector::Zone("a".into()),
+            StatusChange::Suspend,
+        ))
+        .await
+        .unwrap();
+    store
+        .write(change(
+            CertSelector::Serial("aa02".into()),
+            StatusChange::Resume,
+        ))
+        .await
+        .unwrap();
+    // Nothing to resume: no change, nothing on the feed.
+    store
+        .write(change(CertSelector::Zone("b".into()), StatusChange::Resume))
+        .await
+        .unwrap();
+    let first = feed.try_recv().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|c| (
+                c.serial.as_str(),
+                c.status,
+                c.issuer_id.as_str(),
+                c.not_after
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("aa01", CertStatus::Suspended, "issuing-1", 10),
+            ("aa02", CertStatus::Suspended, "issuing-1", 10)
+        ]
+    );
+    assert!(first.iter().all(|c| c.listed(5) && !c.listed(10)));
+    let second = feed.try_recv().unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (second[0].serial.as_str(), second[0].status),
+        ("aa02", CertStatus::Active)
+    );
+    assert!(!second[0].listed(5));
+    assert!(feed.try_recv().is_err(), "no third batch");
+    // A write that fails sends nothing.
+    let set = |status| WriteOp::SetCertificateStatus {
+        serial: "bb01".into(),
+        status,
+        reason: Some(1),
+        at: 6,
+        actor: "test".into(),
+    };
+    store.write(set(CertStatus::Revoked)).await.unwrap();
+    assert!(store.write(set(CertStatus::Active)).await.is_err());
+    assert_eq!(feed.try_recv().unwrap()[0].status, CertStatus::Revoked);
+    assert!(feed.try_recv().is_err(), "the failed write sent nothing");
+
+    // The listing filter by serials, as a broker agent uses it.
+    let page = store
+        .list_certificates(
+            &CertFilter {
+                serials: Some(vec!["aa02".into(), "bb01".into(), "ffff".into()]),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .unwrap();
+    let got: Vec<&str> = page.items.iter().map(|c| c.device_id.as_str()).collect();
+    assert_eq!(got, ["d-2", "d-3"]);
+}

@@ -4,13 +4,15 @@
 
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Acquire, Connection, Row, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::batch::issue_run;
 use super::ops::apply;
 use super::{
     CertSelector, CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
-    NewCertificate, NewDevice, StatusChange, StoreError, TokenRecord,
+    NewCertificate, NewDevice, RevocationStatus, StatusChange, StoreError, TokenRecord,
 };
 use crate::audit::{AuditEvent, GENESIS_HASH};
 
@@ -168,8 +170,8 @@ pub enum WriteOutput {
     },
     /// A number of rows changed.
     Count(u64),
-    /// These certificates changed.
-    Serials(Vec<String>),
+    /// These certificates changed status (in order); also sent on the status feed.
+    StatusChanged(Vec<RevocationStatus>),
     /// The write was done.
     Done,
     /// The outputs of an [`WriteOp::All`].
@@ -199,7 +201,23 @@ async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 32], sqlx::
     })
 }
 
-pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+/// Committed status changes, in commit order (see [`super::Store::status_changes`]).
+pub(super) type StatusFeed = broadcast::Sender<Arc<Vec<RevocationStatus>>>;
+
+fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {
+    match out {
+        WriteOutput::StatusChanged(c) => into.extend(c.iter().cloned()),
+        WriteOutput::All(outs) => outs.iter().for_each(|o| collect_status_changes(o, into)),
+        _ => {}
+    }
+}
+
+pub(super) async fn run(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Request>,
+    max_batch: usize,
+    feed: StatusFeed,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -212,6 +230,16 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, max_b
         let _enter = span.enter();
         match commit_batch(&pool, &batch).await {
             Ok(results) => {
+                // On the feed before anyone hears of the commit: whoever reacts to an answer
+                // finds the change already there.
+                let mut changed = Vec::new();
+                for out in results.iter().flatten() {
+                    collect_status_changes(out, &mut changed);
+                }
+                if !changed.is_empty() {
+                    // No receiver is fine: nobody publishes CRLs in this process.
+                    let _ = feed.send(Arc::new(changed));
+                }
                 for (req, res) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(res);
                 }

@@ -1,5 +1,7 @@
 //! `hallmark-crlbench`: time and size of building and signing one issuer's CRL with 100k and 1M
-//! entries (the DESIGN's figures), in-process, no store. Prints figures; asserts nothing.
+//! entries (the DESIGN's figures), in-process, no store, with the entries kept the way the
+//! publisher keeps them (`RevocationList`): loaded once, then one revocation applied in memory.
+//! Prints figures; asserts nothing.
 //!
 //! ```sh
 //! cargo run --release -p hallmark-tests --bin hallmark-crlbench
@@ -12,6 +14,21 @@ use hallmark_ca::authority::IssuingCa;
 use hallmark_ca::authority::ca::{create_issuing, create_root};
 use hallmark_ca::authority::crl::{CrlRequest, RevokedEntry, build_crl};
 use hallmark_ca::clock::{Clock, SystemClock};
+use hallmark_ca::revocation::list::RevocationList;
+use hallmark_ca::store::{CertStatus, RevocationStatus};
+
+/// Peak resident memory of this process so far, from /proc (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
 
 fn main() {
     let now = SystemClock.now();
@@ -20,16 +37,28 @@ fn main() {
     let (der, key) = create_issuing(&root, root_key, "Bench", now, year).expect("issuing");
     let ca = Arc::new(IssuingCa::new("issuing-bench".into(), der, key).expect("issuing CA"));
     for count in [1_000usize, 100_000, 1_000_000] {
-        let make = Instant::now();
-        let entries: Vec<RevokedEntry> = (0..count as u64)
-            .map(|i| RevokedEntry {
-                // 16-byte serials like the CA's own.
-                serial: format!("4{:031x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                revoked_at: now - (i % 86_400) as i64,
-                reason: Some(1 + (i % 5) as i64),
-            })
-            .collect();
-        let prepared = make.elapsed();
+        let status = |i: u64| RevocationStatus {
+            // 16-byte serials like the CA's own.
+            serial: format!("4{:031x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            issuer_id: "issuing-bench".into(),
+            not_after: now + 86_400,
+            status: CertStatus::Revoked,
+            revoked_at: Some(now - (i % 86_400) as i64),
+            reason: Some(1 + (i % 5) as i64),
+        };
+        let statuses: Vec<RevocationStatus> = (0..count as u64).map(status).collect();
+        let mut list = RevocationList::new();
+        let load = Instant::now();
+        list.load("issuing-bench", &statuses, now);
+        let loaded = load.elapsed();
+        drop(statuses);
+        // One more revocation, as the publisher applies it from the store's feed.
+        let apply = Instant::now();
+        list.apply(&status(count as u64), now);
+        let applied = apply.elapsed();
+        let snapshot = Instant::now();
+        let entries: Vec<RevokedEntry> = list.entries("issuing-bench", now).expect("loaded");
+        let prepared = snapshot.elapsed();
         let start = Instant::now();
         let crl = build_crl(
             &ca,
@@ -43,12 +72,18 @@ fn main() {
         )
         .expect("CRL");
         let built = start.elapsed();
+        let count = entries.len();
         println!(
-            "{count:>9} entries: built and signed in {:.3} s, {:.1} MiB DER ({:.1} bytes/entry); entries prepared in {:.3} s",
+            "{count:>9} entries: built and signed in {:.3} s, {:.1} MiB DER ({:.1} bytes/entry); \
+             one revocation applied in {:.1} µs, entries taken in {:.3} s (first load {:.3} s); \
+             peak RSS {:.0} MiB",
             built.as_secs_f64(),
             crl.len() as f64 / 1_048_576.0,
             crl.len() as f64 / count as f64,
-            prepared.as_secs_f64()
+            applied.as_secs_f64() * 1e6,
+            prepared.as_secs_f64(),
+            loaded.as_secs_f64(),
+            peak_rss_mib(),
         );
     }
 }

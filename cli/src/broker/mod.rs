@@ -1,9 +1,12 @@
 //! `hallmark broker sync`: the agent on a broker host. It keeps the broker's CRL file and CA
 //! file current and makes the broker reload, without ever handing it a bad file: Mosquitto
 //! reads `crlfile` only at start and on SIGHUP, and a missing or corrupt file at SIGHUP turns
-//! revocation checking off (fail open).
+//! revocation checking off (fail open). With `--dynsec` it also cuts the sessions that
+//! newly revoked or suspended devices still have open (see [`dynsec`]).
 
-use std::collections::BTreeMap;
+mod dynsec;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +55,14 @@ pub struct SyncArgs {
     /// While the watch stream is down, poll the HTTP distribution points this often.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// `host:port` of the broker's TLS listener: cut the open sessions of newly revoked or
+    /// suspended devices through Mosquitto's dynamic-security plugin, connecting with this
+    /// agent's credential (`--cert`/`--key`). See deploy/mosquitto/README.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    dynsec: Option<String>,
+    /// Name the broker's certificate must carry (default: the host of `--dynsec`).
+    #[arg(long, requires = "dynsec")]
+    dynsec_server_name: Option<String>,
 }
 
 fn now() -> i64 {
@@ -94,6 +105,8 @@ fn certs_of(pem: &str) -> Vec<Vec<u8>> {
 struct Agent {
     args: SyncArgs,
     applied: Applied,
+    /// Serials newly listed in an applied CRL whose devices' sessions are still to be cut.
+    to_cut: BTreeSet<String>,
 }
 
 impl Agent {
@@ -108,6 +121,7 @@ impl Agent {
         let t = now();
         let mut next = self.applied.crls.clone();
         let mut changed = false;
+        let mut new_serials = Vec::new();
         for der in crls {
             match check_crl(der, &issuers, t) {
                 Err(e) => eprintln!("refused a CRL: {e}"),
@@ -117,13 +131,20 @@ impl Agent {
                         c.issuer_name, c.number, old.number
                     ),
                     Some((old, _)) if c.number == old.number => {}
-                    _ => {
+                    old => {
                         eprintln!(
                             "applying CRL of `{}`: number {}, {} entries, {}s old",
                             c.issuer_name,
                             c.number,
-                            c.entries,
+                            c.serials.len(),
                             t - c.this_update
+                        );
+                        let before: &[String] = old.map_or(&[], |(o, _)| &o.serials);
+                        new_serials.extend(
+                            c.serials
+                                .iter()
+                                .filter(|s| before.binary_search(s).is_err())
+                                .cloned(),
                         );
                         next.insert(c.issuer.clone(), (c, der.clone()));
                         changed = true;
@@ -155,7 +176,61 @@ impl Agent {
             ca_pem: ca_pem.to_owned(),
         };
         self.reload()?;
+        // Only once the broker refuses the certificates is it worth cutting their sessions:
+        // a device cut earlier could reconnect.
+        if self.args.dynsec.is_some() {
+            self.to_cut.extend(new_serials);
+        }
         Ok(true)
+    }
+
+    /// Cuts the open sessions of the devices of the serials in `to_cut`. What cannot be done
+    /// now (CA or broker unreachable) stays for the next call.
+    async fn cut_sessions(&mut self, conn: &Connection) {
+        let Some(address) = self.args.dynsec.clone() else {
+            return;
+        };
+        if self.to_cut.is_empty() {
+            return;
+        }
+        let result = async {
+            let (Some(cert), Some(key)) = (&conn.cert, &conn.key) else {
+                bail!("--dynsec needs the agent's credential (--cert and --key)");
+            };
+            let target = dynsec::DynsecTarget::new(
+                &address,
+                self.args.dynsec_server_name.as_deref(),
+                cert,
+                key,
+                &self.applied.ca_pem,
+            )?;
+            let serials: Vec<String> = self.to_cut.iter().cloned().collect();
+            let devices = devices_of(conn, &serials).await?;
+            let report = dynsec::cut_sessions(&target, &devices).await?;
+            anyhow::Ok((serials, report))
+        }
+        .await;
+        match result {
+            Ok((serials, report)) => {
+                if !report.cut.is_empty() {
+                    eprintln!(
+                        "cut the broker sessions of {} device(s): {}",
+                        report.cut.len(),
+                        report.cut.join(", ")
+                    );
+                }
+                for (device, why) in &report.failed {
+                    eprintln!("could not cut the sessions of `{device}`: {why}");
+                }
+                for s in serials {
+                    self.to_cut.remove(&s);
+                }
+            }
+            Err(e) => eprintln!(
+                "could not cut open sessions yet ({} serials pending): {e:#}",
+                self.to_cut.len()
+            ),
+        }
     }
 
     fn reload(&self) -> Result<()> {
@@ -206,6 +281,33 @@ async fn http_get(url: &str) -> Result<Vec<u8>> {
     Ok(resp.into_body().collect().await?.to_bytes().to_vec())
 }
 
+/// The device ids (MQTT usernames) of `serials`, asked of the CA 1000 at a time.
+async fn devices_of(conn: &Connection, serials: &[String]) -> Result<Vec<String>> {
+    let mut ca = CertificateAuthorityClient::new(conn.channel().await?);
+    let mut devices = BTreeSet::new();
+    for chunk in serials.chunks(1000) {
+        let mut page_token = String::new();
+        loop {
+            let page = ca
+                .list_certificates(pb::ListCertificatesRequest {
+                    serials: chunk.to_vec(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            devices.extend(page.certificates.into_iter().map(|c| c.device_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    Ok(devices.into_iter().collect())
+}
+
 async fn trust_bundle(conn: &Connection) -> Result<String> {
     let mut ca = CertificateAuthorityClient::new(conn.channel().await?);
     let t = ca
@@ -232,6 +334,7 @@ async fn follow(conn: &Connection, agent: &mut Agent, connected: &mut bool) -> R
         if let Err(e) = agent.apply(&ders, &ca_pem) {
             eprintln!("could not apply: {e:#}");
         }
+        agent.cut_sessions(conn).await;
     }
     bail!("the CA closed the watch stream")
 }
@@ -240,7 +343,11 @@ async fn follow(conn: &Connection, agent: &mut Agent, connected: &mut bool) -> R
 pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let BrokerCommand::Sync(args) = cmd;
     let applied = Applied::load(&args.crl_file, &args.broker_ca_file);
-    let mut agent = Agent { args, applied };
+    let mut agent = Agent {
+        args,
+        applied,
+        to_cut: BTreeSet::new(),
+    };
     if agent.args.once {
         let ca_pem = trust_bundle(conn).await?;
         let mut client = RevocationClient::new(conn.channel().await?);
@@ -251,6 +358,7 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
             .into_inner();
         let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
         let changed = agent.apply(&ders, &ca_pem)?;
+        agent.cut_sessions(conn).await;
         println!("{}", if changed { "applied" } else { "up to date" });
         return Ok(());
     }
@@ -288,6 +396,7 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                     eprintln!("could not apply: {e:#}");
                 }
             }
+            agent.cut_sessions(conn).await;
             let wait = agent
                 .args
                 .poll_interval
