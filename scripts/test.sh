@@ -10,6 +10,7 @@ requirements=(
   "openssl:openssl"   # the reference validator of every chain the tests issue
   "/usr/sbin/mosquitto:mosquitto"        # the MQTT broker devices connect to
   "mosquitto_pub:mosquitto-clients"      # the MQTT client the tests connect devices with
+  "/usr/lib/softhsm/libsofthsm2.so:softhsm2"  # PKCS#11 tokens standing in for secure elements
   "gcc:gcc"           # aws-lc-sys compiles C
   "make:make"
 )

@@ -57,6 +57,10 @@ pub struct IssueArgs {
     /// Output directory of the bundle.
     #[arg(long)]
     out: PathBuf,
+    /// Revoke (reason superseded) the device's other certificates in the same step, so that it
+    /// is left with exactly this one.
+    #[arg(long)]
+    replace: bool,
 }
 
 /// `hallmark cert list`.
@@ -254,6 +258,7 @@ pub async fn run(conn: &Connection, cmd: CertCommand) -> Result<()> {
                 csr,
                 lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),
                 scope: None,
+                replace_active: a.replace,
             };
             let cert = issue_and_write(conn, req, key_pem, &a.out).await?;
             print_issued(&cert, &a.out);
@@ -362,6 +367,7 @@ pub async fn run_credential(conn: &Connection, cmd: CredentialCommand) -> Result
                     profiles: a.profiles.clone(),
                     zones: a.zones.clone(),
                 }),
+                replace_active: false,
             };
             let cert = issue_and_write(conn, req, Some(key_pem), &a.out).await?;
             print_issued(&cert, &a.out);

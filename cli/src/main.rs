@@ -2,7 +2,6 @@
 
 mod broker;
 mod cert;
-mod client;
 mod crl;
 mod device;
 mod enroll;
@@ -11,6 +10,7 @@ mod revoke;
 mod rotate;
 
 use clap::{Parser, Subcommand};
+use hallmark_cli::client;
 
 #[derive(Parser)]
 #[command(name = "hallmark", version, about = "Hallmark device identity CLI")]

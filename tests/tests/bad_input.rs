@@ -13,6 +13,7 @@ fn req(device: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
         csr,
         lifetime_seconds: 0,
         scope: None,
+        replace_active: false,
     }
 }
 

@@ -34,6 +34,7 @@ async fn a_thousand_concurrent_issuances_are_all_recorded() {
                         csr,
                         lifetime_seconds: 0,
                         scope: None,
+                        replace_active: false,
                     })
                     .await
                     .expect("issue");

@@ -295,7 +295,10 @@ fn mosquitto_conf(dir: &Path, port: u16) -> String {
     }
     // The tests run as root; Mosquitto would otherwise drop to a `mosquitto` user that cannot
     // read the temp dir.
-    format!("user root\nlog_dest stderr\nlog_type error\n{replaced}")
+    format!(
+        "user root\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n{replaced}",
+        s(&dir.join("mosquitto.log"))
+    )
 }
 
 /// A subscriber that stays connected, with its debug output (one line per packet) in a file.

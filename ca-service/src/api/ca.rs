@@ -180,6 +180,7 @@ impl CaService {
             serial_number: None,
             manufacturer: None,
             limit: None,
+            replace_active: req.replace_active,
         })
         .await
     }
@@ -238,6 +239,7 @@ impl CaService {
             serial_number: None,
             manufacturer: None,
             limit: Some((Some(caller.serial.clone()), min_interval)),
+            replace_active: false,
         })
         .await
     }

@@ -162,6 +162,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             serial_number: None,
             manufacturer: None,
             limit: None,
+            replace_active: false,
         })
         .await
         .map_err(other)
@@ -259,6 +260,7 @@ async fn by_idevid(
                 None,
                 i64::try_from(profile.min_renewal_interval.as_secs()).unwrap_or(i64::MAX),
             )),
+            replace_active: false,
         })
         .await
         .map_err(other)

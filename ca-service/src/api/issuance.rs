@@ -41,6 +41,9 @@ pub struct Issuance<'a> {
     /// Rate limit: the serial this renews (if any) and the minimum seconds between two
     /// certificates of the device.
     pub limit: Option<(Option<String>, i64)>,
+    /// Revoke the device's other certificates in the same transaction (not with a token or
+    /// a rate limit).
+    pub replace_active: bool,
 }
 
 impl ApiState {
@@ -93,6 +96,11 @@ impl ApiState {
             (None, Some((supersedes, min_interval))) => WriteOp::IssueLimited {
                 supersedes,
                 min_interval,
+                device,
+                cert: Box::new(cert.clone()),
+                actor: i.actor,
+            },
+            (None, None) if i.replace_active => WriteOp::IssueReplacing {
                 device,
                 cert: Box::new(cert.clone()),
                 actor: i.actor,

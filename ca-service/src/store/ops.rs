@@ -108,6 +108,52 @@ pub(super) async fn apply(
             cert,
             actor,
         } => issue(conn, device, cert, actor, chain).await,
+        WriteOp::IssueReplacing {
+            device,
+            cert,
+            actor,
+        } => {
+            issue(conn, device, cert, actor, chain).await?;
+            const SUPERSEDED: i64 = 4;
+            let at = cert.issued_at;
+            let rows = sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
+                 revocation_reason = ?2, superseded_by = ?3 \
+                 WHERE device_id = ?4 AND serial <> ?3 AND status IN ('active', 'suspended') \
+                 AND not_after > ?1 RETURNING serial, issuer_id, not_after",
+            )
+            .bind(at)
+            .bind(SUPERSEDED)
+            .bind(&cert.serial)
+            .bind(&device.id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let replaced: Vec<RevocationStatus> = rows
+                .iter()
+                .map(|r| RevocationStatus {
+                    serial: r.get("serial"),
+                    issuer_id: r.get("issuer_id"),
+                    not_after: r.get("not_after"),
+                    status: CertStatus::Revoked,
+                    revoked_at: Some(at),
+                    reason: Some(SUPERSEDED),
+                })
+                .collect();
+            let events = replaced
+                .iter()
+                .map(|r| {
+                    AuditEvent::new(
+                        at,
+                        actor.as_str(),
+                        "certificate.revoke",
+                        r.serial.as_str(),
+                        serde_json::json!({"reason": SUPERSEDED, "superseded_by": cert.serial}),
+                    )
+                })
+                .collect();
+            audit_many(conn, events, chain).await?;
+            Ok(WriteOutput::StatusChanged(replaced))
+        }
         WriteOp::IssueLimited {
             supersedes,
             min_interval,

@@ -28,6 +28,16 @@ pub enum WriteOp {
         /// Caller (`name/serial` or `system`).
         actor: String,
     },
+    /// Record an issued certificate and revoke (reason superseded) the device's other unexpired
+    /// active or held certificates, atomically: a re-provisioned device keeps exactly one.
+    IssueReplacing {
+        /// The registry entry the certificate was signed for.
+        device: DeviceClaim,
+        /// The certificate.
+        cert: Box<NewCertificate>,
+        /// Caller.
+        actor: String,
+    },
     /// Consume a one-time enrollment token and record the certificate it bought, atomically:
     /// a token that is used, revoked or expired by commit time fails the whole write.
     Enroll {

@@ -123,8 +123,7 @@ async fn main() {
                         profile: "sensor".into(),
                         zone: "field".into(),
                         csr,
-                        lifetime_seconds: 0,
-                        scope: None,
+                        ..Default::default()
                     })
                     .await
                     .expect("issue");

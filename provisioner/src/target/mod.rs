@@ -1,0 +1,127 @@
+//! Where device identities go. A target obtains a key for a device (inside the device's secure
+//! element when it has one), signs the CSR with it, injects the certificate, chain and trust
+//! bundle beside that key, and reads back what it holds so the station can check it.
+//!
+//! Target methods block (file systems, PKCS#11 libraries, serial lines): the station calls
+//! them on blocking threads.
+
+pub mod dir;
+pub mod pkcs12;
+mod software;
+
+use std::path::PathBuf;
+
+use crate::credential::{CheckError, Credential};
+use crate::manifest::DeviceEntry;
+
+/// Why a target step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The target no longer holds the key the certificate was issued for (a software key lost
+    /// with an interrupted run): the device must be provisioned afresh.
+    #[error("the key for this certificate is no longer at the target")]
+    KeyLost,
+    /// The device's row lacks what the target needs.
+    #[error("{0}")]
+    Input(String),
+    /// The target failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The read-back check failed.
+    #[error("read-back check failed: {0}")]
+    Check(#[from] CheckError),
+}
+
+/// A target of the station.
+pub trait Target: Send + Sync {
+    /// The target as given on the command line, for messages and the report.
+    fn describe(&self) -> String;
+
+    /// Obtains a key for `device` and returns a CSR (DER) signed with it.
+    fn key_and_csr(&self, device: &DeviceEntry) -> Result<Vec<u8>, TargetError>;
+
+    /// Writes the certificate, chain and trust bundle beside the device's key. Fails with
+    /// [`TargetError::KeyLost`] when the key for this certificate is not at the target; never
+    /// writes a certificate beside a key it does not belong to.
+    fn inject(&self, device: &DeviceEntry, credential: &Credential) -> Result<(), TargetError>;
+
+    /// Reads back what the target holds for `device` and checks that it is `credential`, that
+    /// the certificate belongs to the key there, and that the chain verifies at `now`.
+    fn read_back(
+        &self,
+        device: &DeviceEntry,
+        credential: &Credential,
+        now: i64,
+    ) -> Result<(), TargetError>;
+}
+
+/// Why a target description was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("target `{given}`: {reason}")]
+pub struct TargetSpecError {
+    given: String,
+    reason: String,
+}
+
+/// Parses `dir:PATH` or `pkcs12:PATH[?password-file=FILE]`.
+pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
+    let err = |reason: &str| TargetSpecError {
+        given: given.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (kind, rest) = given
+        .split_once(':')
+        .ok_or_else(|| err("expected KIND:..., one of dir:PATH, pkcs12:PATH"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let options = parse_query(query).map_err(|r| err(&r))?;
+    if path.is_empty() {
+        return Err(err("the path is empty"));
+    }
+    let known =
+        |allowed: &[&str]| match options.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(err(&format!("unknown option `{k}`"))),
+            None => Ok(()),
+        };
+    match kind {
+        "dir" => {
+            known(&[])?;
+            Ok(Box::new(dir::DirTarget::new(PathBuf::from(path))))
+        }
+        "pkcs12" => {
+            known(&["password-file"])?;
+            let password = match options.iter().find(|(k, _)| k == "password-file") {
+                Some((_, f)) => Some(
+                    std::fs::read_to_string(f)
+                        .map_err(|e| err(&format!("reading password file {f}: {e}")))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            Ok(Box::new(pkcs12::Pkcs12Target::new(
+                PathBuf::from(path),
+                password,
+            )))
+        }
+        other => Err(err(&format!(
+            "unknown target kind `{other}`; use dir:PATH or pkcs12:PATH"
+        ))),
+    }
+}
+
+fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("option `{p}` is not NAME=VALUE"))
+        })
+        .collect()
+}

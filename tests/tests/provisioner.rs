@@ -1,0 +1,421 @@
+//! The factory station (`hallmark-provisioner run`) against a real CA process, with a
+//! provisioner credential scoped to zones and profiles; OpenSSL checks what it injected.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hallmark_tests::{CaProcess, bin, ok, openssl_output, s};
+
+/// A CA and a station credential scoped to `zones` and `profiles`.
+struct Factory {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    ca: CaProcess,
+}
+
+impl Factory {
+    fn new(zones: &str, profiles: &str) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().to_owned();
+        let ca = CaProcess::start(&dir.join("data"), &[]);
+        ok(&ca.hallmark(&[
+            "credential",
+            "create",
+            "--role",
+            "provisioner",
+            "--name",
+            "station-1",
+            "--zones",
+            zones,
+            "--profiles",
+            profiles,
+            "--out",
+            s(&dir.join("station")),
+        ]));
+        Self {
+            _work: work,
+            dir,
+            ca,
+        }
+    }
+
+    /// `hallmark-provisioner` with the station's credential.
+    fn provisioner(&self) -> Command {
+        let endpoint = &self
+            .ca
+            .env
+            .iter()
+            .find(|(k, _)| k == "HALLMARK_ENDPOINT")
+            .unwrap()
+            .1;
+        let station = self.dir.join("station");
+        let mut c = Command::new(bin("hallmark-provisioner"));
+        c.env_clear()
+            .env("HALLMARK_ENDPOINT", endpoint)
+            .env("HALLMARK_CA", station.join("ca.pem"))
+            .env("HALLMARK_CERT", station.join("cert.pem"))
+            .env("HALLMARK_KEY", station.join("key.pem"));
+        c
+    }
+
+    fn run(&self, manifest: &Path, target: &str, extra: &[&str]) -> Output {
+        self.provisioner()
+            .args(["run", "--lot", s(manifest), "--target", target])
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// Active certificates per device, from the CA.
+    fn active_per_device(&self) -> HashMap<String, Vec<String>> {
+        let out = ok(&self
+            .ca
+            .hallmark(&["cert", "list", "--status", "active", "-o", "json"]));
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let mut per = HashMap::<String, Vec<String>>::new();
+        for c in list {
+            per.entry(c["device_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(c["serial"].as_str().unwrap().to_owned());
+        }
+        per
+    }
+}
+
+fn manifest(path: &Path, rows: &[(String, &str, &str)], extra: &[(&str, Vec<String>)]) {
+    let mut text = String::from("device_id,zone,profile,model,serial_number");
+    for (col, _) in extra {
+        text.push(',');
+        text.push_str(col);
+    }
+    text.push('\n');
+    for (i, (id, zone, profile)) in rows.iter().enumerate() {
+        text.push_str(&format!("{id},{zone},{profile},TX-100,SN{i:05}"));
+        for (_, values) in extra {
+            text.push(',');
+            text.push_str(&values[i]);
+        }
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn bundle_verifies(dir: &Path) -> bool {
+    openssl_output(&[
+        "verify",
+        "-CAfile",
+        s(&dir.join("ca.pem")),
+        "-untrusted",
+        s(&dir.join("chain.pem")),
+        s(&dir.join("cert.pem")),
+    ])
+    .status
+    .success()
+}
+
+fn serial_of(cert: &Path) -> String {
+    let pem = std::fs::read(cert).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let c = p.parse_x509().unwrap();
+    hallmark_ca::api::auth::serial_hex(c.raw_serial())
+}
+
+#[test]
+fn a_lot_of_500_into_a_file_system_image_verifies_with_openssl() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Factory::new("field", "sensor,gateway");
+    let rows: Vec<(String, &str, &str)> = (0..500)
+        .map(|i| {
+            (
+                format!("s-{i:04}"),
+                "field",
+                if i % 10 == 0 { "gateway" } else { "sensor" },
+            )
+        })
+        .collect();
+    let lot = f.dir.join("lot-2026-11-a.csv");
+    manifest(&lot, &rows, &[]);
+    let image = f.dir.join("image");
+    let out = f.run(&lot, &format!("dir:{}", s(&image)), &["--workers", "8"]);
+    let shown = text(&out);
+    println!("{shown}");
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("500 devices: 500 ok, 0 failed, 0 skipped"),
+        "{shown}"
+    );
+    assert!(shown.contains("devices/min"), "{shown}");
+    let r = report(&f.dir.join("lot-2026-11-a.report.json"));
+    assert_eq!(
+        (r["total"].as_u64(), r["ok"].as_u64()),
+        (Some(500), Some(500))
+    );
+    let active = f.active_per_device();
+    for (id, _, _) in &rows {
+        let d = image.join(id);
+        assert!(bundle_verifies(&d), "{id}: bundle does not verify");
+        let mode = std::fs::metadata(d.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{id}: key mode");
+        assert_eq!(
+            active[id],
+            [serial_of(&d.join("cert.pem"))],
+            "{id}: one active certificate, the injected one"
+        );
+    }
+    // The key in each bundle is the certificate's (OpenSSL's view).
+    for (id, _, _) in rows.iter().step_by(50) {
+        let d = image.join(id);
+        let from_key = ok(&openssl_output(&[
+            "pkey",
+            "-in",
+            s(&d.join("key.pem")),
+            "-pubout",
+        ]));
+        let from_cert = ok(&openssl_output(&[
+            "x509",
+            "-in",
+            s(&d.join("cert.pem")),
+            "-noout",
+            "-pubkey",
+        ]));
+        assert_eq!(from_key, from_cert, "{id}");
+    }
+    // The registry knows the lot.
+    let devices = ok(&f.ca.hallmark(&["device", "show", "s-0001", "-o", "json"]));
+    assert!(devices.contains("lot-2026-11-a"), "{devices}");
+
+    // Running the lot again skips every device and issues nothing.
+    let again = f.run(&lot, &format!("dir:{}", s(&image)), &[]);
+    assert!(
+        text(&again).contains("500 devices: 0 ok, 0 failed, 500 skipped"),
+        "{}",
+        text(&again)
+    );
+    let after = f.active_per_device();
+    assert!(
+        rows.iter().all(|(id, _, _)| after[id] == active[id]),
+        "nothing new was issued"
+    );
+}
+
+#[test]
+fn pkcs12_files_open_with_their_passwords() {
+    let f = Factory::new("field", "sensor");
+    let rows: Vec<(String, &str, &str)> = (0..6)
+        .map(|i| (format!("p-{i}"), "field", "sensor"))
+        .collect();
+    // Five devices bring their own password; the sixth takes the lot's password file.
+    let passwords: Vec<String> = (0..6)
+        .map(|i| {
+            if i < 5 {
+                format!("device-pass-{i}")
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    let lot = f.dir.join("lot-p12.csv");
+    manifest(&lot, &rows, &[("pkcs12_password", passwords.clone())]);
+    let lot_pass = f.dir.join("lot.pass");
+    std::fs::write(&lot_pass, "lot-password-1\n").unwrap();
+    let out_dir = f.dir.join("p12");
+    let out = f.run(
+        &lot,
+        &format!("pkcs12:{}?password-file={}", s(&out_dir), s(&lot_pass)),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for (i, (id, _, _)) in rows.iter().enumerate() {
+        let file = out_dir.join(format!("{id}.p12"));
+        let pass = if i < 5 {
+            passwords[i].clone()
+        } else {
+            "lot-password-1".into()
+        };
+        let info = openssl_output(&[
+            "pkcs12",
+            "-info",
+            "-in",
+            s(&file),
+            "-passin",
+            &format!("pass:{pass}"),
+            "-nokeys",
+        ]);
+        assert!(
+            info.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        assert!(String::from_utf8_lossy(&info.stdout).contains(&format!("CN = {id}")));
+        let wrong = openssl_output(&[
+            "pkcs12",
+            "-info",
+            "-in",
+            s(&file),
+            "-passin",
+            "pass:wrong-password",
+            "-nokeys",
+        ]);
+        assert!(!wrong.status.success(), "{id}: a wrong password opened it");
+    }
+    // Without any password the device is refused before anything is issued.
+    let lot2 = f.dir.join("lot-nopass.csv");
+    std::fs::write(
+        &lot2,
+        "device_id,zone,profile,model,serial_number\np-9,field,sensor,TX-100,SN-P9\n",
+    )
+    .unwrap();
+    let out = f.run(&lot2, &format!("pkcs12:{}", s(&out_dir)), &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no PKCS#12 password"), "{}", text(&out));
+    assert!(!f.active_per_device().contains_key("p-9"));
+}
+
+#[test]
+fn a_killed_run_resumes_and_every_device_ends_with_one_active_certificate() {
+    let f = Factory::new("field", "sensor");
+    let rows: Vec<(String, &str, &str)> = (0..300)
+        .map(|i| (format!("k-{i:03}"), "field", "sensor"))
+        .collect();
+    let lot = f.dir.join("lot-k.csv");
+    manifest(&lot, &rows, &[]);
+    let image = f.dir.join("image");
+    let target = format!("dir:{}", s(&image));
+    let journal = f.dir.join("lot-k.journal");
+    let mut child = f
+        .provisioner()
+        .args([
+            "run",
+            "--lot",
+            s(&lot),
+            "--target",
+            &target,
+            "--workers",
+            "6",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it somewhere in the middle of the lot.
+    let start = Instant::now();
+    loop {
+        let done = std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .matches("\"event\":\"done\"")
+            .count();
+        if done >= 60 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the run made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before = std::fs::read_to_string(&journal)
+        .unwrap()
+        .matches("\"event\":\"done\"")
+        .count();
+
+    let out = f.run(&lot, &target, &["--workers", "6"]);
+    let shown = text(&out);
+    println!("{shown}");
+    assert!(out.status.success(), "{shown}");
+    let r = report(&f.dir.join("lot-k.report.json"));
+    let (okc, skipped, failed) = (
+        r["ok"].as_u64().unwrap(),
+        r["skipped"].as_u64().unwrap(),
+        r["failed"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (okc + skipped, failed),
+        (300, 0),
+        "the report adds up: {shown}"
+    );
+    // Every device journaled as done was skipped (a line torn by the kill may not count).
+    assert!(
+        skipped as usize + 1 >= done_before,
+        "{skipped} skipped, {done_before} done before"
+    );
+    let active = f.active_per_device();
+    for (id, _, _) in &rows {
+        let d = image.join(id);
+        assert_eq!(
+            active.get(id).map(Vec::as_slice),
+            Some([serial_of(&d.join("cert.pem"))].as_slice()),
+            "{id}: exactly one active certificate, the one in its bundle"
+        );
+    }
+    for (id, _, _) in rows.iter().step_by(10) {
+        assert!(bundle_verifies(&image.join(id)), "{id}");
+    }
+}
+
+#[test]
+fn devices_outside_the_station_scope_fail_alone() {
+    let f = Factory::new("field", "sensor");
+    let rows: Vec<(String, &str, &str)> = vec![
+        ("o-1".into(), "field", "sensor"),
+        ("o-2".into(), "it", "sensor"),
+        ("o-3".into(), "field", "sensor"),
+        ("o-4".into(), "field", "gateway"),
+        ("o-5".into(), "field", "sensor"),
+    ];
+    let lot = f.dir.join("lot-o.csv");
+    manifest(&lot, &rows, &[]);
+    let image = f.dir.join("image");
+    let out = f.run(&lot, &format!("dir:{}", s(&image)), &[]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "a lot with failures exits non-zero");
+    assert!(shown.contains("5 devices: 3 ok, 2 failed"), "{shown}");
+    for bad in ["o-2", "o-4"] {
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with(&format!("failed: {bad} ")))
+            .unwrap_or_else(|| panic!("{bad} not reported:\n{shown}"));
+        assert!(line.contains("PERMISSION_DENIED"), "{line}");
+        assert!(!image.join(bad).exists(), "{bad}: nothing injected");
+    }
+    for good in ["o-1", "o-3", "o-5"] {
+        assert!(bundle_verifies(&image.join(good)), "{good}");
+    }
+    let active = f.active_per_device();
+    assert!(!active.contains_key("o-2") && !active.contains_key("o-4"));
+
+    // A bad manifest stops before anything happens.
+    let bad = f.dir.join("lot-bad.csv");
+    std::fs::write(
+        &bad,
+        "device_id,zone,profile,model,serial_number\nNOT VALID,field,sensor,,\n",
+    )
+    .unwrap();
+    let out = f.run(&bad, &format!("dir:{}", s(&image)), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("line 2:"), "{}", text(&out));
+    assert!(!f.dir.join("lot-bad.journal").exists());
+}
