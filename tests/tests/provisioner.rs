@@ -419,3 +419,104 @@ fn devices_outside_the_station_scope_fail_alone() {
     assert!(text(&out).contains("line 2:"), "{}", text(&out));
     assert!(!f.dir.join("lot-bad.journal").exists());
 }
+
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[test]
+fn a_lot_of_20_into_pkcs11_tokens_keeps_every_key_inside_its_token() {
+    let f = Factory::new("field", "sensor");
+    // One SoftHSM token per device, standing in for each device's secure element.
+    let tokens = f.dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = f.dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            s(&tokens)
+        ),
+    )
+    .unwrap();
+    let pin = "483920";
+    let rows: Vec<(String, &str, &str)> = (0..20)
+        .map(|i| (format!("se-{i:02}"), "field", "sensor"))
+        .collect();
+    for (id, _, _) in &rows {
+        let init = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                id,
+                "--pin",
+                pin,
+                "--so-pin",
+                "11223344",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util is installed (scripts/test.sh installs softhsm2)");
+        assert!(init.status.success(), "{}", text(&init));
+    }
+    let pin_file = f.dir.join("pin");
+    std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+    let lot = f.dir.join("lot-se.csv");
+    manifest(&lot, &rows, &[]);
+    let target = format!("pkcs11:{SOFTHSM}?pin-file={}", s(&pin_file));
+    let out = f
+        .provisioner()
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "run",
+            "--lot",
+            s(&lot),
+            "--target",
+            &target,
+            "--workers",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    println!("{shown}");
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("20 devices: 20 ok"), "{shown}");
+    let active = f.active_per_device();
+    for (id, _, _) in &rows {
+        let challenge: [u8; 32] = std::array::from_fn(|i| (i as u8) ^ id.len() as u8 ^ 0x5a);
+        let probe = Command::new(bin("hallmark-p11probe"))
+            .args([SOFTHSM, id, pin, id, &hex::encode(challenge)])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(probe.status.success(), "{id}: {}", text(&probe));
+        let p: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+        assert_eq!(p["extractable"], false, "{id}: CKA_EXTRACTABLE");
+        assert_eq!(p["sensitive"], true, "{id}: CKA_SENSITIVE");
+        assert_eq!(
+            p["never_extractable"], true,
+            "{id}: generated inside the token"
+        );
+        assert_eq!(
+            (p["private_keys"].as_u64(), p["certificates"].as_u64()),
+            (Some(1), Some(1)),
+            "{id}"
+        );
+        let cert_der = hex::decode(p["certificate"].as_str().unwrap()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        assert_eq!(
+            active[id],
+            [hallmark_ca::api::auth::serial_hex(cert.raw_serial())],
+            "{id}: the token's certificate is the device's one active certificate"
+        );
+        // A signature made inside the token verifies with the issued certificate's key.
+        let point = cert.public_key().subject_public_key.data.to_vec();
+        let signature = hex::decode(p["signature_raw"].as_str().unwrap()).unwrap();
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            point,
+        )
+        .verify(&challenge, &signature)
+        .unwrap_or_else(|_| panic!("{id}: the token's signature does not verify"));
+    }
+}

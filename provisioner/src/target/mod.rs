@@ -6,6 +6,7 @@
 //! them on blocking threads.
 
 pub mod dir;
+pub mod pkcs11;
 pub mod pkcs12;
 mod software;
 
@@ -63,7 +64,8 @@ pub struct TargetSpecError {
     reason: String,
 }
 
-/// Parses `dir:PATH` or `pkcs12:PATH[?password-file=FILE]`.
+/// Parses `dir:PATH`, `pkcs12:PATH[?password-file=FILE]` or
+/// `pkcs11:MODULE[?token=LABEL][&pin-file=FILE]`.
 pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
     let err = |reason: &str| TargetSpecError {
         given: given.to_owned(),
@@ -71,7 +73,7 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
     };
     let (kind, rest) = given
         .split_once(':')
-        .ok_or_else(|| err("expected KIND:..., one of dir:PATH, pkcs12:PATH"))?;
+        .ok_or_else(|| err("expected KIND:..., one of dir:PATH, pkcs12:PATH, pkcs11:MODULE"))?;
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
@@ -85,6 +87,17 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
             Some((k, _)) => Err(err(&format!("unknown option `{k}`"))),
             None => Ok(()),
         };
+    let read_secret = |name: &str| -> Result<Option<String>, TargetSpecError> {
+        match options.iter().find(|(k, _)| k == name) {
+            Some((_, f)) => Ok(Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| err(&format!("reading {name} {f}: {e}")))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            )),
+            None => Ok(None),
+        }
+    };
     match kind {
         "dir" => {
             known(&[])?;
@@ -92,22 +105,25 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
         }
         "pkcs12" => {
             known(&["password-file"])?;
-            let password = match options.iter().find(|(k, _)| k == "password-file") {
-                Some((_, f)) => Some(
-                    std::fs::read_to_string(f)
-                        .map_err(|e| err(&format!("reading password file {f}: {e}")))?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned(),
-                ),
-                None => None,
-            };
+            let password = read_secret("password-file")?;
             Ok(Box::new(pkcs12::Pkcs12Target::new(
                 PathBuf::from(path),
                 password,
             )))
         }
+        "pkcs11" => {
+            known(&["token", "pin-file"])?;
+            let token = options
+                .iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.clone());
+            let pin = read_secret("pin-file")?;
+            let t = pkcs11::Pkcs11Target::new(std::path::Path::new(path), token, pin)
+                .map_err(|r| err(&r))?;
+            Ok(Box::new(t))
+        }
         other => Err(err(&format!(
-            "unknown target kind `{other}`; use dir:PATH or pkcs12:PATH"
+            "unknown target kind `{other}`; use dir:PATH, pkcs12:PATH or pkcs11:MODULE"
         ))),
     }
 }
