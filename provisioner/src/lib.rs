@@ -8,5 +8,6 @@ pub mod credential;
 pub mod journal;
 pub mod manifest;
 pub mod report;
+pub mod serial;
 pub mod station;
 pub mod target;

@@ -520,3 +520,184 @@ fn a_lot_of_20_into_pkcs11_tokens_keeps_every_key_inside_its_token() {
         .unwrap_or_else(|_| panic!("{id}: the token's signature does not verify"));
     }
 }
+
+/// A simulated sensor process; killed on drop.
+struct Simulator {
+    child: std::process::Child,
+    address: String,
+    state: PathBuf,
+}
+
+impl Simulator {
+    fn start(dir: &Path, serial_number: &str, pty: bool) -> Self {
+        use std::io::BufRead;
+        let state = dir.join(format!("sim-{serial_number}"));
+        let mut child = Command::new(bin("hallmark-device-sim"))
+            .args(["--state", s(&state), "--serial-number", serial_number])
+            .args(if pty {
+                vec!["--pty"]
+            } else {
+                vec!["--listen", "127.0.0.1:0"]
+            })
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .or_else(|| line.trim().strip_prefix("pty "))
+            .unwrap_or_else(|| panic!("simulator said {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            address,
+            state,
+        }
+    }
+
+    /// Asks the device to sign a fresh challenge and checks it against `cert_der`.
+    fn proves_possession(&self, cert_der: &[u8]) -> bool {
+        use hallmark_provisioner::serial::{link::Link, protocol};
+        let challenge: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(7) ^ 0x33);
+        let mut link = Link::open(&self.address, Duration::from_secs(5)).unwrap();
+        let signature = protocol::request(&mut link, protocol::PROVE, &challenge).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            cert.public_key().subject_public_key.data.to_vec(),
+        )
+        .verify(&challenge, &signature)
+        .is_ok()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file below `dir`, read whole.
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
+}
+
+#[test]
+fn ten_simulated_sensors_on_serial_lines_keep_their_keys() {
+    let f = Factory::new("field", "sensor");
+    // Nine sensors behind TCP fixtures and one on a pty, like a USB-serial adapter.
+    let sims: Vec<Simulator> = (0..10)
+        .map(|i| Simulator::start(&f.dir, &format!("SN-{i:03}"), i == 9))
+        .collect();
+    assert!(sims[9].address.starts_with("/dev/"), "{}", sims[9].address);
+    let mut text_rows = String::from("device_id,zone,profile,model,serial_number,serial_address\n");
+    for (i, sim) in sims.iter().enumerate() {
+        text_rows.push_str(&format!(
+            "ts-{i},field,sensor,SIM-1,SN-{i:03},{}\n",
+            sim.address
+        ));
+    }
+    let lot = f.dir.join("lot-serial.csv");
+    std::fs::write(&lot, text_rows).unwrap();
+    let out = f.run(&lot, "serial:", &["--workers", "4"]);
+    let shown = text(&out);
+    println!("{shown}");
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("10 devices: 10 ok"), "{shown}");
+    let active = f.active_per_device();
+    let ca_files = all_bytes(&f.dir.join("data"));
+    let station_files: Vec<_> = all_bytes(&f.dir)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.starts_with(f.dir.join("data")) && !p.to_string_lossy().contains("sim-")
+        })
+        .collect();
+    for (i, sim) in sims.iter().enumerate() {
+        let id = format!("ts-{i}");
+        let bundle = CredentialBundleFiles::read(&sim.state);
+        assert_eq!(
+            active[&id],
+            [serial_of(&sim.state.join("cert.pem"))],
+            "{id}"
+        );
+        assert!(
+            bundle_verifies(&sim.state),
+            "{id}: the device's chain verifies"
+        );
+        assert!(
+            sim.proves_possession(&bundle.cert_der),
+            "{id}: proof of possession"
+        );
+        // The key never left the device: neither the CA nor the station has its bytes.
+        for (path, bytes) in ca_files.iter().chain(station_files.iter()) {
+            assert!(
+                !bytes
+                    .windows(bundle.key_der.len())
+                    .any(|w| w == bundle.key_der.as_slice())
+                    && !bytes
+                        .windows(bundle.key_pem_body.len())
+                        .any(|w| w == bundle.key_pem_body.as_bytes()),
+                "{id}: its private key is in {}",
+                path.display()
+            );
+        }
+    }
+
+    // A unit that is not the one the manifest names is refused before anything is generated.
+    let wrong = f.dir.join("lot-wrong.csv");
+    std::fs::write(
+        &wrong,
+        format!(
+            "device_id,zone,profile,model,serial_number,serial_address\nts-x,field,sensor,SIM-1,SN-999,{}\n",
+            sims[0].address
+        ),
+    )
+    .unwrap();
+    let out = f.run(&wrong, "serial:", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("has serial number SN-000, the manifest expects SN-999"),
+        "{}",
+        text(&out)
+    );
+    assert!(sims[0].proves_possession(&CredentialBundleFiles::read(&sims[0].state).cert_der));
+}
+
+/// A device's stored bundle, as bytes to look for elsewhere.
+struct CredentialBundleFiles {
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+    key_pem_body: String,
+}
+
+impl CredentialBundleFiles {
+    fn read(dir: &Path) -> Self {
+        let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+        let key = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+        let key_der = pem_body(&key);
+        Self {
+            cert_der: pem_body(&cert),
+            key_pem_body: key.lines().nth(1).unwrap().to_owned(),
+            key_der,
+        }
+    }
+}
+
+fn pem_body(text: &str) -> Vec<u8> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(text.as_bytes()).unwrap();
+    p.contents
+}

@@ -8,6 +8,7 @@
 pub mod dir;
 pub mod pkcs11;
 pub mod pkcs12;
+pub mod serial;
 mod software;
 
 use std::path::PathBuf;
@@ -65,21 +66,21 @@ pub struct TargetSpecError {
 }
 
 /// Parses `dir:PATH`, `pkcs12:PATH[?password-file=FILE]` or
-/// `pkcs11:MODULE[?token=LABEL][&pin-file=FILE]`.
+/// `pkcs11:MODULE[?token=LABEL][&pin-file=FILE]` or `serial:[ADDR]`.
 pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
     let err = |reason: &str| TargetSpecError {
         given: given.to_owned(),
         reason: reason.to_owned(),
     };
-    let (kind, rest) = given
-        .split_once(':')
-        .ok_or_else(|| err("expected KIND:..., one of dir:PATH, pkcs12:PATH, pkcs11:MODULE"))?;
+    let (kind, rest) = given.split_once(':').ok_or_else(|| {
+        err("expected KIND:..., one of dir:PATH, pkcs12:PATH, pkcs11:MODULE, serial:ADDR")
+    })?;
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
     let options = parse_query(query).map_err(|r| err(&r))?;
-    if path.is_empty() {
+    if path.is_empty() && kind != "serial" {
         return Err(err("the path is empty"));
     }
     let known =
@@ -122,8 +123,13 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
                 .map_err(|r| err(&r))?;
             Ok(Box::new(t))
         }
+        "serial" => {
+            known(&[])?;
+            let address = (!path.is_empty()).then(|| path.to_owned());
+            Ok(Box::new(serial::SerialTarget::new(address)))
+        }
         other => Err(err(&format!(
-            "unknown target kind `{other}`; use dir:PATH, pkcs12:PATH or pkcs11:MODULE"
+            "unknown target kind `{other}`; use dir:PATH, pkcs12:PATH, pkcs11:MODULE or serial:ADDR"
         ))),
     }
 }
