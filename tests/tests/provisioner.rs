@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{CaProcess, bin, ok, openssl_output, s};
+use hallmark_tests::{CaProcess, assert_bundle_verifies, bin, ok, openssl_output, s};
 
 /// A CA and a station credential scoped to `zones` and `profiles`.
 struct Factory {
@@ -114,19 +114,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn bundle_verifies(dir: &Path) -> bool {
-    openssl_output(&[
-        "verify",
-        "-CAfile",
-        s(&dir.join("ca.pem")),
-        "-untrusted",
-        s(&dir.join("chain.pem")),
-        s(&dir.join("cert.pem")),
-    ])
-    .status
-    .success()
-}
-
 fn serial_of(cert: &Path) -> String {
     let pem = std::fs::read(cert).unwrap();
     let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
@@ -167,7 +154,7 @@ fn a_lot_of_500_into_a_file_system_image_verifies_with_openssl() {
     let active = f.active_per_device();
     for (id, _, _) in &rows {
         let d = image.join(id);
-        assert!(bundle_verifies(&d), "{id}: bundle does not verify");
+        assert_bundle_verifies(&d);
         let mode = std::fs::metadata(d.join("key.pem"))
             .unwrap()
             .permissions()
@@ -372,7 +359,7 @@ fn a_killed_run_resumes_and_every_device_ends_with_one_active_certificate() {
         );
     }
     for (id, _, _) in rows.iter().step_by(10) {
-        assert!(bundle_verifies(&image.join(id)), "{id}");
+        assert_bundle_verifies(&image.join(id));
     }
 }
 
@@ -402,7 +389,7 @@ fn devices_outside_the_station_scope_fail_alone() {
         assert!(!image.join(bad).exists(), "{bad}: nothing injected");
     }
     for good in ["o-1", "o-3", "o-5"] {
-        assert!(bundle_verifies(&image.join(good)), "{good}");
+        assert_bundle_verifies(&image.join(good));
     }
     let active = f.active_per_device();
     assert!(!active.contains_key("o-2") && !active.contains_key("o-4"));
@@ -634,10 +621,7 @@ fn ten_simulated_sensors_on_serial_lines_keep_their_keys() {
             [serial_of(&sim.state.join("cert.pem"))],
             "{id}"
         );
-        assert!(
-            bundle_verifies(&sim.state),
-            "{id}: the device's chain verifies"
-        );
+        assert_bundle_verifies(&sim.state);
         assert!(
             sim.proves_possession(&bundle.cert_der),
             "{id}: proof of possession"
