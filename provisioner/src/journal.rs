@@ -105,6 +105,16 @@ impl Journal {
             .truncate(false)
             .open(path)
             .map_err(io)?;
+        // Two runs of one lot at once would interleave their lines and both provision.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                foreign(
+                    "another run of this lot is using it (the journal is locked); wait for it \
+                     to end"
+                        .into(),
+                )
+            },
+        )?;
         let mut states = HashMap::new();
         let mut good_len = 0u64;
         let mut header_seen = false;
@@ -237,6 +247,10 @@ mod tests {
         drop(j);
         let j = Journal::open(&path, "lot-1").unwrap();
         assert!(matches!(j.state("s-3"), Some(DeviceState::Failed { .. })));
+        // A second run of the lot while this one holds the journal is refused.
+        let e = Journal::open(&path, "lot-1").err().unwrap().to_string();
+        assert!(e.contains("another run of this lot"), "{e}");
+        drop(j);
         // Another lot's journal is refused.
         let e = Journal::open(&path, "lot-2").err().unwrap().to_string();
         assert!(e.contains("belongs to lot `lot-1`"), "{e}");

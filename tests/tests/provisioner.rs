@@ -506,6 +506,33 @@ fn a_lot_of_20_into_pkcs11_tokens_keeps_every_key_inside_its_token() {
         .verify(&challenge, &signature)
         .unwrap_or_else(|_| panic!("{id}: the token's signature does not verify"));
     }
+
+    // As if the station had died after the CA answered for se-03 but before it journaled the
+    // device done: the next run finds the certificate in the token and issues nothing new.
+    let journal = f.dir.join("lot-se.journal");
+    let kept: String = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter(|l| !(l.contains("\"device\":\"se-03\"") && l.contains("\"event\":\"done\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&journal, kept).unwrap();
+    let again = f
+        .provisioner()
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["run", "--lot", s(&lot), "--target", &target])
+        .output()
+        .unwrap();
+    assert!(
+        text(&again).contains("20 devices: 1 ok, 0 failed, 19 skipped"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        f.active_per_device()["se-03"],
+        active["se-03"],
+        "nothing new issued"
+    );
 }
 
 /// A simulated sensor process; killed on drop.
