@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -119,16 +119,16 @@ impl Journal {
         let mut good_len = 0u64;
         let mut header_seen = false;
         {
-            let mut reader = BufReader::new(&file);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line).map_err(io)?;
-                if n == 0 || !line.ends_with('\n') {
-                    break; // end, or a line cut short by a crash
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io)?;
+            let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+            for (i, raw) in lines.iter().enumerate() {
+                let last = i + 1 == lines.len();
+                if !raw.ends_with(b"\n") {
+                    break; // a line cut short by a crash: dropped below
                 }
                 if !header_seen {
-                    let h: Header = serde_json::from_str(&line)
+                    let h: Header = serde_json::from_slice(raw)
                         .ok()
                         .filter(|h: &Header| h.journal == MAGIC)
                         .ok_or_else(|| {
@@ -145,15 +145,22 @@ impl Journal {
                     }
                     header_seen = true;
                 } else {
-                    match serde_json::from_str::<Line>(&line) {
+                    match serde_json::from_slice::<Line>(raw) {
                         Ok(l) => {
                             states.insert(l.device, l.state);
                         }
-                        // Only the last line can be damaged by a crash; stop there.
-                        Err(_) => break,
+                        // Only the last line can be damaged by a crash.
+                        Err(_) if last => break,
+                        Err(e) => {
+                            return Err(foreign(format!(
+                                "line {} is damaged ({e}); the lines after it record finished \
+                                 devices, so the journal is not cut: repair or remove that line",
+                                i + 1
+                            )));
+                        }
                     }
                 }
-                good_len += n as u64;
+                good_len += raw.len() as u64;
             }
         }
         // Cut a damaged tail so that new lines start on a line of their own.
@@ -247,6 +254,14 @@ mod tests {
         drop(j);
         let j = Journal::open(&path, "lot-1").unwrap();
         assert!(matches!(j.state("s-3"), Some(DeviceState::Failed { .. })));
+        // A torn last line that is not even UTF-8 is dropped too.
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"device\":\"s-4\",\"error\":\"\xc3")
+            .unwrap();
+        drop(f);
+        let j = Journal::open(&path, "lot-1").unwrap();
+        assert!(j.state("s-4").is_none());
         // A second run of the lot while this one holds the journal is refused.
         let e = Journal::open(&path, "lot-1").err().unwrap().to_string();
         assert!(e.contains("another run of this lot"), "{e}");
@@ -254,5 +269,16 @@ mod tests {
         // Another lot's journal is refused.
         let e = Journal::open(&path, "lot-2").err().unwrap().to_string();
         assert!(e.contains("belongs to lot `lot-1`"), "{e}");
+        // A damaged line followed by good ones is not cut away: the journal is refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.insert(2, "garbage");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let e = Journal::open(&path, "lot-1").err().unwrap().to_string();
+        assert!(e.contains("line 3 is damaged"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            lines.len()
+        );
     }
 }

@@ -136,13 +136,15 @@ impl Worker {
             Ok(serial) => report(Outcome::Ok, Some(serial), None),
             Err(error) => {
                 tracing::warn!(%error, "device failed");
-                if let Err(e) = self.journal.record(
-                    &device.device_id,
-                    now(),
-                    DeviceState::Failed {
-                        error: error.clone(),
-                    },
-                ) {
+                if let Err(e) = self
+                    .journal(
+                        &device.device_id,
+                        DeviceState::Failed {
+                            error: error.clone(),
+                        },
+                    )
+                    .await
+                {
                     tracing::error!(error = %e, "journal write failed");
                 }
                 report(Outcome::Failed, None, Some(error))
@@ -179,17 +181,15 @@ impl Worker {
             chain_pem: issued.chain_pem,
             trust_pem: issued.trust_bundle_pem,
         };
-        self.journal
-            .record(
-                &device.device_id,
-                now(),
-                DeviceState::Issued {
-                    serial: credential.serial.clone(),
-                    chain_pem: credential.chain_pem.clone(),
-                    trust_pem: credential.trust_pem.clone(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        self.journal(
+            &device.device_id,
+            DeviceState::Issued {
+                serial: credential.serial.clone(),
+                chain_pem: credential.chain_pem.clone(),
+                trust_pem: credential.trust_pem.clone(),
+            },
+        )
+        .await?;
         self.complete(device, &credential, start).await
     }
 
@@ -215,16 +215,14 @@ impl Worker {
                 .await
                 .map_err(|e| format!("read back: {e}"))?;
         }
-        self.journal
-            .record(
-                &device.device_id,
-                now(),
-                DeviceState::Done {
-                    serial: credential.serial.clone(),
-                    millis: start.elapsed().as_millis() as u64,
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        self.journal(
+            &device.device_id,
+            DeviceState::Done {
+                serial: credential.serial.clone(),
+                millis: start.elapsed().as_millis() as u64,
+            },
+        )
+        .await?;
         Ok(credential.serial.clone())
     }
 
@@ -258,6 +256,18 @@ impl Worker {
                     }
                     Err(s) => return Err(format!("registry: {}", status_error(s))),
                 };
+                // Another unit must not take over a registered device's identity: the
+                // issuance would revoke the certificate of the unit in the field.
+                if !device.serial_number.is_empty()
+                    && !d.serial_number.is_empty()
+                    && d.serial_number != device.serial_number
+                {
+                    return Err(format!(
+                        "registry: device {} is registered with serial number {}, the manifest \
+                         says {}; a different unit cannot take its identity",
+                        device.device_id, d.serial_number, device.serial_number
+                    ));
+                }
                 if d.zone != device.zone || d.profile != device.profile {
                     return Err(format!(
                         "registry: device {} is registered in zone {} with profile {}, the \
@@ -269,6 +279,16 @@ impl Worker {
             }
             Err(s) => Err(format!("registry: {}", status_error(s))),
         }
+    }
+
+    /// Appends to the journal on a blocking thread (it syncs to disk).
+    async fn journal(&self, device: &str, state: DeviceState) -> Result<(), Failure> {
+        let journal = self.journal.clone();
+        let device = device.to_owned();
+        tokio::task::spawn_blocking(move || journal.record(&device, now(), state))
+            .await
+            .map_err(|e| format!("journal: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     /// Runs a target step on a blocking thread.

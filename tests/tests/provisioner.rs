@@ -394,6 +394,25 @@ fn devices_outside_the_station_scope_fail_alone() {
     let active = f.active_per_device();
     assert!(!active.contains_key("o-2") && !active.contains_key("o-4"));
 
+    // Another unit cannot take over a registered device's identity.
+    let other = f.dir.join("lot-other.csv");
+    std::fs::write(
+        &other,
+        "device_id,zone,profile,model,serial_number\no-1,field,sensor,TX-100,SN-OTHER\n",
+    )
+    .unwrap();
+    let out = f.run(&other, &format!("dir:{}", s(&f.dir.join("image2"))), &[]);
+    assert!(
+        text(&out).contains("a different unit cannot take its identity"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        f.active_per_device()["o-1"],
+        active["o-1"],
+        "o-1 keeps its certificate"
+    );
+
     // A bad manifest stops before anything happens.
     let bad = f.dir.join("lot-bad.csv");
     std::fs::write(

@@ -20,6 +20,8 @@ pub struct CheckedCrl {
     pub next_update: i64,
     /// Serial numbers of the entries, as the store writes them (lower-case hex), sorted.
     pub serials: Vec<String>,
+    /// Those of them revoked with reason superseded (replaced by a newer certificate), sorted.
+    pub superseded: Vec<String>,
     /// URIs of the issuing distribution point.
     pub distribution_points: Vec<String>,
 }
@@ -114,6 +116,18 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         serials: {
             let mut s: Vec<String> = crl
                 .iter_revoked_certificates()
+                .map(|e| crate::api::auth::serial_hex(e.raw_serial()))
+                .collect();
+            s.sort_unstable();
+            s
+        },
+        superseded: {
+            let mut s: Vec<String> = crl
+                .iter_revoked_certificates()
+                .filter(|e| {
+                    e.reason_code()
+                        .is_some_and(|(_, r)| r == x509_parser::x509::ReasonCode::Superseded)
+                })
                 .map(|e| crate::api::auth::serial_hex(e.raw_serial()))
                 .collect();
             s.sort_unstable();

@@ -100,6 +100,11 @@ impl CrlPublisher {
         let refresh = builder.sources.validity / 2;
         let task = tokio::spawn(async move {
             let mut feed_open = true;
+            // An interval, not a sleep per loop: steady revocation traffic must not keep
+            // postponing the periodic reread.
+            let mut refresh_tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+            refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     changed = feed.recv(), if feed_open => {
@@ -121,7 +126,7 @@ impl CrlPublisher {
                     }
                     // The periodic refresh also rereads the store: a safety net against any
                     // change that did not come through the feed.
-                    _ = tokio::time::sleep(refresh) => builder.list.clear(),
+                    _ = refresh_tick.tick() => builder.list.clear(),
                     _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
                 }
                 // Everything that arrived during the debounce shares this rebuild.

@@ -4,9 +4,10 @@
 //! revocation checking off (fail open). With `--dynsec` it also cuts the sessions that
 //! newly revoked or suspended devices still have open (see [`dynsec`]).
 
+mod cuts;
 mod dynsec;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -105,8 +106,11 @@ fn certs_of(pem: &str) -> Vec<Vec<u8>> {
 struct Agent {
     args: SyncArgs,
     applied: Applied,
-    /// Serials newly listed in an applied CRL whose devices' sessions are still to be cut.
-    to_cut: BTreeSet<String>,
+    /// With `--dynsec`: serials newly listed on an applied CRL whose devices' sessions are
+    /// still to be cut, and where to cut them.
+    cuts: Option<(cuts::PendingCuts, cuts::CutConfig)>,
+    /// The files were written but the broker could not be made to reload them.
+    reload_pending: bool,
 }
 
 impl Agent {
@@ -131,7 +135,7 @@ impl Agent {
                         c.issuer_name, c.number, old.number
                     ),
                     Some((old, _)) if c.number == old.number => {}
-                    old => {
+                    Some((old, _)) => {
                         eprintln!(
                             "applying CRL of `{}`: number {}, {} entries, {}s old",
                             c.issuer_name,
@@ -139,12 +143,27 @@ impl Agent {
                             c.serials.len(),
                             t - c.this_update
                         );
-                        let before: &[String] = old.map_or(&[], |(o, _)| &o.serials);
+                        // Entries new on this CRL, but not those replaced by a newer certificate
+                        // (re-provisioning): their devices are connected with the new one.
                         new_serials.extend(
                             c.serials
                                 .iter()
-                                .filter(|s| before.binary_search(s).is_err())
+                                .filter(|s| old.serials.binary_search(s).is_err())
+                                .filter(|s| c.superseded.binary_search(s).is_err())
                                 .cloned(),
+                        );
+                        next.insert(c.issuer.clone(), (c, der.clone()));
+                        changed = true;
+                    }
+                    None => {
+                        // The first CRL of an issuer is the baseline: cutting every session
+                        // its entries ever had would only make devices reconnect.
+                        eprintln!(
+                            "applying the first CRL of `{}`: number {}, {} entries (sessions are \
+                             cut for entries added from now on)",
+                            c.issuer_name,
+                            c.number,
+                            c.serials.len()
                         );
                         next.insert(c.issuer.clone(), (c, der.clone()));
                         changed = true;
@@ -154,6 +173,10 @@ impl Agent {
         }
         let ca_changed = ca_pem != self.applied.ca_pem;
         if !changed && !ca_changed {
+            if self.reload_pending {
+                self.reload()?;
+                self.reload_pending = false;
+            }
             return Ok(false);
         }
         if ca_changed {
@@ -175,61 +198,31 @@ impl Agent {
             crls: next,
             ca_pem: ca_pem.to_owned(),
         };
-        self.reload()?;
-        // Only once the broker refuses the certificates is it worth cutting their sessions:
-        // a device cut earlier could reconnect.
-        if self.args.dynsec.is_some() {
-            self.to_cut.extend(new_serials);
+        if let Some((pending, _)) = &mut self.cuts {
+            pending.add(new_serials)?;
         }
+        // Until the broker has reloaded, no cut (a cut device could come back in) and the
+        // reload is retried at the next apply.
+        self.reload_pending = true;
+        self.reload()?;
+        self.reload_pending = false;
         Ok(true)
     }
 
-    /// Cuts the open sessions of the devices of the serials in `to_cut`. What cannot be done
-    /// now (CA or broker unreachable) stays for the next call.
+    /// Cuts the open sessions of the devices of the pending serials, once the broker has
+    /// reloaded the CRL that lists them.
     async fn cut_sessions(&mut self, conn: &Connection) {
-        let Some(address) = self.args.dynsec.clone() else {
-            return;
-        };
-        if self.to_cut.is_empty() {
-            return;
-        }
-        let result = async {
-            let (Some(cert), Some(key)) = (&conn.cert, &conn.key) else {
-                bail!("--dynsec needs the agent's credential (--cert and --key)");
-            };
-            let target = dynsec::DynsecTarget::new(
-                &address,
-                self.args.dynsec_server_name.as_deref(),
-                cert,
-                key,
-                &self.applied.ca_pem,
-            )?;
-            let serials: Vec<String> = self.to_cut.iter().cloned().collect();
-            let devices = devices_of(conn, &serials).await?;
-            let report = dynsec::cut_sessions(&target, &devices).await?;
-            anyhow::Ok((serials, report))
-        }
-        .await;
-        match result {
-            Ok((serials, report)) => {
-                if !report.cut.is_empty() {
-                    eprintln!(
-                        "cut the broker sessions of {} device(s): {}",
-                        report.cut.len(),
-                        report.cut.join(", ")
-                    );
-                }
-                for (device, why) in &report.failed {
-                    eprintln!("could not cut the sessions of `{device}`: {why}");
-                }
-                for s in serials {
-                    self.to_cut.remove(&s);
+        if self.reload_pending {
+            match self.reload() {
+                Ok(()) => self.reload_pending = false,
+                Err(e) => {
+                    eprintln!("the broker has not reloaded yet: {e:#}");
+                    return;
                 }
             }
-            Err(e) => eprintln!(
-                "could not cut open sessions yet ({} serials pending): {e:#}",
-                self.to_cut.len()
-            ),
+        }
+        if let Some((pending, config)) = &mut self.cuts {
+            pending.cut(conn, config, &self.applied.ca_pem).await;
         }
     }
 
@@ -281,33 +274,6 @@ async fn http_get(url: &str) -> Result<Vec<u8>> {
     Ok(resp.into_body().collect().await?.to_bytes().to_vec())
 }
 
-/// The device ids (MQTT usernames) of `serials`, asked of the CA 1000 at a time.
-async fn devices_of(conn: &Connection, serials: &[String]) -> Result<Vec<String>> {
-    let mut ca = CertificateAuthorityClient::new(conn.channel().await?);
-    let mut devices = BTreeSet::new();
-    for chunk in serials.chunks(1000) {
-        let mut page_token = String::new();
-        loop {
-            let page = ca
-                .list_certificates(pb::ListCertificatesRequest {
-                    serials: chunk.to_vec(),
-                    page_size: 1000,
-                    page_token,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            devices.extend(page.certificates.into_iter().map(|c| c.device_id));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-    }
-    Ok(devices.into_iter().collect())
-}
-
 async fn trust_bundle(conn: &Connection) -> Result<String> {
     let mut ca = CertificateAuthorityClient::new(conn.channel().await?);
     let t = ca
@@ -343,10 +309,22 @@ async fn follow(conn: &Connection, agent: &mut Agent, connected: &mut bool) -> R
 pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let BrokerCommand::Sync(args) = cmd;
     let applied = Applied::load(&args.crl_file, &args.broker_ca_file);
+    let cuts = args.dynsec.clone().map(|address| {
+        let mut file = args.crl_file.clone().into_os_string();
+        file.push(".pending-cuts");
+        (
+            cuts::PendingCuts::load(file.into()),
+            cuts::CutConfig {
+                address,
+                server_name: args.dynsec_server_name.clone(),
+            },
+        )
+    });
     let mut agent = Agent {
         args,
         applied,
-        to_cut: BTreeSet::new(),
+        cuts,
+        reload_pending: false,
     };
     if agent.args.once {
         let ca_pem = trust_bundle(conn).await?;

@@ -8,7 +8,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+use rustix::termios::{OptionalActions, QueueSelector, tcflush, tcgetattr, tcsetattr};
 
 /// An open line to one device.
 pub enum Link {
@@ -30,6 +30,8 @@ impl Link {
             let mut t = tcgetattr(&file)?;
             t.make_raw();
             tcsetattr(&file, OptionalActions::Now, &t)?;
+            // A late answer to a request that timed out must not pass for the next answer.
+            tcflush(&file, QueueSelector::IFlush)?;
             return Ok(Self::Tty(file, timeout));
         }
         let addr = address.to_socket_addrs()?.next().ok_or_else(|| {

@@ -6,8 +6,10 @@
 //!
 //! The token is found by its label: `token=` is a template in which `{device}` stands for the
 //! device id (default `{device}`), or the device's `pkcs11_token` column. The user PIN is the
-//! device's `pkcs11_pin` column or the content of `pin-file`. A key left in the token by an
-//! interrupted run is used again, so the device never holds two keys of ours.
+//! device's `pkcs11_pin` column or the content of `pin-file`. Each provisioning makes a new key
+//! and removes the device's previous key and certificate of ours, so the token never holds two;
+//! a run interrupted after the CA answered is finished with the key it left, through the
+//! journaled certificate.
 
 use std::path::{Path, PathBuf};
 
@@ -108,10 +110,15 @@ impl Pkcs11Target {
             .context
             .open_rw_session(slot)
             .map_err(failed("opening a session"))?;
-        session
-            .login(UserType::User, Some(&AuthPin::from(pin.clone())))
-            .map_err(failed(&format!("login to token `{label}`")))?;
-        Ok(session)
+        match session.login(UserType::User, Some(&AuthPin::from(pin.clone()))) {
+            // Another worker's session on the same token is logged in: so is this one.
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => Ok(session),
+            Err(e) => Err(failed(&format!("login to token `{label}`"))(e)),
+        }
     }
 }
 
@@ -192,17 +199,15 @@ impl SigningKey for TokenKey<'_> {
     }
 }
 
-/// `CKA_EC_POINT` is the point wrapped in a DER OCTET STRING (DESIGN pitfalls).
+/// `CKA_EC_POINT` is the P-256 point (65 bytes, uncompressed) wrapped in a DER OCTET STRING
+/// (DESIGN pitfalls); some modules return the bare point. Exact lengths only: a bare point
+/// could otherwise pass for a wrapped one.
 fn unwrap_octet_string(der: &[u8]) -> Result<Vec<u8>, TargetError> {
     match der {
-        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => {
-            Ok(rest.to_vec())
-        }
-        [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => Ok(rest.to_vec()),
-        // Some modules return the bare point.
+        [0x04, 0x41, point @ ..] if point.len() == 65 && point[0] == 0x04 => Ok(point.to_vec()),
         [0x04, ..] if der.len() == 65 => Ok(der.to_vec()),
         _ => Err(TargetError::Failed(
-            "the token's EC point is not an OCTET STRING".into(),
+            "the token's EC point is not an uncompressed P-256 point".into(),
         )),
     }
 }
@@ -247,32 +252,40 @@ impl Target for Pkcs11Target {
         let session = self.session(device)?;
         let id = object_id(&device.device_id);
         let label = device.device_id.as_bytes().to_vec();
-        let (private, public) = match find_key(&session, &device.device_id)? {
-            Some(pair) => pair,
-            None => session
-                .generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Verify(true),
-                        Attribute::EcParams(P256_PARAMS.to_vec()),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(id.clone()),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Label(label),
-                        Attribute::Id(id),
-                    ],
-                )
-                // cryptoki answers (public, private).
-                .map(|(public, private)| (private, public))
-                .map_err(failed("generating the key pair"))?,
-        };
+        // A new key every time: re-provisioning rotates it, and an interrupted run is finished
+        // with the key it left only through its journaled certificate. Only our objects (this
+        // device's CKA_ID) are removed; the token's other objects (an IDevID) stay.
+        let ours = session
+            .find_objects(&[Attribute::Id(id.clone())])
+            .map_err(failed("finding old objects"))?;
+        for o in ours {
+            session
+                .destroy_object(o)
+                .map_err(failed("removing an old key or certificate"))?;
+        }
+        let (private, public) = session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Verify(true),
+                    Attribute::EcParams(P256_PARAMS.to_vec()),
+                    Attribute::Label(label.clone()),
+                    Attribute::Id(id.clone()),
+                ],
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Label(label),
+                    Attribute::Id(id),
+                ],
+            )
+            // cryptoki answers (public, private).
+            .map(|(public, private)| (private, public))
+            .map_err(failed("generating the key pair"))?;
         let key = TokenKey::open(&session, private, public)?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -331,6 +344,8 @@ impl Target for Pkcs11Target {
                     Attribute::Class(ObjectClass::CERTIFICATE),
                     Attribute::CertificateType(CertificateType::X_509),
                     Attribute::Token(true),
+                    // Public objects: readable before login, like any certificate.
+                    Attribute::Private(false),
                     Attribute::Label(label),
                     Attribute::Id(id),
                     Attribute::Subject(c.subject().as_raw().to_vec()),
