@@ -126,8 +126,9 @@ pub async fn cut_sessions(target: &DynsecTarget, usernames: &[String]) -> Result
             .map(|u| json!({"command": "getClient", "username": u, "correlationData": u}))
             .collect();
         let found = session.run(gets).await?;
-        // Round 2: the commands that disconnect, leaving each entry as it was.
-        let mut commands = Vec::new();
+        // Sort: unknown to the plugin (created and deleted), or managed by the operator.
+        let mut unknown = Vec::new();
+        let mut managed: Vec<(&String, bool)> = Vec::new();
         for u in chunk {
             let r = found.get(u.as_str());
             let error = r.and_then(|r| r.get("error")).and_then(Value::as_str);
@@ -135,26 +136,49 @@ pub async fn cut_sessions(target: &DynsecTarget, usernames: &[String]) -> Result
                 .and_then(|r| r.pointer("/data/client/disabled"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            let corr = |step: &str| format!("{step}:{u}");
             match error {
-                Some(e) if e.contains("not found") => {
-                    commands.push(json!({"command": "createClient", "username": u,
-                        "textname": TEXTNAME, "correlationData": corr("create")}));
-                    commands.push(json!({"command": "deleteClient", "username": u,
-                        "correlationData": corr("cut")}));
-                }
+                Some(e) if e.contains("not found") => unknown.push(u),
                 Some(e) => report.failed.push((u.clone(), e.to_owned())),
                 None if r.is_none() => report
                     .failed
                     .push((u.clone(), "no answer from the plugin".into())),
-                None => {
-                    commands.push(json!({"command": "disableClient", "username": u,
-                        "correlationData": corr("cut")}));
-                    if !disabled {
-                        commands.push(json!({"command": "enableClient", "username": u,
-                            "correlationData": corr("restore")}));
-                    }
+                None => managed.push((u, disabled)),
+            }
+        }
+        // Round 2: create the unknown ones. Only an entry this agent created is deleted later,
+        // even if an operator creates one with the same name in between.
+        let mut commands = Vec::new();
+        if !unknown.is_empty() {
+            let creates = unknown
+                .iter()
+                .map(|u| {
+                    json!({"command": "createClient", "username": u, "textname": TEXTNAME,
+                        "correlationData": format!("create:{u}")})
+                })
+                .collect();
+            let created = session.run(creates).await?;
+            for u in unknown {
+                match created
+                    .get(&format!("create:{u}"))
+                    .map(|r| r.get("error").and_then(Value::as_str))
+                {
+                    Some(None) => commands.push(json!({"command": "deleteClient", "username": u,
+                        "correlationData": format!("cut:{u}")})),
+                    Some(Some(e)) if e.contains("exists") => managed.push((u, false)),
+                    Some(Some(e)) => report.failed.push((u.clone(), e.to_owned())),
+                    None => report
+                        .failed
+                        .push((u.clone(), "no answer from the plugin".into())),
                 }
+            }
+        }
+        // Round 3: the commands that disconnect, leaving each entry as it was.
+        for (u, disabled) in managed {
+            commands.push(json!({"command": "disableClient", "username": u,
+                "correlationData": format!("cut:{u}")}));
+            if !disabled {
+                commands.push(json!({"command": "enableClient", "username": u,
+                    "correlationData": format!("restore:{u}")}));
             }
         }
         if commands.is_empty() {
@@ -165,7 +189,7 @@ pub async fn cut_sessions(target: &DynsecTarget, usernames: &[String]) -> Result
             if report.failed.iter().any(|(f, _)| f == u) {
                 continue;
             }
-            let errors: Vec<String> = ["create", "cut", "restore"]
+            let errors: Vec<String> = ["cut", "restore"]
                 .iter()
                 .filter_map(|step| answers.get(&format!("{step}:{u}")))
                 .filter_map(|r| r.get("error").and_then(Value::as_str))
