@@ -82,14 +82,28 @@ impl CredentialBundle {
 /// A fresh P-256 key and a CSR for it (the CSR's subject is informative only: the CA takes
 /// names from its registry). Returns `(key PEM, CSR DER)`.
 pub fn new_key_and_csr(common_name: &str) -> Result<(String, Vec<u8>), rcgen::Error> {
+    let (key, csr) = new_key_pair_and_csr(common_name)?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// As [`new_key_and_csr`], for a caller that keeps the key in memory.
+pub fn new_key_pair_and_csr(common_name: &str) -> Result<(rcgen::KeyPair, Vec<u8>), rcgen::Error> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
-    let csr = params.serialize_request(&key)?;
-    Ok((key.serialize_pem(), csr.der().to_vec()))
+    let csr = params.serialize_request(&key)?.der().to_vec();
+    Ok((key, csr))
+}
+
+/// The common name (a device id, or a credential name) of the certificate in `cert_pem`.
+pub fn certificate_cn(cert_pem: &[u8]) -> Option<String> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(cert_pem).ok()?;
+    let c = p.parse_x509().ok()?;
+    let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_owned())
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ impl Worker {
                     chain_pem,
                     trust_pem,
                 };
-                if let Ok(serial) = self.complete(&device, &credential, start).await {
+                if let Ok(serial) = self.complete(&device, &credential, start, true).await {
                     return report(Outcome::Ok, Some(serial), None);
                 }
             }
@@ -190,28 +190,30 @@ impl Worker {
             },
         )
         .await?;
-        self.complete(device, &credential, start).await
+        self.complete(device, &credential, start, false).await
     }
 
-    /// Injects (unless the target already holds it), reads back, journals done.
+    /// Injects (unless `recovering` and the target already holds it), reads back, journals
+    /// done. Only a run finishing an interrupted device looks first: a fresh certificate cannot
+    /// be at the target yet.
     async fn complete(
         &self,
         device: &DeviceEntry,
         credential: &Credential,
         start: Instant,
+        recovering: bool,
     ) -> Result<String, Failure> {
-        let c = credential.clone();
-        let already = self
-            .blocking(device, move |t, d| t.read_back(d, &c, now()))
-            .await
-            .is_ok();
+        let read_back = |c: Credential| async move {
+            self.blocking(device, move |t, d| t.read_back(d, &c, now()))
+                .await
+        };
+        let already = recovering && read_back(credential.clone()).await.is_ok();
         if !already {
             let c = credential.clone();
             self.blocking(device, move |t, d| t.inject(d, &c))
                 .await
                 .map_err(|e| format!("inject: {e}"))?;
-            let c = credential.clone();
-            self.blocking(device, move |t, d| t.read_back(d, &c, now()))
+            read_back(credential.clone())
                 .await
                 .map_err(|e| format!("read back: {e}"))?;
         }

@@ -209,6 +209,54 @@ pub fn openssl_root_ca(dir: &Path, name: &str, cn: &str, days: u32) -> (PathBuf,
     (key, cert)
 }
 
+/// Makes a new P-256 key at `key` and a CSR for `subj` at `csr` with OpenSSL; `extra` goes to
+/// `openssl req` as it is (e.g. `-outform DER`, `-addext ...`).
+pub fn openssl_p256_csr(key: &Path, csr: &Path, subj: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(key),
+        "-out",
+        s(csr),
+        "-subj",
+        subj,
+    ];
+    args.extend(extra);
+    openssl(&args);
+}
+
+/// Signs `csr` with the CA `(key, cert)` (as [`openssl_root_ca`] returns it) into `out` with
+/// OpenSSL, valid `days` days, with the extensions `ext` (an OpenSSL extfile's text, written
+/// beside `out`).
+pub fn openssl_sign(csr: &Path, ca: &(PathBuf, PathBuf), ext: &str, days: u32, out: &Path) {
+    let ext_file = out.with_extension("ext");
+    std::fs::write(&ext_file, ext).unwrap();
+    let days = days.to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        s(csr),
+        "-CA",
+        s(&ca.1),
+        "-CAkey",
+        s(&ca.0),
+        "-CAcreateserial",
+        "-days",
+        &days,
+        "-out",
+        s(out),
+        "-extfile",
+        s(&ext_file),
+    ]);
+}
+
 /// A fresh P-256 key (PEM) and a CSR for it (DER).
 pub fn p256_csr(cn: &str) -> (String, Vec<u8>) {
     hallmark_ca::bundle::new_key_and_csr(cn).expect("key and CSR")
@@ -284,6 +332,32 @@ impl CaProcess {
             .expect("run hallmark")
     }
 
+    /// A `HALLMARK_*` variable the CA printed at start.
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("hallmark-ca did not print {name}"))
+    }
+
+    /// `hallmark cert issue --generate-key` for `device` with `profile` (in `zone` when given)
+    /// into the bundle directory `out`, as the admin; what it printed.
+    pub fn issue_bundle(
+        &self,
+        device: &str,
+        profile: &str,
+        zone: Option<&str>,
+        out: &Path,
+    ) -> String {
+        let mut args = vec!["cert", "issue", "--device", device, "--profile", profile];
+        if let Some(z) = zone {
+            args.extend(["--zone", z]);
+        }
+        args.extend(["--generate-key", "--out", s(out)]);
+        ok(&self.hallmark(&args))
+    }
+
     /// A plain HTTP/1.1 GET with extra header lines; `(status line and headers, body)`.
     pub fn http_get_raw(&self, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
         let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
@@ -306,15 +380,8 @@ impl CaProcess {
 
     /// A plain HTTP/1.1 GET on the HTTP side; the whole response.
     pub fn http_get(&self, path: &str) -> String {
-        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
-        write!(
-            conn,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        conn.read_to_string(&mut out).unwrap();
-        out
+        let (head, body) = self.http_get_raw(path, "");
+        format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body))
     }
 }
 

@@ -2,7 +2,9 @@
 //! and nothing stored (certificates, devices and audit rows unchanged).
 
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{TestCa, assert_refused, openssl, openssl_root_ca, p256_csr, s};
+use hallmark_tests::{
+    TestCa, assert_refused, openssl, openssl_p256_csr, openssl_root_ca, openssl_sign, p256_csr, s,
+};
 use tonic::Code;
 
 fn req(device: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
@@ -249,45 +251,16 @@ async fn callers_without_rights_are_refused_and_nothing_is_stored() {
     // A client certificate from another CA, made by OpenSSL.
     let d = work.path();
     let (ck, cc) = (d.join("c.key"), d.join("c.csr"));
-    let (k, c) = openssl_root_ca(d, "other", "Other Root", 2);
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&ck),
-        "-out",
-        s(&cc),
-        "-subj",
-        "/CN=admin",
-    ]);
-    let (crt, ext) = (d.join("c.crt"), d.join("ext.cnf"));
-    std::fs::write(
-        &ext,
+    let other = openssl_root_ca(d, "other", "Other Root", 2);
+    openssl_p256_csr(&ck, &cc, "/CN=admin", &[]);
+    let crt = d.join("c.crt");
+    openssl_sign(
+        &cc,
+        &other,
         "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        s(&cc),
-        "-CA",
-        s(&c),
-        "-CAkey",
-        s(&k),
-        "-CAcreateserial",
-        "-out",
-        s(&crt),
-        "-days",
-        "1",
-        "-extfile",
-        s(&ext),
-    ]);
+        1,
+        &crt,
+    );
     let mut foreign = ca
         .client(Some((
             std::fs::read(&crt).unwrap(),

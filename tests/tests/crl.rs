@@ -43,28 +43,8 @@ fn crls_are_signed_published_and_understood_by_openssl() {
     let data = work.path().join("data");
     let ca = CaProcess::start(&data, &[]);
     let (s1, s2) = (work.path().join("s1"), work.path().join("s2"));
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s1",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&s1),
-    ]));
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s2",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&s2),
-    ]));
+    ca.issue_bundle("s1", "sensor", None, &s1);
+    ca.issue_bundle("s2", "sensor", None, &s2);
     let path = cdp_path(&s1.join("cert.pem"));
     assert!(
         path.starts_with("/crl/issuing-") && path.ends_with(".crl"),
@@ -251,17 +231,7 @@ async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
 fn the_cli_shows_and_fetches_the_crls() {
     let work = tempfile::tempdir().unwrap();
     let ca = CaProcess::start(&work.path().join("data"), &[]);
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s1",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&work.path().join("s1")),
-    ]));
+    ca.issue_bundle("s1", "sensor", None, &work.path().join("s1"));
     ok(&ca.hallmark(&[
         "revoke",
         "--device",

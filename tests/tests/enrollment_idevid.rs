@@ -7,55 +7,31 @@ use std::path::{Path, PathBuf};
 
 use hallmark_proto::v1 as pb;
 use hallmark_tests::{
-    TestCa, assert_bundle_verifies, assert_refused, bin, openssl, openssl_root_ca, s,
+    TestCa, assert_bundle_verifies, assert_refused, bin, openssl, openssl_p256_csr,
+    openssl_root_ca, openssl_sign, s,
 };
 use tonic::Code;
 use x509_parser::prelude::*;
 
 /// An IDevID signed by the OpenSSL CA `(ca_key, ca_cert)`, with `serialNumber` in its subject.
 fn idevid(dir: &Path, name: &str, ca: &(PathBuf, PathBuf), serial: &str) -> (PathBuf, PathBuf) {
-    let (key, csr, cert, ext) = (
+    let (key, csr, cert) = (
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}.csr")),
         dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.ext")),
     );
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&csr),
-        "-subj",
-        &format!(
-            "/O=Maker/CN=Field Sensor/serialNumber={}",
-            serial.replace('/', "\\/")
-        ),
-    ]);
-    std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        s(&csr),
-        "-CA",
-        s(&ca.1),
-        "-CAkey",
-        s(&ca.0),
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-out",
-        s(&cert),
-        "-extfile",
-        s(&ext),
-    ]);
+    let subj = format!(
+        "/O=Maker/CN=Field Sensor/serialNumber={}",
+        serial.replace('/', "\\/")
+    );
+    openssl_p256_csr(&key, &csr, &subj, &[]);
+    openssl_sign(
+        &csr,
+        ca,
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        3650,
+        &cert,
+    );
     (cert, key)
 }
 

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use hallmark_proto::v1 as pb;
 use hallmark_tests::{
-    CaProcess, TestCa, assert_bundle_verifies, assert_refused, bin, ok, openssl, s,
+    CaProcess, TestCa, assert_bundle_verifies, assert_refused, bin, ok, openssl, openssl_p256_csr,
+    s,
 };
 use tonic::Code;
 use x509_parser::prelude::*;
@@ -115,25 +116,17 @@ async fn names_come_from_the_registry_not_from_the_csr() {
     let t = token(&ca, "sensor-0101", 3600).await;
     let work = tempfile::tempdir().unwrap();
     let (key, csr) = (work.path().join("k.pem"), work.path().join("r.csr"));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&csr),
-        "-outform",
-        "DER",
-        "-subj",
+    openssl_p256_csr(
+        &key,
+        &csr,
         "/CN=admin/OU=it/O=Evil",
-        "-addext",
-        "subjectAltName=DNS:broker.evil.example,URI:urn:dev:org:1-admin",
-    ]);
+        &[
+            "-outform",
+            "DER",
+            "-addext",
+            "subjectAltName=DNS:broker.evil.example,URI:urn:dev:org:1-admin",
+        ],
+    );
     let mut anon = ca.client(None).await;
     let resp = anon
         .enroll(enroll_req(&t, std::fs::read(&csr).unwrap()))

@@ -123,47 +123,16 @@ impl Plant {
         let dir = work.path().to_owned();
         let ca = CaProcess::start(&dir.join("data"), &[]);
         for (device, zone) in devices {
-            ok(&ca.hallmark(&[
-                "cert",
-                "issue",
-                "--device",
-                device,
-                "--profile",
-                "sensor",
-                "--zone",
-                zone,
-                "--generate-key",
-                "--out",
-                s(&dir.join(device)),
-            ]));
+            ca.issue_bundle(device, "sensor", Some(zone), &dir.join(device));
         }
-        ok(&ca.hallmark(&[
-            "cert",
-            "issue",
-            "--device",
-            "mqtt-1",
-            "--profile",
-            "broker",
-            "--zone",
-            "it",
-            "--generate-key",
-            "--out",
-            s(&dir.join("broker")),
-        ]));
+        ca.issue_bundle("mqtt-1", "broker", Some("it"), &dir.join("broker"));
         // A supervision system that may publish commands to the devices (an `acl_file` user).
-        ok(&ca.hallmark(&[
-            "cert",
-            "issue",
-            "--device",
+        ca.issue_bundle(
             "scada-1",
-            "--profile",
             "gateway",
-            "--zone",
-            "supervision",
-            "--generate-key",
-            "--out",
-            s(&dir.join("scada-1")),
-        ]));
+            Some("supervision"),
+            &dir.join("scada-1"),
+        );
         // The agent's name is the one the shipped dynamic-security.json gives the agent role.
         ok(&ca.hallmark(&[
             "credential",
@@ -175,13 +144,7 @@ impl Plant {
             "--out",
             s(&dir.join("agent")),
         ]));
-        let endpoint = ca
-            .env
-            .iter()
-            .find(|(k, _)| k == "HALLMARK_ENDPOINT")
-            .unwrap()
-            .1
-            .clone();
+        let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
         let (crl_file, ca_file, pid_file) = (
             dir.join("crl.pem"),
             dir.join("ca.pem"),

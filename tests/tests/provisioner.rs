@@ -43,13 +43,7 @@ impl Factory {
 
     /// `hallmark-provisioner` with the station's credential.
     fn provisioner(&self) -> Command {
-        let endpoint = &self
-            .ca
-            .env
-            .iter()
-            .find(|(k, _)| k == "HALLMARK_ENDPOINT")
-            .unwrap()
-            .1;
+        let endpoint = self.ca.var("HALLMARK_ENDPOINT");
         let station = self.dir.join("station");
         let mut c = Command::new(bin("hallmark-provisioner"));
         c.env_clear()

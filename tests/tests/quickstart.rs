@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use hallmark_tests::{
-    CaProcess, assert_bundle_verifies, bin, ok, openssl, openssl_output, openssl_root_ca, s,
+    CaProcess, assert_bundle_verifies, bin, ok, openssl, openssl_output, openssl_p256_csr,
+    openssl_root_ca, openssl_sign, s,
 };
 use x509_parser::prelude::*;
 
@@ -37,17 +38,7 @@ fn serve_issue_and_openssl_verifies() {
     );
 
     let out = work.path().join("sensor-0001");
-    let printed = ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "sensor-0001",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&out),
-    ]));
+    let printed = ca.issue_bundle("sensor-0001", "sensor", None, &out);
     assert!(printed.contains("issued"), "{printed}");
     for f in ["key.pem", "cert.pem", "chain.pem", "ca.pem"] {
         assert!(out.join(f).exists(), "{f} missing");
@@ -187,53 +178,17 @@ fn imported_issuing_ca_with_passphrase_caps_leaf_lifetimes() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
     // A corporate root and a 10-day issuing CA, made by OpenSSL.
-    let (ik, ireq, ic, ext) = (
-        d.join("iss.key"),
-        d.join("iss.csr"),
-        d.join("iss.crt"),
-        d.join("ext.cnf"),
-    );
-    let (rk, rc) = openssl_root_ca(d, "root", "Corp Root", 3650);
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        s(&ik),
-    ]);
-    openssl(&[
-        "req",
-        "-new",
-        "-key",
-        s(&ik),
-        "-out",
-        s(&ireq),
-        "-subj",
-        "/CN=Plant Issuing CA",
-    ]);
-    write(
-        &ext,
+    let (ik, ireq, ic) = (d.join("iss.key"), d.join("iss.csr"), d.join("iss.crt"));
+    let root = openssl_root_ca(d, "root", "Corp Root", 3650);
+    let rc = root.1.clone();
+    openssl_p256_csr(&ik, &ireq, "/CN=Plant Issuing CA", &[]);
+    openssl_sign(
+        &ireq,
+        &root,
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        10,
+        &ic,
     );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        s(&ireq),
-        "-CA",
-        s(&rc),
-        "-CAkey",
-        s(&rk),
-        "-CAcreateserial",
-        "-out",
-        s(&ic),
-        "-days",
-        "10",
-        "-extfile",
-        s(&ext),
-    ]);
 
     let pass = d.join("pass");
     write(&pass, "correct horse battery\n");
@@ -298,17 +253,7 @@ fn imported_issuing_ca_with_passphrase_caps_leaf_lifetimes() {
 
     let ca = CaProcess::start(&data, &["--passphrase-file", s(&pass)]);
     let out = d.join("s1");
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "sensor-0001",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&out),
-    ]));
+    ca.issue_bundle("sensor-0001", "sensor", None, &out);
     // Verified against the corporate root alone.
     let verify = openssl(&[
         "verify",

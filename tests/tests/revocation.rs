@@ -3,7 +3,7 @@
 
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::revocation_client::RevocationClient;
-use hallmark_tests::{CaProcess, TestCa, ok, p256_csr, s};
+use hallmark_tests::{CaProcess, TestCa, ok, p256_csr};
 use pb::revoke_request::Selector;
 use tonic::Code;
 
@@ -193,17 +193,7 @@ fn the_cli_revokes_a_lot_with_a_dry_run_first() {
             "--lot",
             lot,
         ]));
-        ok(&ca.hallmark(&[
-            "cert",
-            "issue",
-            "--device",
-            id,
-            "--profile",
-            "sensor",
-            "--generate-key",
-            "--out",
-            s(&work.path().join(id)),
-        ]));
+        ca.issue_bundle(id, "sensor", None, &work.path().join(id));
     }
     let dry = ok(&ca.hallmark(&[
         "revoke",

@@ -72,20 +72,8 @@ fn an_enrolled_device_rotates_its_bundle() {
         "sensor",
     ]));
     let token = ok(&ca.hallmark(&["token", "create", "--device", "sensor-0500"]));
-    let endpoint = ca
-        .env
-        .iter()
-        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
-        .unwrap()
-        .1
-        .clone();
-    let trust = ca
-        .env
-        .iter()
-        .find(|(k, _)| k == "HALLMARK_CA")
-        .unwrap()
-        .1
-        .clone();
+    let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
+    let trust = ca.var("HALLMARK_CA").to_owned();
     let dir = work.path().join("identity");
     // The device has its endpoint; the trust bundle comes with its bundle after enrollment.
     let device = |args: &[&str]| {
@@ -179,24 +167,8 @@ fn the_daemon_renews_on_its_own_and_stops_on_sigterm() {
     std::fs::write(&cfg, CONFIG).unwrap();
     let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
     let dir = work.path().join("b1");
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "blinker",
-        "--profile",
-        "blink",
-        "--generate-key",
-        "--out",
-        s(&dir),
-    ]));
-    let endpoint = ca
-        .env
-        .iter()
-        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
-        .unwrap()
-        .1
-        .clone();
+    ca.issue_bundle("blinker", "blink", None, &dir);
+    let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
     let mut daemon = Command::new(bin("hallmark"))
         .args(["rotate", "--bundle", s(&dir), "--daemon"])
         .env_clear()
@@ -241,24 +213,8 @@ fn sigkill_at_any_moment_never_mixes_key_and_certificate() {
     std::fs::write(&cfg, CONFIG).unwrap();
     let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
     let dir = work.path().join("s1");
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s1",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&dir),
-    ]));
-    let endpoint = ca
-        .env
-        .iter()
-        .find(|(k, _)| k == "HALLMARK_ENDPOINT")
-        .unwrap()
-        .1
-        .clone();
+    ca.issue_bundle("s1", "sensor", None, &dir);
+    let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -338,6 +294,14 @@ async fn issue_bundle(
     .unwrap();
 }
 
+/// A renewal with `csr` and the profile's lifetime.
+fn renewal(csr: Vec<u8>) -> pb::RenewRequest {
+    pb::RenewRequest {
+        csr,
+        lifetime_seconds: 0,
+    }
+}
+
 #[tokio::test]
 async fn renewals_that_must_fail_store_nothing() {
     let ca = TestCa::start_with(Config::parse(CONFIG).unwrap()).await;
@@ -378,33 +342,21 @@ async fn renewals_that_must_fail_store_nothing() {
     let mut c = ca.client(Some(renew(&gw))).await;
     assert_refused(
         "inside the minimum interval",
-        c.renew(pb::RenewRequest {
-            csr: csr(),
-            lifetime_seconds: 0,
-        })
-        .await,
+        c.renew(renewal(csr())).await,
         Code::ResourceExhausted,
         "allows one new certificate every",
     );
     let mut c = ca.client(Some(renew(&revoked))).await;
     assert_refused(
         "revoked",
-        c.renew(pb::RenewRequest {
-            csr: csr(),
-            lifetime_seconds: 0,
-        })
-        .await,
+        c.renew(renewal(csr())).await,
         Code::Unauthenticated,
         "is revoked",
     );
     let mut c = ca.client(Some(renew(&expired))).await;
     assert_refused(
         "expired",
-        c.renew(pb::RenewRequest {
-            csr: csr(),
-            lifetime_seconds: 0,
-        })
-        .await,
+        c.renew(renewal(csr())).await,
         Code::Unauthenticated,
         "not valid now",
     );
@@ -418,11 +370,7 @@ async fn renewals_that_must_fail_store_nothing() {
     let mut c = ca.client(Some(renew(&same))).await;
     assert_refused(
         "same key",
-        c.renew(pb::RenewRequest {
-            csr: same_key_csr,
-            lifetime_seconds: 0,
-        })
-        .await,
+        c.renew(renewal(same_key_csr)).await,
         Code::InvalidArgument,
         "reuses the current key",
     );
@@ -433,14 +381,7 @@ async fn renewals_that_must_fail_store_nothing() {
     );
 
     // The same device renews fine with a new key: zone, profile and scope are kept.
-    let resp = c
-        .renew(pb::RenewRequest {
-            csr: csr(),
-            lifetime_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = c.renew(renewal(csr())).await.unwrap().into_inner();
     let cert = resp.certificate.unwrap();
     assert_eq!(
         (
@@ -536,17 +477,7 @@ fn issuing_ca_rolls_over_without_downtime() {
     let data = work.path().join("data");
     let ca = CaProcess::start(&data, &[]);
     let before = work.path().join("before");
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s-before",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&before),
-    ]));
+    ca.issue_bundle("s-before", "sensor", None, &before);
 
     // The rollover runs beside the serving CA, against the same data dir.
     let rotated = ok(&Command::new(bin("hallmark-ca"))
@@ -562,17 +493,7 @@ fn issuing_ca_rolls_over_without_downtime() {
     let mut n = 0;
     loop {
         n += 1;
-        ok(&ca.hallmark(&[
-            "cert",
-            "issue",
-            "--device",
-            &format!("s-after-{n}"),
-            "--profile",
-            "sensor",
-            "--generate-key",
-            "--out",
-            s(&after),
-        ]));
+        ca.issue_bundle(&format!("s-after-{n}"), "sensor", None, &after);
         if issuer_of(&after) != issuer_of(&before) {
             break;
         }
@@ -652,17 +573,7 @@ fn issuing_ca_rolls_over_without_downtime() {
     // After a restart the new issuing CA is loaded from the data dir.
     let ca = CaProcess::start(&data, &[]);
     let restarted = work.path().join("restarted");
-    ok(&ca.hallmark(&[
-        "cert",
-        "issue",
-        "--device",
-        "s-restart",
-        "--profile",
-        "sensor",
-        "--generate-key",
-        "--out",
-        s(&restarted),
-    ]));
+    ca.issue_bundle("s-restart", "sensor", None, &restarted);
     assert_eq!(issuer_of(&restarted), issuer_of(&after));
     assert_bundle_verifies(&restarted);
 }

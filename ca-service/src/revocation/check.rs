@@ -107,32 +107,27 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
             _ => Vec::new(),
         })
         .collect();
+    let (mut serials, mut superseded) = (Vec::new(), Vec::new());
+    for entry in crl.iter_revoked_certificates() {
+        let serial = crate::api::auth::serial_hex(entry.raw_serial());
+        if entry
+            .reason_code()
+            .is_some_and(|(_, r)| r == x509_parser::x509::ReasonCode::Superseded)
+        {
+            superseded.push(serial.clone());
+        }
+        serials.push(serial);
+    }
+    serials.sort_unstable();
+    superseded.sort_unstable();
     Ok(CheckedCrl {
         issuer: issuer_raw,
         issuer_name,
         number,
         this_update: crl.last_update().timestamp(),
         next_update,
-        serials: {
-            let mut s: Vec<String> = crl
-                .iter_revoked_certificates()
-                .map(|e| crate::api::auth::serial_hex(e.raw_serial()))
-                .collect();
-            s.sort_unstable();
-            s
-        },
-        superseded: {
-            let mut s: Vec<String> = crl
-                .iter_revoked_certificates()
-                .filter(|e| {
-                    e.reason_code()
-                        .is_some_and(|(_, r)| r == x509_parser::x509::ReasonCode::Superseded)
-                })
-                .map(|e| crate::api::auth::serial_hex(e.raw_serial()))
-                .collect();
-            s.sort_unstable();
-            s
-        },
+        serials,
+        superseded,
         distribution_points,
     })
 }

@@ -134,7 +134,10 @@ impl PendingCuts {
         let serials: Vec<String> = self.serials.keys().cloned().collect();
         let mut by_device = devices_of(conn, &serials).await?;
         // Never cut the agent's own connection (its old credential may be on the CRL).
-        let own = own_name(cert);
+        // The CN of the agent's certificate is its MQTT username.
+        let own = std::fs::read(cert)
+            .ok()
+            .and_then(|pem| hallmark_ca::bundle::certificate_cn(&pem));
         if let Some(own) = &own
             && by_device.remove(own).is_some()
         {
@@ -156,21 +159,6 @@ impl PendingCuts {
         }
         Ok(pending)
     }
-}
-
-/// The CN of the agent's certificate: its MQTT username.
-fn own_name(cert: &std::path::Path) -> Option<String> {
-    let pem = std::fs::read(cert).ok()?;
-    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
-    let c = p.parse_x509().ok()?;
-    let cn = c
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
-    Some(cn)
 }
 
 /// The serials of each device (MQTT username) among `serials`, asked of the CA 1000 at a time.

@@ -51,18 +51,9 @@ impl SimulatedDevice {
     fn answer(&mut self, kind: u8, payload: &[u8]) -> Result<Vec<u8>, String> {
         match kind {
             IDENTIFY => {
-                let device_id = self.confirmed().and_then(|b| {
-                    let der = pem::parse(&b.cert_pem).ok()?;
-                    let (_, c) = x509_parser::parse_x509_certificate(der.contents()).ok()?;
-                    let cn = c
-                        .subject()
-                        .iter_common_name()
-                        .next()?
-                        .as_str()
-                        .ok()?
-                        .to_owned();
-                    Some(cn)
-                });
+                let device_id = self
+                    .confirmed()
+                    .and_then(|b| hallmark_ca::bundle::certificate_cn(b.cert_pem.as_bytes()));
                 serde_json::to_vec(&Identity {
                     serial_number: self.serial_number.clone(),
                     model: self.model.clone(),
@@ -72,9 +63,8 @@ impl SimulatedDevice {
             }
             GENERATE_KEY => {
                 let cn = std::str::from_utf8(payload).map_err(|_| "the device id is not UTF-8")?;
-                let (key_pem, csr) =
-                    hallmark_ca::bundle::new_key_and_csr(cn).map_err(|e| e.to_string())?;
-                let key = KeyPair::from_pem(&key_pem).map_err(|e| e.to_string())?;
+                let (key, csr) =
+                    hallmark_ca::bundle::new_key_pair_and_csr(cn).map_err(|e| e.to_string())?;
                 self.pending = Some((key, None));
                 Ok(csr)
             }

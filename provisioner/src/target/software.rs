@@ -20,10 +20,8 @@ pub struct PendingKeys {
 impl PendingKeys {
     /// A new P-256 key for `device` (replacing any pending one) and its CSR, DER.
     pub fn new_csr(&self, device: &str) -> Result<Vec<u8>, TargetError> {
-        let (key_pem, csr) = hallmark_ca::bundle::new_key_and_csr(device)
+        let (key, csr) = hallmark_ca::bundle::new_key_pair_and_csr(device)
             .map_err(|e| TargetError::Failed(format!("generating a key: {e}")))?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| TargetError::Failed(format!("reading the new key: {e}")))?;
         self.keys
             .lock()
             .map_err(|_| TargetError::Failed("key store lock poisoned".into()))?
