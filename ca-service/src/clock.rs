@@ -40,3 +40,34 @@ pub fn rfc3339(unix: i64) -> String {
         })
         .unwrap_or_else(|| unix.to_string())
 }
+
+/// A span of seconds as people read it: `3 d 4 h`, `2 h 5 min`, `12 min`, `40 s` (two units at
+/// most, rounded down; negative spans read as `0 s`).
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_in_days_hours_and_minutes() {
+        assert_eq!(human_duration(-5), "0 s");
+        assert_eq!(human_duration(42), "42 s");
+        assert_eq!(human_duration(12 * 60 + 5), "12 min");
+        assert_eq!(human_duration(2 * 3600), "2 h");
+        assert_eq!(human_duration(2 * 3600 + 5 * 60 + 9), "2 h 5 min");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3600 + 59), "3 d 4 h");
+        assert_eq!(human_duration(259_200), "3 d");
+    }
+}

@@ -38,9 +38,15 @@ pub struct RotateArgs {
     /// With --all: renew the bundles expiring within this time (e.g. 7d), due or not.
     #[arg(long, requires = "all", value_parser = humantime::parse_duration)]
     expiring_within: Option<Duration>,
-    /// Renew now, even outside the renewal window (suspected key exposure).
+    /// Renew now, even outside the renewal window (still at most once per the profile's
+    /// minimum renewal interval).
     #[arg(long)]
     force: bool,
+    /// The current key may be exposed: renew now with a new key and have the CA revoke the
+    /// current certificate as keyCompromise in the same step. Allowed once per the profile's
+    /// minimum renewal interval, even inside it.
+    #[arg(long, conflicts_with = "daemon")]
+    key_compromise: bool,
     /// Keep running: renew at about 2/3 of every lifetime, retry with backoff, stop on SIGTERM.
     #[arg(long, requires = "bundle")]
     daemon: bool,
@@ -100,9 +106,18 @@ enum Outcome {
     },
 }
 
-async fn rotate_bundle(conn: &Connection, dir: &Path, force: bool) -> Result<Outcome> {
+/// How a bundle is renewed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Renewal {
+    /// Renew even before the renewal window opens.
+    force: bool,
+    /// Have the CA revoke the current certificate as keyCompromise (implies `force`).
+    key_compromise: bool,
+}
+
+async fn rotate_bundle(conn: &Connection, dir: &Path, how: Renewal) -> Result<Outcome> {
     let (validity, serial) = read_validity(dir)?;
-    if !force && now() < validity.renew_from() {
+    if !(how.force || how.key_compromise) && now() < validity.renew_from() {
         return Ok(Outcome::NotDue {
             serial,
             renew_from: validity.renew_from(),
@@ -126,6 +141,7 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, force: bool) -> Result<Out
         .renew(pb::RenewRequest {
             csr,
             lifetime_seconds: 0,
+            key_compromise: how.key_compromise,
         })
         .await
         .map_err(status_error)?
@@ -133,18 +149,42 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, force: bool) -> Result<Out
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
-    CredentialBundle {
+    let renewed = CredentialBundle {
         key_pem,
         cert_pem: hallmark_ca::authority::ca::der_to_pem(&cert.der),
         chain_pem: resp.chain_pem,
         ca_pem: resp.trust_bundle_pem,
+    };
+    renewed.write(dir)?;
+    // Use the new credential once: from then on the CA refuses renewals with the old
+    // certificate, so a copy of the old key cannot mint. A failure here changes nothing saved.
+    if let Err(e) = first_use(&conn, &renewed, &cert.serial).await {
+        eprintln!(
+            "{}: renewed, but the new certificate could not be checked with the CA yet: {e:#}",
+            dir.display()
+        );
     }
-    .write(dir)?;
     Ok(Outcome::Rotated {
         old: serial,
         new: cert.serial,
         not_after: cert.not_after,
     })
+}
+
+/// One authenticated call with the renewed credential (reads its own certificate back).
+async fn first_use(conn: &Connection, renewed: &CredentialBundle, serial: &str) -> Result<()> {
+    let identity = Some((
+        renewed.cert_pem.clone().into_bytes(),
+        renewed.key_pem.clone().into_bytes(),
+    ));
+    let mut client = CertificateAuthorityClient::new(conn.channel_with(identity).await?);
+    client
+        .get_certificate(pb::GetCertificateRequest {
+            serial: serial.to_owned(),
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(())
 }
 
 fn jitter(lifetime: i64) -> i64 {
@@ -180,7 +220,11 @@ async fn daemon(conn: &Connection, dir: &Path) -> Result<()> {
                 return Ok(());
             }
         }
-        match rotate_bundle(conn, dir, true).await {
+        let how = Renewal {
+            force: true,
+            key_compromise: false,
+        };
+        match rotate_bundle(conn, dir, how).await {
             Ok(outcome) => {
                 report(dir, &outcome);
                 backoff = BACKOFF_START;
@@ -280,7 +324,11 @@ async fn rotate_all(conn: &Connection, a: &RotateArgs, root: &Path) -> Result<()
                         (Some(h), Ok((v, _))) => v.not_after <= h,
                         _ => false,
                     };
-                let r = rotate_bundle(conn, &dir, force).await;
+                let how = Renewal {
+                    force,
+                    key_compromise: a.key_compromise,
+                };
+                let r = rotate_bundle(conn, &dir, how).await;
                 bar.inc(1);
                 (dir, r)
             }
@@ -321,7 +369,11 @@ pub async fn run(conn: &Connection, a: RotateArgs) -> Result<()> {
     if a.daemon {
         return daemon(conn, &dir).await;
     }
-    let outcome = rotate_bundle(conn, &dir, a.force).await?;
+    let how = Renewal {
+        force: a.force,
+        key_compromise: a.key_compromise,
+    };
+    let outcome = rotate_bundle(conn, &dir, how).await?;
     report(&dir, &outcome);
     Ok(())
 }

@@ -190,6 +190,7 @@ async fn operator_credentials_follow_the_registry_and_tokens_are_for_devices_onl
         .renew(pb::RenewRequest {
             csr: p256_csr("s").1,
             lifetime_seconds: 0,
+            key_compromise: false,
         })
         .await
         .unwrap_err();

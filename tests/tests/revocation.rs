@@ -102,6 +102,7 @@ async fn revoking_a_zone_takes_all_of_it_and_nothing_else() {
         .renew(pb::RenewRequest {
             csr: p256_csr("x").1,
             lifetime_seconds: 0,
+            key_compromise: false,
         })
         .await
         .unwrap_err();

@@ -299,6 +299,7 @@ fn renewal(csr: Vec<u8>) -> pb::RenewRequest {
     pb::RenewRequest {
         csr,
         lifetime_seconds: 0,
+        key_compromise: false,
     }
 }
 
@@ -583,4 +584,196 @@ fn served_count(path: &Path) -> usize {
         .unwrap()
         .matches("BEGIN CERTIFICATE")
         .count()
+}
+
+/// `hallmark` with only the endpoint: what a device has (its bundle brings the trust bundle).
+fn as_device(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("hallmark"))
+        .args(args)
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", endpoint)
+        .output()
+        .unwrap()
+}
+
+fn refused(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a refusal, got: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["cert.pem", "key.pem", "chain.pem", "ca.pem"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+/// The documented response to an exposed key: `rotate --key-compromise` works inside the
+/// minimum interval, revokes the old certificate as keyCompromise at once, and only once per
+/// interval; a thief's copy of the old key can no longer renew.
+#[test]
+fn an_exposed_key_is_replaced_at_once_and_its_copies_cannot_renew() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("ca.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
+    let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
+    // Built-in gateway profile: one renewal per 3 days.
+    let gw = work.path().join("gw-5");
+    ca.issue_bundle("gw-5", "gateway", Some("field"), &gw);
+    let (old_serial, _) = cert_info(&gw);
+    let stolen = work.path().join("stolen");
+    copy_bundle(&gw, &stolen);
+
+    // A plain forced renewal waits for the interval, and says how long in days and hours.
+    let err = refused(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&gw), "--force"],
+    ));
+    assert!(
+        err.contains("RESOURCE_EXHAUSTED")
+            && err.contains("every 3 d")
+            && (err.contains("retry in 3 d") || err.contains("retry in 2 d 23 h")),
+        "{err}"
+    );
+
+    let done = ok(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&gw), "--key-compromise"],
+    ));
+    assert!(done.contains("renewed"), "{done}");
+    let (new_serial, _) = cert_info(&gw);
+    assert_ne!(new_serial, old_serial);
+    assert_bundle_verifies(&gw);
+    let shown = ok(&ca.hallmark(&["cert", "show", &old_serial, "-o", "json"]));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["status"], "revoked", "{shown}");
+    assert_eq!(shown["revocation_reason"], 1, "keyCompromise: {shown}");
+    assert_eq!(shown["superseded_by"], new_serial.as_str());
+    // On the CRL at once, as keyCompromise.
+    let crls = work.path().join("crls.pem");
+    ok(&ca.hallmark(&["crl", "fetch", "--out", s(&crls)]));
+    let text = openssl(&["crl", "-in", s(&crls), "-noout", "-text"]);
+    let entry = text
+        .split("Serial Number: ")
+        .find(|e| e.to_ascii_lowercase().starts_with(&old_serial))
+        .unwrap_or_else(|| panic!("{old_serial} not on the CRL:\n{text}"));
+    assert!(entry.contains("Key Compromise"), "{entry}");
+
+    // The thief's copy of the old key is refused.
+    let err = refused(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&stolen), "--key-compromise"],
+    ));
+    assert!(err.contains("revoked"), "{err}");
+    // Exempt once: a second key-compromise renewal within the interval is refused.
+    let err = refused(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&gw), "--key-compromise"],
+    ));
+    assert!(
+        err.contains("RESOURCE_EXHAUSTED") && err.contains("already replaced a compromised key"),
+        "{err}"
+    );
+    assert_eq!(
+        cert_info(&gw).0,
+        new_serial,
+        "a refused renewal changed the bundle"
+    );
+}
+
+/// A superseded certificate may renew again only while its successor was never used (the
+/// device crashed before saving it); once the successor has authenticated, a copy of the old
+/// key is refused.
+#[tokio::test]
+async fn a_superseded_certificate_cannot_renew_once_its_successor_is_in_use() {
+    let ca = TestCa::start_with(Config::parse(CONFIG).unwrap()).await;
+    let work = tempfile::tempdir().unwrap();
+    let mut admin = ca.admin().await;
+    let dir = work.path().join("s-9");
+    issue_bundle(&ca, &mut admin, "s-9", "sensor", &dir).await;
+    let old = CredentialBundle::read(&dir).unwrap();
+    let old_identity = || {
+        Some((
+            old.cert_pem.clone().into_bytes(),
+            old.key_pem.clone().into_bytes(),
+        ))
+    };
+
+    // The answer to a renewal is lost (never saved, never used): the old one may renew again.
+    let mut c = ca.client(old_identity()).await;
+    let lost = c
+        .renew(renewal(p256_csr("x").1))
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = c
+        .renew(renewal(p256_csr("x").1))
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = retried.certificate.unwrap();
+    assert_ne!(lost.certificate.unwrap().serial, retried.serial);
+
+    // The device saves the successor and uses it once.
+    let (new_key, csr) = p256_csr("s-9");
+    let third = c.renew(renewal(csr)).await.unwrap().into_inner();
+    let third_cert = third.certificate.unwrap();
+    let mut moved_on = ca
+        .client(Some((
+            hallmark_ca::authority::ca::der_to_pem(&third_cert.der).into_bytes(),
+            new_key.into_bytes(),
+        )))
+        .await;
+    moved_on
+        .get_certificate(pb::GetCertificateRequest {
+            serial: third_cert.serial.clone(),
+        })
+        .await
+        .unwrap();
+
+    let before = ca.counts().await;
+    let mut c = ca.client(old_identity()).await;
+    assert_refused(
+        "renewal with a superseded certificate whose successor is in use",
+        c.renew(renewal(p256_csr("x").1)).await,
+        Code::PermissionDenied,
+        &format!("renew with {}", third_cert.serial),
+    );
+    assert_eq!(
+        ca.counts().await,
+        before,
+        "a refused renewal stored something"
+    );
+    ca.server.shutdown().await;
+}
+
+/// `hallmark rotate` uses the renewed credential once, so the copy left behind is refused at once.
+#[test]
+fn after_rotate_the_old_copy_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("ca.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &["--config", s(&cfg)]);
+    let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
+    let dir = work.path().join("s-10");
+    ca.issue_bundle("s-10", "sensor", Some("field"), &dir);
+    let copy = work.path().join("copy");
+    copy_bundle(&dir, &copy);
+    ok(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&dir), "--force"],
+    ));
+    let err = refused(&as_device(
+        &endpoint,
+        &["rotate", "--bundle", s(&copy), "--force"],
+    ));
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("has been in use"),
+        "{err}"
+    );
 }

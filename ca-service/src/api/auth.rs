@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
-use crate::store::{CertStatus, DeviceStatus, Scope, Store};
+use crate::store::{CertStatus, DeviceStatus, Scope, Store, WriteOp};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -210,6 +210,17 @@ impl Authenticator {
                     record.profile
                 ))
             })?;
+        if record.first_authenticated_at.is_none() {
+            // Once per certificate: from now on its predecessor may no longer renew (a copy of
+            // an old key cannot mint once the device has moved on).
+            self.store
+                .write(WriteOp::MarkAuthenticated {
+                    serial: record.serial.clone(),
+                    at: now,
+                })
+                .await
+                .map_err(super::store_status)?;
+        }
         Ok(Caller {
             name: record.device_id,
             serial,

@@ -181,6 +181,7 @@ impl CaService {
             manufacturer: None,
             limit: None,
             replace_active: req.replace_active,
+            key_compromise: false,
         })
         .await
     }
@@ -240,6 +241,7 @@ impl CaService {
             manufacturer: None,
             limit: Some((Some(caller.serial.clone()), min_interval)),
             replace_active: false,
+            key_compromise: req.key_compromise,
         })
         .await
     }

@@ -163,6 +163,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             manufacturer: None,
             limit: None,
             replace_active: false,
+            key_compromise: false,
         })
         .await
         .map_err(other)
@@ -261,6 +262,7 @@ async fn by_idevid(
                 i64::try_from(profile.min_renewal_interval.as_secs()).unwrap_or(i64::MAX),
             )),
             replace_active: false,
+            key_compromise: false,
         })
         .await
         .map_err(other)

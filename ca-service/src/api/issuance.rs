@@ -41,6 +41,9 @@ pub struct Issuance<'a> {
     /// Rate limit: the serial this renews (if any) and the minimum seconds between two
     /// certificates of the device.
     pub limit: Option<(Option<String>, i64)>,
+    /// With a renewal: the caller's key may be exposed; revoke it (keyCompromise) in the same
+    /// transaction, exempt from the minimum interval once.
+    pub key_compromise: bool,
     /// Revoke the device's other certificates in the same transaction (not with a token or
     /// a rate limit).
     pub replace_active: bool,
@@ -96,6 +99,7 @@ impl ApiState {
             (None, Some((supersedes, min_interval))) => WriteOp::IssueLimited {
                 supersedes,
                 min_interval,
+                key_compromise: i.key_compromise,
                 device,
                 cert: Box::new(cert.clone()),
                 actor: i.actor,
@@ -138,6 +142,7 @@ impl ApiState {
             der: cert.der,
             issued_at,
             superseded_by: None,
+            first_authenticated_at: None,
         };
         Ok(pb::IssueResponse {
             chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),

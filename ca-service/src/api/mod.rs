@@ -133,6 +133,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::NotFound(m) => Status::not_found(m),
         StoreError::Conflict(m) => Status::failed_precondition(m),
         StoreError::TooSoon(m) => Status::resource_exhausted(m),
+        StoreError::Superseded(m) => Status::permission_denied(m),
         StoreError::Closed => Status::unavailable("the CA is shutting down; retry"),
         other => {
             tracing::error!(error = %other, "store failure");

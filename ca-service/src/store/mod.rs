@@ -48,6 +48,9 @@ pub enum StoreError {
     /// A rate rule refuses the write for now.
     #[error("{0}")]
     TooSoon(String),
+    /// A renewal with a certificate whose successor is already in use.
+    #[error("{0}")]
+    Superseded(String),
     /// The write itself is malformed (a programming error).
     #[error("invalid write: {0}")]
     Invalid(String),
@@ -542,7 +545,8 @@ fn device_from_row(r: &SqliteRow) -> DeviceRecord {
 macro_rules! cert_columns {
     () => {
         "seq, serial, device_id, profile, zone, issuer_id, subject, not_before, not_after, status, \
-         revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at, superseded_by"
+         revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at, superseded_by, \
+         first_authenticated_at"
     };
 }
 use cert_columns;
@@ -572,5 +576,6 @@ fn cert_from_row(r: &SqliteRow) -> Result<CertificateRecord, StoreError> {
         der: r.get("der"),
         issued_at: r.get("issued_at"),
         superseded_by: r.get("superseded_by"),
+        first_authenticated_at: r.get("first_authenticated_at"),
     })
 }

@@ -11,6 +11,7 @@ use super::{
     StatusChange, StoreError,
 };
 use crate::audit::AuditEvent;
+use crate::clock::human_duration;
 
 pub(super) fn check_claim(
     claim: &DeviceClaim,
@@ -157,58 +158,35 @@ pub(super) async fn apply(
         WriteOp::IssueLimited {
             supersedes,
             min_interval,
+            key_compromise,
             device,
             cert,
             actor,
         } => {
-            if let Some(old_serial) = supersedes {
-                let old = sqlx::query("SELECT status FROM certificates WHERE serial = ?1")
-                    .bind(old_serial)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::NotFound(format!("certificate {old_serial} is unknown"))
-                    })?;
-                if CertStatus::parse(old.get("status")) != CertStatus::Active {
-                    return Err(StoreError::Conflict(format!(
-                        "certificate {old_serial} is no longer active; it cannot be renewed"
-                    )));
-                }
-            }
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = ?1")
-                    .bind(&device.id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            if let Some(last) = last
-                && cert.issued_at < last + min_interval
-            {
-                return Err(StoreError::TooSoon(format!(
-                    "device {} got a certificate {}s ago; its profile allows one new certificate \
-                     every {}s (retry in {}s)",
-                    device.id,
-                    cert.issued_at - last,
-                    min_interval,
-                    last + min_interval - cert.issued_at
-                )));
-            }
-            let out = issue(conn, device, cert, actor, chain).await?;
-            if let Some(old_serial) = supersedes {
-                sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
-                    .bind(&cert.serial)
-                    .bind(old_serial)
-                    .execute(&mut *conn)
-                    .await?;
-                let event = AuditEvent::new(
-                    cert.issued_at,
-                    actor.as_str(),
-                    "certificate.renew",
-                    old_serial.as_str(),
-                    serde_json::json!({"new_serial": cert.serial, "device": device.id}),
-                );
-                audit(conn, &event, chain).await?;
-            }
-            Ok(out)
+            issue_limited(
+                conn,
+                IssueLimited {
+                    supersedes: supersedes.as_deref(),
+                    min_interval: *min_interval,
+                    key_compromise: *key_compromise,
+                    device,
+                    cert,
+                    actor,
+                },
+                chain,
+            )
+            .await
+        }
+        WriteOp::MarkAuthenticated { serial, at } => {
+            sqlx::query(
+                "UPDATE certificates SET first_authenticated_at = ?2 \
+                 WHERE serial = ?1 AND first_authenticated_at IS NULL",
+            )
+            .bind(serial)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(WriteOutput::Done)
         }
         WriteOp::ChangeStatus {
             selector,
@@ -526,6 +504,178 @@ async fn issue(
     Ok(WriteOutput::Issued {
         device_registered: registered,
     })
+}
+
+/// RFC 5280 reason codes the store writes itself.
+const KEY_COMPROMISE: i64 = 1;
+
+/// The parts of a [`WriteOp::IssueLimited`].
+struct IssueLimited<'a> {
+    supersedes: Option<&'a str>,
+    min_interval: i64,
+    key_compromise: bool,
+    device: &'a DeviceClaim,
+    cert: &'a NewCertificate,
+    actor: &'a str,
+}
+
+/// A renewal or IDevID enrollment: at most one new certificate per device per `min_interval`
+/// (checked inside the transaction, so concurrent requests cannot both pass). A renewal marks
+/// the renewed certificate superseded; with `key_compromise` it revokes it instead, together
+/// with a successor of it that never authenticated (the exposed key could have minted it).
+async fn issue_limited(
+    conn: &mut SqliteConnection,
+    op: IssueLimited<'_>,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let IssueLimited {
+        supersedes,
+        min_interval,
+        key_compromise,
+        device,
+        cert,
+        actor,
+    } = op;
+    let now = cert.issued_at;
+    let mut exposed: Vec<&str> = Vec::new();
+    let mut unused_successor: Option<String> = None;
+    if let Some(old_serial) = supersedes {
+        let old = sqlx::query("SELECT status, superseded_by FROM certificates WHERE serial = ?1")
+            .bind(old_serial)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("certificate {old_serial} is unknown")))?;
+        if CertStatus::parse(old.get("status")) != CertStatus::Active {
+            return Err(StoreError::Conflict(format!(
+                "certificate {old_serial} is no longer active; it cannot be renewed"
+            )));
+        }
+        let successor: Option<String> = old.get("superseded_by");
+        if let Some(successor) = successor {
+            let used: Option<i64> = sqlx::query_scalar(
+                "SELECT first_authenticated_at FROM certificates WHERE serial = ?1",
+            )
+            .bind(&successor)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+            if let Some(used) = used {
+                // The device moved on to the successor; only a copy of the old key can be
+                // asking now.
+                return Err(StoreError::Superseded(format!(
+                    "certificate {old_serial} was replaced by {successor}, which has been in use \
+                     since {} ago; renew with {successor} (if its key may be exposed, renew it \
+                     with key_compromise set)",
+                    human_duration(now - used)
+                )));
+            }
+            unused_successor = Some(successor);
+        }
+        if key_compromise {
+            exposed.push(old_serial);
+        }
+    }
+    if key_compromise {
+        // Exempt from the interval once: a second key-compromise renewal within it is refused,
+        // so a stolen key cannot mint in a loop by claiming exposure.
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(revoked_at) FROM certificates WHERE device_id = ?1 \
+             AND revocation_reason = ?2 AND superseded_by IS NOT NULL",
+        )
+        .bind(&device.id)
+        .bind(KEY_COMPROMISE)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(last) = last
+            && now < last + min_interval
+        {
+            return Err(StoreError::TooSoon(format!(
+                "device {} already replaced a compromised key {} ago; its profile allows that \
+                 once every {} (retry in {}, or ask an admin to revoke the device and issue a \
+                 new certificate)",
+                device.id,
+                human_duration(now - last),
+                human_duration(min_interval),
+                human_duration(last + min_interval - now)
+            )));
+        }
+    } else {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = ?1")
+                .bind(&device.id)
+                .fetch_one(&mut *conn)
+                .await?;
+        if let Some(last) = last
+            && now < last + min_interval
+        {
+            return Err(StoreError::TooSoon(format!(
+                "device {} got a certificate {} ago; its profile allows one new certificate \
+                 every {} (retry in {})",
+                device.id,
+                human_duration(now - last),
+                human_duration(min_interval),
+                human_duration(last + min_interval - now)
+            )));
+        }
+    }
+    let issued = issue(conn, device, cert, actor, chain).await?;
+    let Some(old_serial) = supersedes else {
+        return Ok(issued);
+    };
+    if key_compromise && let Some(s) = unused_successor.as_deref() {
+        exposed.push(s);
+    }
+    let mut mark = vec![old_serial];
+    mark.extend(exposed.iter().copied().filter(|s| *s != old_serial));
+    for serial in &mark {
+        sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
+            .bind(&cert.serial)
+            .bind(serial)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let event = AuditEvent::new(
+        now,
+        actor,
+        "certificate.renew",
+        old_serial,
+        serde_json::json!({"new_serial": cert.serial, "device": device.id, "key_compromise": key_compromise}),
+    );
+    audit(conn, &event, chain).await?;
+    let mut revoked = Vec::new();
+    for serial in exposed {
+        let row = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
+             WHERE serial = ?3 AND status IN ('active', 'suspended') \
+             RETURNING serial, issuer_id, not_after",
+        )
+        .bind(now)
+        .bind(KEY_COMPROMISE)
+        .bind(serial)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(r) = row else { continue };
+        let event = AuditEvent::new(
+            now,
+            actor,
+            "certificate.revoke",
+            serial,
+            serde_json::json!({"reason": KEY_COMPROMISE, "superseded_by": cert.serial, "via": "renewal"}),
+        );
+        audit(conn, &event, chain).await?;
+        revoked.push(RevocationStatus {
+            serial: r.get("serial"),
+            issuer_id: r.get("issuer_id"),
+            not_after: r.get("not_after"),
+            status: CertStatus::Revoked,
+            revoked_at: Some(now),
+            reason: Some(KEY_COMPROMISE),
+        });
+    }
+    Ok(WriteOutput::All(vec![
+        issued,
+        WriteOutput::StatusChanged(revoked),
+    ]))
 }
 
 /// Inserts the devices with one statement; rows colliding with an existing id or serial

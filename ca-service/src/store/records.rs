@@ -244,6 +244,8 @@ pub struct CertificateRecord {
     pub issued_at: i64,
     /// Serial of the certificate that replaced this one by renewal.
     pub superseded_by: Option<String>,
+    /// Unix seconds at which it first authenticated a call to the CA.
+    pub first_authenticated_at: Option<i64>,
 }
 
 /// A certificate to record; see [`CertificateRecord`] for the fields.

@@ -59,12 +59,23 @@ pub enum WriteOp {
         supersedes: Option<String>,
         /// Minimum seconds between two certificates of one device.
         min_interval: i64,
+        /// The renewed certificate's key may be exposed: revoke it (and a successor of it that
+        /// never authenticated) as keyCompromise; exempt from `min_interval` once.
+        key_compromise: bool,
         /// The registry entry the new certificate was signed for.
         device: DeviceClaim,
         /// The new certificate.
         cert: Box<NewCertificate>,
         /// Caller.
         actor: String,
+    },
+    /// Note that a certificate authenticated a call for the first time (no audit event: it
+    /// observes use and changes no status; see docs/decisions.md).
+    MarkAuthenticated {
+        /// Serial, hex.
+        serial: String,
+        /// Unix seconds.
+        at: i64,
     },
     /// Record a CA certificate.
     AddIssuer {
