@@ -89,12 +89,14 @@ pub struct ListArgs {
 /// Status filter values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StatusArg {
-    /// Not revoked.
+    /// Not revoked and not replaced by a renewal.
     Active,
     /// Revoked.
     Revoked,
     /// On hold.
     Suspended,
+    /// Replaced by a renewal, still valid until it expires.
+    Superseded,
 }
 
 /// `hallmark cert show`.
@@ -277,6 +279,7 @@ pub async fn run(conn: &Connection, cmd: CertCommand) -> Result<()> {
                             Some(StatusArg::Active) => pb::CertificateStatus::Active,
                             Some(StatusArg::Revoked) => pb::CertificateStatus::Revoked,
                             Some(StatusArg::Suspended) => pb::CertificateStatus::Suspended,
+                            Some(StatusArg::Superseded) => pb::CertificateStatus::Superseded,
                         } as i32,
                         issuer_id: a.issuer.clone().unwrap_or_default(),
                         page_size: 1000,

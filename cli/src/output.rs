@@ -25,6 +25,7 @@ pub fn status_text(status: i32) -> &'static str {
         Ok(pb::CertificateStatus::Active) => "active",
         Ok(pb::CertificateStatus::Revoked) => "revoked",
         Ok(pb::CertificateStatus::Suspended) => "suspended",
+        Ok(pb::CertificateStatus::Superseded) => "superseded",
         _ => "unknown",
     }
 }

@@ -50,22 +50,28 @@ impl SelectorArgs {
     }
 }
 
-/// RFC 5280 reasons.
+/// RFC 5280 reasons, by our names or as RFC 5280 and OpenSSL spell them (`keyCompromise`,
+/// `CACompromise`), in any case.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReasonArg {
     /// No reason given.
     Unspecified,
     /// The private key is (suspected) compromised.
+    #[value(alias = "keyCompromise")]
     KeyCompromise,
     /// The CA is compromised.
+    #[value(alias = "CACompromise")]
     CaCompromise,
     /// The device changed owner or site.
+    #[value(alias = "affiliationChanged")]
     AffiliationChanged,
     /// Replaced by a new certificate.
     Superseded,
     /// The device was taken out of service.
+    #[value(alias = "cessationOfOperation")]
     CessationOfOperation,
     /// Rights withdrawn.
+    #[value(alias = "privilegeWithdrawn")]
     PrivilegeWithdrawn,
 }
 
@@ -89,8 +95,8 @@ impl ReasonArg {
 pub struct RevokeArgs {
     #[command(flatten)]
     which: SelectorArgs,
-    /// Why (RFC 5280 reason).
-    #[arg(long, value_enum)]
+    /// Why (RFC 5280 reason; `keyCompromise` and the other RFC 5280 spellings work too).
+    #[arg(long, value_enum, ignore_case = true)]
     reason: ReasonArg,
     /// Only show what would be revoked.
     #[arg(long)]

@@ -134,8 +134,8 @@ impl Authenticator {
     ) -> Result<Caller, Status> {
         let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
             return Err(Status::unauthenticated(
-                "no client certificate: this call needs a Hallmark credential \
-                 (--cert/--key or HALLMARK_CERT/HALLMARK_KEY)",
+                "no client certificate: this call needs a Hallmark credential as TLS client \
+                 certificate",
             ));
         };
         let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| {

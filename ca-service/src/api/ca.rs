@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::issuance::Issuance;
 use super::{ApiState, invalid_csr, invalid_name, parse_serial, serials_filter, store_status};
 use crate::authority::csr::check_csr;
+use crate::authority::name::rfc4514_subject;
 use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
 use crate::store::{CertFilter, CertStatus, CertificateRecord, DeviceStatus, Scope};
@@ -39,6 +40,7 @@ pub fn certificate_message(r: &CertificateRecord) -> pb::Certificate {
         not_before: r.not_before,
         not_after: r.not_after,
         status: match r.status {
+            CertStatus::Active if r.superseded_by.is_some() => pb::CertificateStatus::Superseded,
             CertStatus::Active => pb::CertificateStatus::Active,
             CertStatus::Revoked => pb::CertificateStatus::Revoked,
             CertStatus::Suspended => pb::CertificateStatus::Suspended,
@@ -46,7 +48,9 @@ pub fn certificate_message(r: &CertificateRecord) -> pb::Certificate {
         revoked_at: r.revoked_at.unwrap_or(0),
         revocation_reason: r.revocation_reason.unwrap_or(0) as u32,
         der: r.der.clone(),
-        subject: r.subject.clone(),
+        // From the certificate itself, so rows recorded before subjects were RFC 4514 strings
+        // read the same.
+        subject: rfc4514_subject(&r.der).unwrap_or_else(|| r.subject.clone()),
         issued_at: r.issued_at,
         superseded_by: r.superseded_by.clone().unwrap_or_default(),
         scope: r.scope.as_ref().map(|s| pb::ProvisionerScope {
@@ -73,8 +77,8 @@ fn check_scope_request(
     }
     let Some(s) = given.filter(|s| !s.profiles.is_empty() && !s.zones.is_empty()) else {
         return Err(Status::invalid_argument(
-            "a provisioner credential needs a scope: at least one profile and one zone \
-             (--profiles sensor,gateway --zones field)",
+            "a provisioner credential needs a scope: at least one profile in scope.profiles \
+             and one zone in scope.zones",
         ));
     };
     for p in &s.profiles {
@@ -98,6 +102,12 @@ fn check_scope_request(
 }
 
 fn unknown_profile(name: &str, state: &ApiState) -> Status {
+    if name.is_empty() {
+        return Status::invalid_argument(format!(
+            "profile is required; one of: {}",
+            state.profiles.requestable_names().join(", ")
+        ));
+    }
     Status::invalid_argument(format!(
         "unknown profile `{}`; known profiles: {}",
         name.escape_default(),
@@ -309,21 +319,24 @@ impl CertificateAuthority for CaService {
             )?;
             let req = request.into_inner();
             let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let (status, superseded) = match pb::CertificateStatus::try_from(req.status) {
+                Ok(pb::CertificateStatus::Unspecified) => (None, None),
+                Ok(pb::CertificateStatus::Active) => (Some(CertStatus::Active), Some(false)),
+                Ok(pb::CertificateStatus::Superseded) => (Some(CertStatus::Active), Some(true)),
+                Ok(pb::CertificateStatus::Revoked) => (Some(CertStatus::Revoked), None),
+                Ok(pb::CertificateStatus::Suspended) => (Some(CertStatus::Suspended), None),
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "status: unknown value {}",
+                        req.status
+                    )));
+                }
+            };
             let mut filter = CertFilter {
                 device_id: nonempty(&req.device_id),
                 profile: nonempty(&req.profile),
-                status: match pb::CertificateStatus::try_from(req.status) {
-                    Ok(pb::CertificateStatus::Unspecified) => None,
-                    Ok(pb::CertificateStatus::Active) => Some(CertStatus::Active),
-                    Ok(pb::CertificateStatus::Revoked) => Some(CertStatus::Revoked),
-                    Ok(pb::CertificateStatus::Suspended) => Some(CertStatus::Suspended),
-                    Err(_) => {
-                        return Err(Status::invalid_argument(format!(
-                            "unknown status value {}",
-                            req.status
-                        )));
-                    }
-                },
+                status,
+                superseded,
                 issuer_id: nonempty(&req.issuer_id),
                 expiring: (req.expiring_within_seconds > 0).then(|| {
                     let now = self.state.authority.clock().now();

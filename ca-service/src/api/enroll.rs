@@ -44,7 +44,8 @@ pub async fn enroll(
         && let Err(secs) = state.throttle.check(ip)
     {
         return Err(Status::resource_exhausted(format!(
-            "too many failed enrollment attempts from {ip}; retry in {secs} s"
+            "too many failed enrollment attempts from {ip}; retry in {}",
+            crate::clock::human_duration(secs as i64)
         )));
     }
     let certs = request.peer_certs();
@@ -176,8 +177,8 @@ async fn by_idevid(
 ) -> Result<pb::IssueResponse, Refusal> {
     let chain = certs.filter(|c| !c.is_empty()).ok_or_else(|| {
         cred(Status::unauthenticated(
-            "Enroll needs an enrollment token (--token), or a manufacturer certificate (IDevID) \
-             as TLS client certificate",
+            "Enroll needs an enrollment token in `token`, or a manufacturer certificate \
+             (IDevID) as TLS client certificate",
         ))
     })?;
     let manufacturers = state
@@ -217,7 +218,8 @@ async fn by_idevid(
         None => {
             return Err(cred(Status::permission_denied(format!(
                 "no device with serial number {} is registered and manufacturer {} does not \
-                 auto-register; register it with `hallmark device register ID --serial-number {}`",
+                 auto-register; an operator must register it first (Devices.Register with \
+                 serial_number {})",
                 serial.escape_default(),
                 m.name,
                 serial.escape_default()

@@ -99,14 +99,18 @@ pub fn check_csr(input: &[u8], profile: &Profile) -> Result<CheckedCsr, CsrError
     }
     let der: Vec<u8> = if input.starts_with(b"-----BEGIN") {
         CertificateSigningRequestDer::from_pem_slice(input)
-            .map_err(|e| CsrError::Malformed(format!("PEM: {e}")))?
+            .map_err(|_| {
+                CsrError::Malformed("the PEM text holds no readable CERTIFICATE REQUEST".into())
+            })?
             .as_ref()
             .to_vec()
     } else {
         input.to_vec()
     };
-    let (rest, req) =
-        X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    // The parser's own error is debug text (`Parsing Error: Der(...)`): say what it means.
+    let (rest, req) = X509CertificationRequest::from_der(&der).map_err(|_| {
+        CsrError::Malformed("the bytes are not a DER-encoded CertificationRequest".into())
+    })?;
     if !rest.is_empty() {
         return Err(CsrError::Malformed(format!(
             "{} trailing bytes after the request",
@@ -128,7 +132,7 @@ pub fn check_csr(input: &[u8], profile: &Profile) -> Result<CheckedCsr, CsrError
     req.verify_signature().map_err(|_| CsrError::BadSignature)?;
     let spki_der = req.certification_request_info.subject_pki.raw.to_vec();
     let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki_der)
-        .map_err(|e| CsrError::Malformed(format!("public key: {e}")))?;
+        .map_err(|_| CsrError::Malformed("its public key cannot be read".into()))?;
     Ok(CheckedCsr {
         public_key,
         key_type,

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod crl;
 pub mod csr;
 pub mod idevid;
+pub mod name;
 pub mod profile;
 pub mod token;
 
@@ -312,9 +313,12 @@ impl Authority {
         let leaf = IssuedLeaf {
             serial: hex::encode(serial),
             der: Vec::new(),
+            // RFC 4514: last RDN first (device ids and zones never need escaping).
             subject: format!(
-                "CN={},O={},OU={}",
-                req.device_id, self.naming.organisation, req.zone
+                "OU={},O={},CN={}",
+                req.zone,
+                name::escape(&self.naming.organisation),
+                req.device_id
             ),
             not_before,
             not_after,

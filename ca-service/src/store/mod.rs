@@ -362,6 +362,7 @@ impl Store {
               AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR issuer_id = ?5) \
               AND (?7 IS NULL OR (status = 'active' AND not_after > ?7 AND not_after <= ?8)) \
               AND (?9 IS NULL OR serial IN (SELECT value FROM json_each(?9))) \
+              AND (?10 IS NULL OR (superseded_by IS NOT NULL) = ?10) \
               ORDER BY seq LIMIT ?6"
         ))
         .bind(after)
@@ -378,6 +379,7 @@ impl Store {
                 .as_ref()
                 .map(|s| serde_json::Value::from(s.clone()).to_string()),
         )
+        .bind(filter.superseded)
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows

@@ -298,6 +298,8 @@ pub struct CertFilter {
     pub expiring: Option<(i64, i64)>,
     /// Only these serials (lower-case hex); `None` for any.
     pub serials: Option<Vec<String>>,
+    /// Only certificates replaced by a renewal (`Some(true)`) or not (`Some(false)`).
+    pub superseded: Option<bool>,
 }
 
 /// A page of results.
