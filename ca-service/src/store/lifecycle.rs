@@ -216,7 +216,9 @@ fn status_changes(
 
 /// Suspends, resumes or decommissions a device and its certificates with it: suspending holds
 /// its active certificates (marked as the device's holds), resuming releases those holds only,
-/// decommissioning revokes its active and held certificates. One audit event per certificate.
+/// decommissioning revokes its active and held certificates. Repeating a status applies it to
+/// the certificates again (e.g. to a device set before this rule existed). One audit event per
+/// certificate.
 pub(super) async fn set_device_status(
     conn: &mut SqliteConnection,
     id: &str,
@@ -245,8 +247,8 @@ pub(super) async fn set_device_status(
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    let (changed, action, reason) = match (current, status) {
-        (DeviceStatus::Active, DeviceStatus::Suspended) => {
+    let (changed, action, reason) = match status {
+        DeviceStatus::Suspended => {
             let rows = sqlx::query(
                 "UPDATE certificates SET status = 'suspended', revoked_at = ?1, \
                  revocation_reason = ?2, device_hold = 1 \
@@ -266,7 +268,7 @@ pub(super) async fn set_device_status(
             );
             (c, "certificate.suspend", Some(CERTIFICATE_HOLD))
         }
-        (DeviceStatus::Suspended, DeviceStatus::Active) => {
+        DeviceStatus::Active => {
             let rows = sqlx::query(
                 "UPDATE certificates SET status = 'active', revoked_at = NULL, \
                  revocation_reason = NULL, device_hold = 0 \
@@ -282,7 +284,7 @@ pub(super) async fn set_device_status(
                 None,
             )
         }
-        (from, DeviceStatus::Decommissioned) if from != DeviceStatus::Decommissioned => {
+        DeviceStatus::Decommissioned => {
             let rows = sqlx::query(
                 "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
                  revocation_reason = ?2, device_hold = 0 \
@@ -302,7 +304,6 @@ pub(super) async fn set_device_status(
             );
             (c, "certificate.revoke", Some(CESSATION_OF_OPERATION))
         }
-        _ => (Vec::new(), "", None),
     };
     let mut events: Vec<AuditEvent> = changed
         .iter()
@@ -473,4 +474,30 @@ pub(super) async fn check_idevid_admission(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_selections_leave_operators_out_unless_asked() {
+        let mut ops = Operators {
+            profiles: vec!["admin".into(), "broker-agent".into()],
+            admin_profiles: vec!["admin".into()],
+            include_in_bulk: false,
+        };
+        let zone = CertSelector::Zone("field".into());
+        assert!(ops.leaves_out(&zone, "admin"));
+        assert!(ops.leaves_out(&CertSelector::Lot("l".into()), "broker-agent"));
+        assert!(ops.leaves_out(&CertSelector::Profile("admin".into()), "admin"));
+        assert!(!ops.leaves_out(&zone, "sensor"));
+        // A profile no longer configured counts as a device: taken.
+        assert!(!ops.leaves_out(&zone, "retired-profile"));
+        // Named explicitly: taken.
+        assert!(!ops.leaves_out(&CertSelector::Device("admin".into()), "admin"));
+        assert!(!ops.leaves_out(&CertSelector::Serial("4a".into()), "admin"));
+        ops.include_in_bulk = true;
+        assert!(!ops.leaves_out(&zone, "admin"));
+    }
 }
