@@ -38,6 +38,8 @@ use crate::store::{
 pub const SERVER_DEVICE: &str = "hallmark-ca";
 /// Name of the first admin credential.
 pub const FIRST_ADMIN: &str = "admin";
+/// Profile of admin credentials made on the CA host (the first admin, break-glass admins).
+const ADMIN_PROFILE: &str = "admin";
 /// Renew the API server certificate at start when less than this share of its life is left.
 const SERVER_RENEW_FRACTION: f64 = 1.0 / 3.0;
 
@@ -80,6 +82,9 @@ pub enum BootstrapError {
     /// The data dir contradicts itself.
     #[error("{0}")]
     Inconsistent(String),
+    /// The request was refused; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<rcgen::Error> for BootstrapError {
@@ -250,6 +255,20 @@ fn system_issue(
     issuer_id: &str,
     now: i64,
 ) -> WriteOp {
+    issue_by(leaf, device, zone, profile, issuer_id, now, "system")
+}
+
+/// The write that records a certificate the CA host made itself, as `actor`: the same store
+/// path as any issuance (registry entry, certificate row, audit event).
+fn issue_by(
+    leaf: &IssuedLeaf,
+    device: &str,
+    zone: &str,
+    profile: &str,
+    issuer_id: &str,
+    now: i64,
+    actor: &str,
+) -> WriteOp {
     WriteOp::Issue {
         device: DeviceClaim {
             id: device.to_owned(),
@@ -268,12 +287,12 @@ fn system_issue(
             not_before: leaf.not_before,
             not_after: leaf.not_after,
             scope: None,
-            requested_by: "system".to_owned(),
+            requested_by: actor.to_owned(),
             spki_sha256: spki_sha256_of_cert(&leaf.der),
             der: leaf.der.clone(),
             issued_at: now,
         }),
-        actor: "system".to_owned(),
+        actor: actor.to_owned(),
     }
 }
 
@@ -309,6 +328,51 @@ fn make_server_cert(
     let csr = check_csr(&csr, profile).map_err(|e| BootstrapError::Certificate(e.to_string()))?;
     let leaf = authority.sign_server(&server_names(config), &csr, profile)?;
     Ok((leaf, key_pem))
+}
+
+/// Signs an admin credential for `name` in `zone` with a fresh key: the first admin at init
+/// and a break-glass admin (`hallmark-ca admin create`). Returns the leaf and its key (PEM).
+fn sign_admin(
+    authority: &Authority,
+    profiles: &ProfileSet,
+    name: &DeviceId,
+    zone: &str,
+) -> Result<(IssuedLeaf, String), BootstrapError> {
+    let admin_profile = profiles
+        .get(ADMIN_PROFILE)
+        .ok_or_else(|| BootstrapError::Inconsistent("profile admin missing".into()))?;
+    let (key_pem, csr) = new_key_and_csr(name.as_str())?;
+    let csr =
+        check_csr(&csr, admin_profile).map_err(|e| BootstrapError::Certificate(e.to_string()))?;
+    let leaf = authority.sign_leaf(&LeafRequest {
+        device_id: name,
+        zone,
+        profile: admin_profile,
+        csr: &csr,
+        lifetime: None,
+    })?;
+    Ok((leaf, key_pem))
+}
+
+/// Writes an admin credential bundle into `out` (after its certificate is recorded).
+fn write_admin_bundle(
+    out: &Path,
+    leaf: &IssuedLeaf,
+    key_pem: String,
+    trust: &TrustMaterial,
+) -> Result<(), BootstrapError> {
+    let cert_pem = der_to_pem(&leaf.der);
+    CredentialBundle {
+        key_pem,
+        chain_pem: format!("{cert_pem}{}", leaf.issuer.cert_pem()),
+        cert_pem,
+        ca_pem: trust.bundle_pem(),
+    }
+    .write(out)
+    .map_err(|e| BootstrapError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Replaces `server/` (key, cert, chain) as one directory, after the certificate is recorded.
@@ -440,21 +504,10 @@ async fn init_inner(
 
     // 2. The API server certificate and the first admin credential.
     let (server_leaf, server_key) = make_server_cert(&authority, &profiles, config)?;
-    let admin_profile = profiles
-        .get("admin")
-        .ok_or_else(|| BootstrapError::Inconsistent("profile admin missing".into()))?;
-    let (admin_key, admin_csr) = new_key_and_csr(FIRST_ADMIN)?;
-    let admin_csr = check_csr(&admin_csr, admin_profile)
-        .map_err(|e| BootstrapError::Certificate(e.to_string()))?;
     let admin_id =
         DeviceId::parse(FIRST_ADMIN).map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
-    let admin_leaf = authority.sign_leaf(&LeafRequest {
-        device_id: &admin_id,
-        zone: &config.default_zone,
-        profile: admin_profile,
-        csr: &admin_csr,
-        lifetime: None,
-    })?;
+    let (admin_leaf, admin_key) =
+        sign_admin(&authority, &profiles, &admin_id, &config.default_zone)?;
 
     // 3. One transaction records both CAs and both certificates, with their audit events.
     let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
@@ -484,7 +537,7 @@ async fn init_inner(
             &admin_leaf,
             FIRST_ADMIN,
             &config.default_zone,
-            "admin",
+            ADMIN_PROFILE,
             &issuing_id,
             now,
         ),
@@ -498,18 +551,7 @@ async fn init_inner(
     let trust = TrustMaterial::from_issuers(&issuers, now);
     let tb = dir.trust_bundle();
     fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
-    let admin_cert_pem = der_to_pem(&admin_leaf.der);
-    CredentialBundle {
-        key_pem: admin_key,
-        chain_pem: format!("{admin_cert_pem}{}", der_to_pem(&issuing_der)),
-        cert_pem: admin_cert_pem,
-        ca_pem: trust.bundle_pem(),
-    }
-    .write(&dir.admin())
-    .map_err(|e| BootstrapError::Io {
-        path: e.path,
-        source: e.source,
-    })?;
+    write_admin_bundle(&dir.admin(), &admin_leaf, admin_key, &trust)?;
 
     // Last: the marker that makes the data dir count as initialised.
     let marker = dir.marker();
@@ -561,13 +603,7 @@ pub async fn load(
     );
     let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
     let issuers = store.issuers().await?;
-    let active = issuers
-        .iter()
-        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
-        .max_by_key(|i| i.not_before)
-        .ok_or_else(|| {
-            BootstrapError::Inconsistent(format!("{} has no active issuing CA", dir.db().display()))
-        })?;
+    let active = active_issuing(&dir, &issuers)?;
     let issuing = load_issuing(&dir, active, passphrase)?;
     let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
     let now = clock.now();
@@ -616,6 +652,20 @@ pub async fn load(
         server_chain,
         server_key,
     })
+}
+
+/// The active issuing CA among `issuers` (the newest, should there be several).
+fn active_issuing<'a>(
+    dir: &DataDir,
+    issuers: &'a [IssuerRecord],
+) -> Result<&'a IssuerRecord, BootstrapError> {
+    issuers
+        .iter()
+        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+        .max_by_key(|i| i.not_before)
+        .ok_or_else(|| {
+            BootstrapError::Inconsistent(format!("{} has no active issuing CA", dir.db().display()))
+        })
 }
 
 /// Loads the issuing CA of `record` with its key: `ca/<id>.{crt,key}` when present (every CA
@@ -763,4 +813,144 @@ async fn rotate_issuer_inner(
     let tb = dir.trust_bundle();
     fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
     Ok(record)
+}
+
+/// Options of `hallmark-ca admin create`.
+#[derive(Debug, Clone)]
+pub struct CreateAdminOptions {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Passphrase of the CA keys.
+    pub passphrase: Option<Passphrase>,
+    /// Name (CN) of the new credential: a new name, or that of an active admin entry.
+    pub name: String,
+    /// Directory the credential bundle goes to; it must not hold a credential.
+    pub out: PathBuf,
+}
+
+/// What [`create_admin`] made.
+#[derive(Debug, Clone)]
+pub struct CreatedAdmin {
+    /// The credential's name.
+    pub name: String,
+    /// Its certificate's serial.
+    pub serial: String,
+    /// Its validity end.
+    pub not_after: i64,
+}
+
+/// Break-glass: makes a new admin credential on the CA host with the issuing CA's key from the
+/// data dir, for when no valid admin credential is left or at hand. Works while the CA runs
+/// (SQLite WAL; the serving CA checks every caller against the store, so the credential works
+/// at once). The certificate is recorded (registry entry, certificate row, audit events) before
+/// any file is written; a refused request changes nothing.
+pub async fn create_admin(
+    opts: &CreateAdminOptions,
+    config: &Config,
+    clock: SharedClock,
+) -> Result<CreatedAdmin, BootstrapError> {
+    let dir = DataDir::new(&opts.data_dir);
+    if dir.is_half_initialised() {
+        return Err(BootstrapError::HalfInitialised(opts.data_dir.clone()));
+    }
+    if !dir.is_initialised() {
+        return Err(BootstrapError::NotInitialised(opts.data_dir.clone()));
+    }
+    let name =
+        DeviceId::parse(&opts.name).map_err(|e| BootstrapError::Refused(format!("--name: {e}")))?;
+    if name.as_str() == SERVER_DEVICE {
+        return Err(BootstrapError::Refused(format!(
+            "--name {SERVER_DEVICE} is the CA's own API identity; choose another name"
+        )));
+    }
+    let out = &opts.out;
+    if out.exists()
+        && (!out.is_dir()
+            || out.join(crate::bundle::CERT_FILE).exists()
+            || out.join(crate::bundle::KEY_FILE).exists())
+    {
+        return Err(BootstrapError::Refused(format!(
+            "--out {} holds a credential already (or is not a directory); give a new directory",
+            out.display()
+        )));
+    }
+    let profiles = config
+        .profile_set()
+        .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
+    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let result = create_admin_inner(&dir, &store, opts, &name, config, &profiles, clock).await;
+    store.close().await;
+    result
+}
+
+async fn create_admin_inner(
+    dir: &DataDir,
+    store: &Store,
+    opts: &CreateAdminOptions,
+    name: &DeviceId,
+    config: &Config,
+    profiles: &ProfileSet,
+    clock: SharedClock,
+) -> Result<CreatedAdmin, BootstrapError> {
+    use crate::store::DeviceStatus;
+    // A new name goes into the default zone; an existing admin entry keeps its zone.
+    let zone = match store.device(name.as_str()).await? {
+        None => config.default_zone.clone(),
+        Some(d) if d.profile != ADMIN_PROFILE => {
+            return Err(BootstrapError::Refused(format!(
+                "{name} is registered as a device (profile {}, zone {}); choose another --name",
+                d.profile, d.zone
+            )));
+        }
+        Some(d) if d.status != DeviceStatus::Active => {
+            return Err(BootstrapError::Refused(format!(
+                "admin {name} is {} in the registry; choose another --name",
+                d.status.as_str()
+            )));
+        }
+        Some(d) => d.zone,
+    };
+    let now = clock.now();
+    let issuers = store.issuers().await?;
+    let issuing = load_issuing(
+        dir,
+        active_issuing(dir, &issuers)?,
+        opts.passphrase.as_ref(),
+    )?;
+    let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
+    let (leaf, key_pem) = sign_admin(&authority, profiles, name, &zone)?;
+    const ACTOR: &str = "system:admin-create";
+    let event = crate::audit::AuditEvent::new(
+        now,
+        ACTOR,
+        "admin.create",
+        name.as_str(),
+        serde_json::json!({
+            "serial": leaf.serial,
+            "zone": zone,
+            "out": opts.out.display().to_string(),
+            "os_user": std::env::var("USER").unwrap_or_default(),
+        }),
+    );
+    store
+        .write(WriteOp::All(vec![
+            issue_by(
+                &leaf,
+                name.as_str(),
+                &zone,
+                ADMIN_PROFILE,
+                &leaf.issuer.id,
+                now,
+                ACTOR,
+            ),
+            WriteOp::Audit(event),
+        ]))
+        .await?;
+    let trust = TrustMaterial::from_issuers(&issuers, now);
+    write_admin_bundle(&opts.out, &leaf, key_pem, &trust)?;
+    Ok(CreatedAdmin {
+        name: name.to_string(),
+        serial: leaf.serial.clone(),
+        not_after: leaf.not_after,
+    })
 }

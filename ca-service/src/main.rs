@@ -31,6 +31,31 @@ enum Command {
     /// Issuing CAs: roll over to a new one, list them.
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// Admin credentials made on the CA host (break-glass).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Break-glass: make a new admin credential on the CA host from the data dir, also while
+    /// the CA runs (it works at once). For when no valid admin credential is left or at hand;
+    /// recorded and audited like any issuance (actor `system:admin-create`). Afterwards,
+    /// revoke the credential it replaces if that one is lost or exposed.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Args)]
+struct AdminCreateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Name (CN) of the new admin credential: a new name, or that of an active admin.
+    #[arg(long)]
+    name: String,
+    /// Directory to write the credential bundle to (cert.pem, key.pem, chain.pem, ca.pem); it
+    /// must not hold a credential.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -111,11 +136,16 @@ fn load_config(common: &Common) -> Result<Config> {
     }
 }
 
-fn passphrase(common: &Common) -> Result<Option<Passphrase>> {
-    let p = match &common.passphrase_file {
+/// The passphrase of the CA keys, from --passphrase-file or the environment.
+fn read_passphrase(common: &Common) -> Result<Option<Passphrase>> {
+    Ok(match &common.passphrase_file {
         Some(f) => Some(Passphrase::from_file(f)?),
         None => Passphrase::from_env()?,
-    };
+    })
+}
+
+fn passphrase(common: &Common) -> Result<Option<Passphrase>> {
+    let p = read_passphrase(common)?;
     if p.is_none() {
         tracing::warn!(
             "CA keys are kept unencrypted (mode 0600); give --passphrase-file or {PASSPHRASE_ENV} to encrypt them"
@@ -274,6 +304,31 @@ async fn issuer_rotate(args: IssuerRotateArgs) -> Result<()> {
     Ok(())
 }
 
+async fn admin_create(args: AdminCreateArgs) -> Result<()> {
+    let config = load_config(&args.common)?;
+    let opts = bootstrap::CreateAdminOptions {
+        data_dir: args.common.data_dir.clone(),
+        passphrase: read_passphrase(&args.common)?,
+        name: args.name,
+        out: args.out,
+    };
+    let made = bootstrap::create_admin(&opts, &config, Arc::new(SystemClock))
+        .await
+        .context("creating an admin credential")?;
+    println!(
+        "new admin credential {} (serial {}), valid until {}, written to {}",
+        made.name,
+        made.serial,
+        hallmark_ca::clock::rfc3339(made.not_after),
+        absolute(&opts.out).display()
+    );
+    println!(
+        "it works at once, also against a running CA; if it replaces a lost or exposed admin \
+         credential, revoke that one now (hallmark revoke --serial SERIAL --reason key-compromise)"
+    );
+    Ok(())
+}
+
 async fn issuer_list(args: IssuerListArgs) -> Result<()> {
     let dir = bootstrap::DataDir::new(&args.data_dir);
     if !dir.is_initialised() {
@@ -314,6 +369,7 @@ async fn main() -> std::process::ExitCode {
         Command::Init(a) => init(a).await,
         Command::Issuer(IssuerCommand::Rotate(a)) => issuer_rotate(a).await,
         Command::Issuer(IssuerCommand::List(a)) => issuer_list(a).await,
+        Command::Admin(AdminCommand::Create(a)) => admin_create(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

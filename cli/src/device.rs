@@ -25,12 +25,18 @@ pub enum DeviceCommand {
     List(ListArgs),
     /// Show one device.
     Show(IdArgs),
-    /// Suspend a device: it cannot enroll or obtain certificates until resumed.
+    /// Suspend a device: its certificates go on hold (certificateHold, on the CRL, so brokers
+    /// refuse them) and it cannot enroll or obtain certificates until resumed.
     Suspend(IdArgs),
-    /// Resume a suspended device.
+    /// Resume a suspended device: releases the holds its suspension made (holds made with
+    /// `hallmark suspend` stay until `hallmark resume`).
     Resume(IdArgs),
-    /// Decommission a device for good.
+    /// Decommission a device: revokes its certificates (cessationOfOperation). Final unless
+    /// re-admitted.
     Decommission(IdArgs),
+    /// Re-admit a device: a decommissioned one becomes active, and a device whose certificates
+    /// were revoked may enroll with its IDevID again (refused until then). Audited.
+    Readmit(IdArgs),
 }
 
 /// `hallmark device register`.
@@ -341,6 +347,18 @@ pub async fn run(conn: &Connection, cmd: DeviceCommand) -> Result<()> {
         DeviceCommand::Decommission(a) => {
             set_status(&mut client, a, pb::DeviceStatus::Decommissioned).await?
         }
+        DeviceCommand::Readmit(a) => {
+            let d = client
+                .readmit(pb::ReadmitDeviceRequest { id: a.id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "device {} is re-admitted ({}); it may enroll with its IDevID again",
+                d.id,
+                status_text(d.status)
+            );
+        }
     }
     Ok(())
 }
@@ -358,7 +376,12 @@ async fn set_status(
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("device {} is {}", d.id, status_text(d.status));
+    let what = match status {
+        pb::DeviceStatus::Suspended => "its certificates are on hold until it is resumed",
+        pb::DeviceStatus::Active => "the holds its suspension made are released",
+        _ => "its certificates are revoked (cessationOfOperation)",
+    };
+    println!("device {} is {}; {what}", d.id, status_text(d.status));
     Ok(())
 }
 

@@ -29,7 +29,7 @@ enum Command {
     /// Create operator credentials (admin, provisioner, broker-agent).
     #[command(subcommand)]
     Credential(cert::CredentialCommand),
-    /// The device registry: register, import, list, suspend, resume, decommission.
+    /// The device registry: register, import, list, suspend, resume, decommission, readmit.
     #[command(subcommand)]
     Device(device::DeviceCommand),
     /// One-time enrollment tokens.
@@ -42,11 +42,12 @@ enum Command {
     Enroll(enroll::EnrollArgs),
     /// Renew credential bundles with a new key: once, as a daemon, or all under a directory.
     Rotate(rotate::RotateArgs),
-    /// Revoke certificates for good: by serial, device, lot, zone or profile.
+    /// Revoke certificates for good: by serial, device, lot, zone or profile (lot, zone and
+    /// profile leave operator credentials out unless --include-operators).
     Revoke(revoke::RevokeArgs),
-    /// Put certificates on hold (certificateHold).
+    /// Put certificates on hold (certificateHold), selected like `revoke`.
     Suspend(revoke::HoldArgs),
-    /// Take certificates off hold.
+    /// Take certificates off hold (not holds made by `hallmark device suspend`).
     Resume(revoke::HoldArgs),
     /// The CRLs the CA publishes.
     #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! `hallmark revoke`, `hallmark suspend`, `hallmark resume`: one certificate or many at once
-//! (a device, a lot, a zone, a profile), with a dry run.
+//! (a device, a lot, a zone, a profile), with a dry run. Lot, zone and profile selections
+//! leave operator credentials out unless `--include-operators`.
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -101,6 +102,11 @@ pub struct RevokeArgs {
     /// Only show what would be revoked.
     #[arg(long)]
     dry_run: bool,
+    /// With --lot, --zone or --profile: take operator credentials (admin, provisioner,
+    /// broker-agent) too; they are left out otherwise. The last valid admin credential is
+    /// never revoked.
+    #[arg(long)]
+    include_operators: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     format: Format,
@@ -114,6 +120,11 @@ pub struct HoldArgs {
     /// Only show what would change.
     #[arg(long)]
     dry_run: bool,
+    /// With --lot, --zone or --profile: take operator credentials (admin, provisioner,
+    /// broker-agent) too; they are left out otherwise. The last valid admin credential is
+    /// never suspended.
+    #[arg(long)]
+    include_operators: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     format: Format,
@@ -164,6 +175,29 @@ fn print(resp: &pb::RevokeResponse, action: Action, format: Format) -> Result<()
             );
         }
     }
+    // Beside JSON on stdout, the notes go to stderr.
+    let note = |text: String| match format {
+        Format::Table => println!("{text}"),
+        Format::Json => eprintln!("{text}"),
+    };
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    if resp.operators_left_out > 0 {
+        let n = resp.operators_left_out;
+        note(format!(
+            "left out {n} operator credential{} (admin, provisioner, broker-agent); add \
+             --include-operators to take them too",
+            plural(n)
+        ));
+    }
+    if resp.device_holds_left_out > 0 {
+        let n = resp.device_holds_left_out;
+        note(format!(
+            "left {n} certificate{} on hold: the hold{} came from suspending the device in the \
+             registry; release with `hallmark device resume ID`",
+            plural(n),
+            plural(n)
+        ));
+    }
     Ok(())
 }
 
@@ -175,6 +209,7 @@ pub async fn revoke(conn: &Connection, a: RevokeArgs) -> Result<()> {
             selector: Some(a.which.selector()),
             reason: a.reason.proto() as i32,
             dry_run: a.dry_run,
+            include_operators: a.include_operators,
         })
         .await
         .map_err(status_error)?
@@ -189,6 +224,7 @@ pub async fn hold(conn: &Connection, a: HoldArgs, action: Action) -> Result<()> 
         selector: Some(a.which.selector()),
         reason: 0,
         dry_run: a.dry_run,
+        include_operators: a.include_operators,
     };
     let resp = match action {
         Action::Resume => client.resume(req).await,

@@ -141,6 +141,23 @@ impl TestCa {
     pub async fn admin_enrollment(&self) -> EnrollmentClient<Channel> {
         EnrollmentClient::new(self.channel(Some(self.admin_identity())).await)
     }
+
+    /// Stops this CA and starts it again on the same data dir with `config` (new ports).
+    pub async fn restart_with(self, mut config: Config) -> Self {
+        let TestCa { server, dir } = self;
+        server.shutdown().await;
+        config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+        config.http_listen = "127.0.0.1:0".parse().unwrap();
+        let server = server::start(ServeOptions {
+            data_dir: dir.path().join("data"),
+            config,
+            passphrase: None,
+            clock: Arc::new(SystemClock),
+        })
+        .await
+        .expect("CA starts again");
+        Self { server, dir }
+    }
 }
 
 /// Path of a workspace binary (`hallmark-ca`, `hallmark`), built by `cargo build` beforehand.
@@ -332,6 +349,18 @@ impl CaProcess {
             .expect("run hallmark")
     }
 
+    /// Runs the `hallmark` CLI like [`CaProcess::hallmark`], with the credential bundle in
+    /// `bundle` (cert.pem, key.pem) instead of the first admin's.
+    pub fn hallmark_as(&self, bundle: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(bin("hallmark"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HALLMARK_CERT", bundle.join("cert.pem"))
+            .env("HALLMARK_KEY", bundle.join("key.pem"))
+            .output()
+            .expect("run hallmark")
+    }
+
     /// A `HALLMARK_*` variable the CA printed at start.
     pub fn var(&self, name: &str) -> &str {
         self.env
@@ -410,6 +439,16 @@ pub fn ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a command failed and returns what it wrote to stderr.
+pub fn refused(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "command should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Asserts that `result` failed with `code` and a message containing `needle`.

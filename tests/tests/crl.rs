@@ -200,6 +200,7 @@ async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
         selector: Some(sel),
         reason: 1,
         dry_run: false,
+        ..Default::default()
     };
     revocation
         .revoke(req(Selector::DeviceId("s-9".into())))
@@ -256,4 +257,98 @@ fn the_cli_shows_and_fetches_the_crls() {
     ok(&ca.hallmark(&["crl", "fetch", "--out", s(&out)]));
     let text = openssl(&["crl", "-in", s(&out), "-noout", "-text"]);
     assert!(text.contains("Cessation Of Operation"), "{text}");
+}
+
+/// Whether OpenSSL verifies the bundle in `dir` against the trust bundle with the CRL `crl`.
+fn passes_crl_check(trust: &Path, crl: &Path, dir: &Path) -> bool {
+    let out = openssl_output(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        s(trust),
+        "-CRLfile",
+        s(crl),
+        "-untrusted",
+        s(&dir.join("chain.pem")),
+        s(&dir.join("cert.pem")),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() || said.contains("certificate revoked"),
+        "{said}"
+    );
+    out.status.success()
+}
+
+#[test]
+fn device_suspend_resume_and_decommission_follow_in_the_crl() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let ca = CaProcess::start(&data, &[]);
+    let (s1, s2) = (work.path().join("s1"), work.path().join("s2"));
+    ca.issue_bundle("s1", "sensor", None, &s1);
+    ca.issue_bundle("s2", "sensor", None, &s2);
+    let path = cdp_path(&s1.join("cert.pem"));
+    let trust = data.join("trust-bundle.pem");
+    let crl = work.path().join("crl.pem");
+    fetch_until(&ca, &path, &crl, |_| true);
+    assert!(passes_crl_check(&trust, &crl, &s1));
+    let mut n = crl_number(&crl);
+    // Fetches the CRL until it is newer than the last one seen.
+    let mut next = || {
+        fetch_until(&ca, &path, &crl, |p| crl_number(p) > n);
+        n = crl_number(&crl);
+        openssl(&["crl", "-in", s(&crl), "-noout", "-text"])
+    };
+
+    // Suspending the device in the registry puts its certificate on hold.
+    let said = ok(&ca.hallmark(&["device", "suspend", "s1"]));
+    assert!(said.contains("device s1 is suspended"), "{said}");
+    let text = next();
+    assert!(text.contains("Certificate Hold"), "{text}");
+    assert!(!passes_crl_check(&trust, &crl, &s1));
+    assert!(passes_crl_check(&trust, &crl, &s2));
+
+    // An operator's own hold on s2 outlasts a suspension and resumption of the device.
+    ok(&ca.hallmark(&["suspend", "--device", "s2"]));
+    next();
+    ok(&ca.hallmark(&["device", "suspend", "s2"]));
+    ok(&ca.hallmark(&["device", "resume", "s2"]));
+    // Resuming the device releases only the holds its suspension made.
+    let said = ok(&ca.hallmark(&["device", "resume", "s1"]));
+    assert!(said.contains("device s1 is active"), "{said}");
+    next();
+    assert!(passes_crl_check(&trust, &crl, &s1), "s1 is released");
+    assert!(
+        !passes_crl_check(&trust, &crl, &s2),
+        "the operator's hold stays"
+    );
+    // While a device is suspended, `hallmark resume` does not release what its suspension held.
+    ok(&ca.hallmark(&["device", "suspend", "s1"]));
+    next();
+    let kept = ok(&ca.hallmark(&["resume", "--device", "s1"]));
+    assert!(
+        kept.contains("resumed 0 certificates") && kept.contains("hallmark device resume"),
+        "{kept}"
+    );
+    ok(&ca.hallmark(&["resume", "--device", "s2"]));
+    next();
+    assert!(passes_crl_check(&trust, &crl, &s2));
+    assert!(!passes_crl_check(&trust, &crl, &s1));
+
+    // Decommissioning revokes for good, held certificates too: cessationOfOperation.
+    ok(&ca.hallmark(&["device", "decommission", "s1"]));
+    let text = next();
+    assert!(text.contains("Cessation Of Operation"), "{text}");
+    assert!(!text.contains("Certificate Hold"), "{text}");
+    assert!(!passes_crl_check(&trust, &crl, &s1));
+    let listed = ok(&ca.hallmark(&["cert", "list", "--device", "s1", "-o", "json"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["status"], "revoked", "{listed}");
+    let none = ok(&ca.hallmark(&["resume", "--device", "s1"]));
+    assert!(none.contains("resumed 0 certificates"), "{none}");
 }

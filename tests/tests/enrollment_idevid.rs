@@ -334,3 +334,248 @@ async fn idevid_enrollment_end_to_end() {
     assert_eq!(bound.manufacturer, "acme");
     ca.server.shutdown().await;
 }
+
+/// Enrolls with the IDevID `pair` and a fresh key.
+async fn enroll_with(
+    ca: &TestCa,
+    pair: &(PathBuf, PathBuf),
+) -> Result<pb::Certificate, tonic::Status> {
+    let mut c = ca.client(identity(pair)).await;
+    c.enroll(enroll_req(csr()))
+        .await
+        .map(|r| r.into_inner().certificate.unwrap())
+}
+
+fn lifecycle_config(valve_role: &str) -> hallmark_ca::config::Config {
+    hallmark_ca::config::Config::parse(&format!(
+        "[profiles.sensor]\nmin_renewal_interval = \"1s\"\n\
+         [profiles.valve]\nrole = \"{valve_role}\"\nekus = [\"client-auth\"]\n\
+         default_lifetime = \"1d\"\nmax_lifetime = \"2d\"\nmin_renewal_interval = \"1s\"\n"
+    ))
+    .unwrap()
+}
+
+/// Past the profiles' one-second renewal interval, and into the next second.
+async fn next_interval() {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_decommissioned_device_needs_readmission_to_enroll_by_idevid() {
+    use hallmark_proto::v1::revocation_client::RevocationClient;
+    use pb::revoke_request::Selector;
+
+    let ca = TestCa::start_with(lifecycle_config("device")).await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let acme = openssl_root_ca(d, "acme-ca", "ACME Manufacturing CA", 3650);
+    add_manufacturer(&ca, "acme", &acme.1, "field", "sensor", true).await;
+    let (one, two) = (
+        idevid(d, "one", &acme, "SN-1"),
+        idevid(d, "two", &acme, "SN-2"),
+    );
+    let first = enroll_with(&ca, &one).await.expect("first enrollment");
+    assert_eq!(first.device_id, "acme-sn-1");
+    let second = enroll_with(&ca, &two).await.expect("first enrollment");
+    let mut revocation = RevocationClient::new(ca.channel(Some(ca.admin_identity())).await);
+    let by_serial = |serial: &str, reason: pb::RevocationReason| pb::RevokeRequest {
+        selector: Some(Selector::Serial(serial.into())),
+        reason: reason as i32,
+        dry_run: false,
+        ..Default::default()
+    };
+
+    // Revoked: the birth certificate does not buy a new identity, after the interval too.
+    revocation
+        .revoke(by_serial(
+            &first.serial,
+            pb::RevocationReason::KeyCompromise,
+        ))
+        .await
+        .unwrap();
+    next_interval().await;
+    assert_refused(
+        "re-enrollment after a revocation",
+        enroll_with(&ca, &one).await,
+        Code::FailedPrecondition,
+        "hallmark device readmit acme-sn-1",
+    );
+    // On hold: neither (the hold would be bypassed).
+    revocation
+        .suspend(by_serial(&second.serial, pb::RevocationReason::Unspecified))
+        .await
+        .unwrap();
+    next_interval().await;
+    assert_refused(
+        "re-enrollment while on hold",
+        enroll_with(&ca, &two).await,
+        Code::FailedPrecondition,
+        "on hold",
+    );
+    revocation
+        .resume(by_serial(&second.serial, pb::RevocationReason::Unspecified))
+        .await
+        .unwrap();
+    enroll_with(&ca, &two)
+        .await
+        .expect("the hold released, the device enrolls again");
+    // Decommissioned: refused too.
+    let mut devices = ca.admin_devices().await;
+    devices
+        .set_status(pb::SetDeviceStatusRequest {
+            id: "acme-sn-2".into(),
+            status: pb::DeviceStatus::Decommissioned as i32,
+        })
+        .await
+        .unwrap();
+    next_interval().await;
+    assert_refused(
+        "re-enrollment after decommissioning",
+        enroll_with(&ca, &two).await,
+        Code::FailedPrecondition,
+        "hallmark device readmit acme-sn-2",
+    );
+
+    // Only an admin re-admits.
+    let (key, s9_csr) = hallmark_tests::p256_csr("s-9");
+    let s9 = ca
+        .admin()
+        .await
+        .issue(pb::IssueRequest {
+            device_id: "s-9".into(),
+            profile: "sensor".into(),
+            csr: s9_csr,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate
+        .unwrap();
+    let pem = hallmark_ca::authority::ca::der_to_pem(&s9.der);
+    let mut as_device = hallmark_proto::v1::devices_client::DevicesClient::new(
+        ca.channel(Some((pem.into_bytes(), key.into_bytes()))).await,
+    );
+    assert_refused(
+        "a device re-admitting",
+        as_device
+            .readmit(pb::ReadmitDeviceRequest {
+                id: "acme-sn-1".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "needs role admin",
+    );
+    // The admin re-admits with the CLI: the device enrolls again.
+    let admin = ca.admin_dir();
+    let readmitted = tokio::process::Command::new(bin("hallmark"))
+        .args(["device", "readmit", "acme-sn-1"])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", ca.endpoint())
+        .env("HALLMARK_CA", ca.data_dir().join("trust-bundle.pem"))
+        .env("HALLMARK_CERT", admin.join("cert.pem"))
+        .env("HALLMARK_KEY", admin.join("key.pem"))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&readmitted.stdout);
+    assert!(
+        readmitted.status.success() && said.contains("device acme-sn-1 is re-admitted"),
+        "{said}{}",
+        String::from_utf8_lossy(&readmitted.stderr)
+    );
+    let again = enroll_with(&ca, &one)
+        .await
+        .expect("re-admitted device enrolls");
+    // A decommissioned device comes back active.
+    let back = devices
+        .readmit(pb::ReadmitDeviceRequest {
+            id: "acme-sn-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.status, pb::DeviceStatus::Active as i32);
+    enroll_with(&ca, &two)
+        .await
+        .expect("re-admitted decommissioned device enrolls");
+
+    // A certificate replaced (superseded) is routine, not a reason to hold the IDevID back.
+    let replaced = ca
+        .admin()
+        .await
+        .issue(pb::IssueRequest {
+            device_id: "acme-sn-1".into(),
+            profile: "sensor".into(),
+            csr: csr(),
+            replace_active: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate
+        .unwrap();
+    let old = ca
+        .store()
+        .certificate(&again.serial)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.revocation_reason, Some(4));
+    next_interval().await;
+    let newest = enroll_with(&ca, &one)
+        .await
+        .expect("superseded certificates do not block the IDevID");
+    assert_ne!(newest.serial, replaced.serial);
+
+    // Every re-admission is audited.
+    let events = ca.store().audit_events(0, 10_000).await.unwrap();
+    let readmits: Vec<&str> = events
+        .iter()
+        .filter(|(_, e, _, _)| e.action == "device.readmit")
+        .map(|(_, e, _, _)| e.target.as_str())
+        .collect();
+    assert_eq!(readmits, ["acme-sn-1", "acme-sn-2"]);
+    assert!(ca.store().verify_audit_chain().await.unwrap().is_ok());
+    ca.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idevid_never_yields_an_operator_credential() {
+    let ca = TestCa::start_with(lifecycle_config("device")).await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let valvco = openssl_root_ca(d, "valvco-ca", "Valve Co CA", 3650);
+    // Registering a manufacturer with an operator profile is refused.
+    for profile in ["admin", "broker-agent", "provisioner", "ca-server"] {
+        assert_refused(
+            profile,
+            ca.admin_enrollment()
+                .await
+                .register_manufacturer_ca(pb::RegisterManufacturerCaRequest {
+                    name: "valvco".into(),
+                    ca_cert: std::fs::read(&valvco.1).unwrap(),
+                    zone: "field".into(),
+                    profile: profile.into(),
+                    auto_register: true,
+                })
+                .await,
+            Code::InvalidArgument,
+            "not a device profile",
+        );
+    }
+    add_manufacturer(&ca, "valvco", &valvco.1, "field", "valve", true).await;
+    // The profile became an operator profile since: its IDevIDs no longer enroll.
+    let ca = ca.restart_with(lifecycle_config("admin")).await;
+    let before = ca.counts().await;
+    let valve = idevid(d, "valve", &valvco, "V-1");
+    assert_refused(
+        "an IDevID whose manufacturer's profile is an operator profile",
+        enroll_with(&ca, &valve).await,
+        Code::FailedPrecondition,
+        "not a device profile",
+    );
+    assert_eq!(ca.counts().await, before, "nothing was recorded");
+    ca.server.shutdown().await;
+}

@@ -561,3 +561,50 @@ fn revoking_a_zone_refuses_all_of_it_and_none_of_the_other() {
         "no entry left behind: {a01}"
     );
 }
+
+#[test]
+fn a_suspended_device_is_refused_by_the_broker_until_resumed_and_a_decommissioned_one_for_good() {
+    let plant = Plant::start(&[("sensor-1", "field"), ("sensor-2", "field")]);
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+    // Give the agent time to connect its watch stream.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = Instant::now();
+    ok(&plant.ca().hallmark(&["device", "suspend", "sensor-1"]));
+    wait_until(
+        "device 1 refused while suspended in the registry",
+        Duration::from_secs(5),
+        || !publish(plant.port, &ca_file, &d1),
+    );
+    println!(
+        "device suspend to refusal at the broker: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        publish(plant.port, &ca_file, &d2),
+        "device 2 still connects"
+    );
+
+    let started = Instant::now();
+    ok(&plant.ca().hallmark(&["device", "resume", "sensor-1"]));
+    wait_until("device 1 back after resume", Duration::from_secs(5), || {
+        publish(plant.port, &ca_file, &d1)
+    });
+    println!(
+        "device resume to acceptance at the broker: {:?}",
+        started.elapsed()
+    );
+
+    ok(&plant.ca().hallmark(&["device", "decommission", "sensor-2"]));
+    wait_until(
+        "device 2 refused once decommissioned",
+        Duration::from_secs(5),
+        || !publish(plant.port, &ca_file, &d2),
+    );
+    assert!(
+        publish(plant.port, &ca_file, &d1),
+        "device 1 still connects"
+    );
+}

@@ -34,6 +34,7 @@ fn req(selector: Selector, dry_run: bool) -> pb::RevokeRequest {
         selector: Some(selector),
         reason: pb::RevocationReason::KeyCompromise as i32,
         dry_run,
+        ..Default::default()
     }
 }
 
@@ -162,6 +163,7 @@ async fn suspend_refuses_and_resume_readmits() {
             selector: None,
             reason: 1,
             dry_run: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

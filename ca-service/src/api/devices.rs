@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::Caller;
-use super::{ApiState, invalid_name, store_status};
+use super::{ApiState, invalid_name, operators, store_status};
 use crate::authority::profile::Role;
 use crate::identity::{DeviceId, validate_name};
 use crate::store::{DeviceFilter, DeviceRecord, DeviceStatus, NewDevice, WriteOp, WriteOutput};
@@ -317,16 +317,26 @@ impl Devices for DevicesService {
             }
             let status = status_from(req.status)?
                 .ok_or_else(|| Status::invalid_argument("status is missing"))?;
-            self.state
+            let out = self
+                .state
                 .store
                 .write(WriteOp::SetDeviceStatus {
                     id: req.id.clone(),
                     status,
+                    admin_profiles: operators(&self.state.profiles, false).admin_profiles,
                     at: self.state.authority.clock().now(),
                     actor: caller.actor(),
                 })
                 .await
                 .map_err(store_status)?;
+            // The CRL publisher hears of the certificates from the store's status feed.
+            if let WriteOutput::StatusChanged(changed) = out {
+                tracing::info!(
+                    status = status.as_str(),
+                    certificates = changed.len(),
+                    "device status set"
+                );
+            }
             let d = self
                 .state
                 .store
@@ -334,6 +344,44 @@ impl Devices for DevicesService {
                 .await
                 .map_err(store_status)?
                 .ok_or_else(|| Status::not_found(format!("device {} is not registered", req.id)))?;
+            Ok(Response::new(device_message(&d)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn readmit(
+        &self,
+        request: Request<pb::ReadmitDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        let span = tracing::info_span!("ReadmitDevice", device = %request.get_ref().id);
+        async move {
+            let caller = self.state.auth.caller(&request).await?;
+            caller.require(&[Role::Admin], "Readmit")?;
+            let id = request.into_inner().id;
+            DeviceId::parse(&id).map_err(invalid_name)?;
+            if id == crate::bootstrap::SERVER_DEVICE {
+                return Err(Status::invalid_argument(format!(
+                    "{id} is the CA's own API identity; it is never decommissioned or re-admitted"
+                )));
+            }
+            self.state
+                .store
+                .write(WriteOp::ReadmitDevice {
+                    id: id.clone(),
+                    at: self.state.authority.clock().now(),
+                    actor: caller.actor(),
+                })
+                .await
+                .map_err(store_status)?;
+            tracing::info!("device re-admitted");
+            let d = self
+                .state
+                .store
+                .device(&id)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| Status::not_found(format!("device {id} is not registered")))?;
             Ok(Response::new(device_message(&d)))
         }
         .instrument(span)

@@ -200,12 +200,21 @@ async fn by_idevid(
         .map_err(|e| other(store_status(e)))?;
     let (device_id, zone, profile_name, self_registering) = match existing {
         Some(d) => {
-            if d.status != DeviceStatus::Active {
-                return Err(other(Status::failed_precondition(format!(
-                    "device {} is {}; it cannot enroll until an operator resumes it",
-                    d.id,
-                    d.status.as_str()
-                ))));
+            match d.status {
+                DeviceStatus::Active => {}
+                DeviceStatus::Decommissioned => {
+                    return Err(other(Status::failed_precondition(format!(
+                        "device {} is decommissioned; its IDevID enrolls it again only after an \
+                         admin re-admits it (Readmit, `hallmark device readmit {}`)",
+                        d.id, d.id
+                    ))));
+                }
+                DeviceStatus::Suspended => {
+                    return Err(other(Status::failed_precondition(format!(
+                        "device {} is suspended; it cannot enroll until an operator resumes it",
+                        d.id
+                    ))));
+                }
             }
             (d.id, d.zone, d.profile, false)
         }
@@ -238,6 +247,15 @@ async fn by_idevid(
             "profile {profile_name} of device {device_id} is no longer configured"
         )))
     })?;
+    // A birth certificate buys a device identity, never an operator credential (a profile's
+    // role may have changed in the config since the manufacturer was registered).
+    if profile.role != Role::Device {
+        return Err(other(Status::failed_precondition(format!(
+            "profile {profile_name} of device {device_id} is not a device profile (its role is \
+             {}); an IDevID enrolls devices only",
+            profile.role
+        ))));
+    }
     let csr = check_csr(&req.csr, profile).map_err(|e| other(invalid_csr(e)))?;
     if csr.spki_der == idevid.spki_der && !profile.allow_key_reuse {
         return Err(other(Status::invalid_argument(format!(

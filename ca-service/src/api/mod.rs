@@ -21,7 +21,7 @@ use crate::authority::csr::CsrError;
 use crate::authority::profile::ProfileSet;
 use crate::authority::{Authority, AuthorityError};
 use crate::identity::NameError;
-use crate::store::{IssuerKind, IssuerRecord, Store, StoreError};
+use crate::store::{IssuerKind, IssuerRecord, Operators, Store, StoreError};
 
 /// The trust material handed to clients.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +101,18 @@ pub struct ApiState {
     pub throttle: Arc<throttle::EnrollThrottle>,
     /// CRL publication.
     pub crls: crate::revocation::CrlPublisher,
+}
+
+/// Operator credentials as `profiles` define them: every profile whose role is not `device`,
+/// and the admin profiles among them; `include_in_bulk` says whether a lot, zone or profile
+/// selection takes them.
+pub(crate) fn operators(profiles: &ProfileSet, include_in_bulk: bool) -> Operators {
+    use crate::authority::profile::Role;
+    Operators {
+        profiles: profiles.names_where(|p| p.role != Role::Device),
+        admin_profiles: profiles.names_where(|p| p.role == Role::Admin),
+        include_in_bulk,
+    }
 }
 
 /// INVALID_ARGUMENT for a bad name.

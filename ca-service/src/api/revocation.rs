@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::ca::certificate_message;
-use super::{ApiState, invalid_name, parse_serial, store_status};
+use super::{ApiState, invalid_name, operators, parse_serial, store_status};
 use crate::authority::profile::Role;
 use crate::identity::validate_name;
 use crate::store::{CertSelector, StatusChange, WriteOp, WriteOutput};
@@ -83,15 +83,23 @@ impl RevocationService {
         let selector = selector(&req)?;
         let change = change(&req)?;
         let now = st.authority.clock().now();
-        let matching = st
+        let operators = operators(&st.profiles, req.include_operators);
+        let selection = st
             .store
-            .certificates_matching(&selector, change, now)
+            .certificates_selected(&selector, change, &operators, now)
             .await
             .map_err(store_status)?;
+        let (operators_left_out, device_holds_left_out) = (
+            selection.operators_left_out,
+            selection.device_holds_left_out,
+        );
+        let matching = selection.certificates;
         if req.dry_run {
             return Ok(pb::RevokeResponse {
                 certificates: matching.iter().map(certificate_message).collect(),
                 dry_run: true,
+                operators_left_out,
+                device_holds_left_out,
             });
         }
         let out = st
@@ -99,6 +107,7 @@ impl RevocationService {
             .write(WriteOp::ChangeStatus {
                 selector: selector.clone(),
                 change,
+                operators,
                 at: now,
                 actor: caller.actor(),
             })
@@ -128,11 +137,15 @@ impl RevocationService {
             selector = selector.kind(),
             value = selector.value(),
             count = certificates.len(),
+            operators_left_out,
+            device_holds_left_out,
             "{rpc}"
         );
         Ok(pb::RevokeResponse {
             certificates,
             dry_run: false,
+            operators_left_out,
+            device_holds_left_out,
         })
     }
 }

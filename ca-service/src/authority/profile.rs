@@ -375,6 +375,15 @@ impl ProfileSet {
         self.profiles.get(name)
     }
 
+    /// Names of the profiles `keep` accepts, in name order.
+    pub fn names_where(&self, keep: impl Fn(&Profile) -> bool) -> Vec<String> {
+        self.profiles
+            .values()
+            .filter(|p| keep(p))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// Names of the profiles that can be requested over the API, for error messages.
     pub fn requestable_names(&self) -> Vec<&str> {
         self.profiles

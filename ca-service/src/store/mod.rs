@@ -3,6 +3,7 @@
 //! certificate is returned only after its row is durably committed, without one fsync per row.
 
 mod batch;
+mod lifecycle;
 mod ops;
 mod records;
 mod writer;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use lifecycle::{Operators, Selection};
 pub use records::*;
 pub use writer::{WriteOp, WriteOutput};
 

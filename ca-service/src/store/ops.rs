@@ -5,6 +5,9 @@ use std::collections::HashSet;
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
+use super::lifecycle::{
+    AdminGuard, check_idevid_admission, readmit_device, select_for_change, set_device_status,
+};
 use super::writer::{WriteOp, WriteOutput};
 use super::{
     CertStatus, DeviceClaim, DeviceStatus, NewCertificate, NewDevice, RevocationStatus,
@@ -191,10 +194,14 @@ pub(super) async fn apply(
         WriteOp::ChangeStatus {
             selector,
             change,
+            operators,
             at,
             actor,
         } => {
-            let rows = super::matching_query(selector, *change, *at, conn).await?;
+            let guard = AdminGuard::before(conn, &operators.admin_profiles, *at).await?;
+            let rows = select_for_change(conn, selector, *change, operators, *at)
+                .await?
+                .certificates;
             let serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
             let (revoked_at, reason) = match change {
                 StatusChange::Resume => (None, None),
@@ -239,6 +246,7 @@ pub(super) async fn apply(
                 })
                 .collect();
             audit_many(conn, events, chain).await?;
+            guard.check(conn).await?;
             Ok(WriteOutput::StatusChanged(changed))
         }
         WriteOp::NextCrlNumber { issuer_id, at } => {
@@ -377,35 +385,12 @@ pub(super) async fn apply(
         WriteOp::SetDeviceStatus {
             id,
             status,
+            admin_profiles,
             at,
             actor,
-        } => {
-            let row = sqlx::query("SELECT status FROM devices WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("device {id} is not registered")))?;
-            let current = DeviceStatus::parse(row.get("status"));
-            if current == DeviceStatus::Decommissioned && *status != DeviceStatus::Decommissioned {
-                return Err(StoreError::Conflict(format!(
-                    "device {id} is decommissioned, which is final; register it under a new id"
-                )));
-            }
-            sqlx::query("UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3")
-                .bind(status.as_str())
-                .bind(at)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            let event = AuditEvent::new(
-                *at,
-                actor.as_str(),
-                "device.status",
-                id.as_str(),
-                serde_json::json!({"from": current.as_str(), "to": status.as_str()}),
-            );
-            audit(conn, &event, chain).await?;
-            Ok(WriteOutput::Done)
+        } => set_device_status(conn, id, *status, admin_profiles, *at, actor, chain).await,
+        WriteOp::ReadmitDevice { id, at, actor } => {
+            readmit_device(conn, id, *at, actor, chain).await
         }
         WriteOp::CreateToken { token } => {
             sqlx::query(
@@ -537,6 +522,10 @@ async fn issue_limited(
         actor,
     } = op;
     let now = cert.issued_at;
+    // Only IDevID enrollments name a manufacturer.
+    if device.manufacturer.is_some() {
+        check_idevid_admission(conn, &device.id, now).await?;
+    }
     let mut exposed: Vec<&str> = Vec::new();
     let mut unused_successor: Option<String> = None;
     if let Some(old_serial) = supersedes {

@@ -155,6 +155,7 @@ async fn committed_status_changes_reach_the_feed_in_order_and_failed_ones_do_not
     let change = |selector, change| WriteOp::ChangeStatus {
         selector,
         change,
+        operators: Default::default(),
         at: 5,
         actor: "test".into(),
     };

@@ -12,7 +12,7 @@ use super::batch::issue_run;
 use super::ops::apply;
 use super::{
     CertSelector, CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
-    NewCertificate, NewDevice, RevocationStatus, StatusChange, StoreError, TokenRecord,
+    NewCertificate, NewDevice, Operators, RevocationStatus, StatusChange, StoreError, TokenRecord,
 };
 use crate::audit::{AuditEvent, GENESIS_HASH};
 
@@ -86,12 +86,17 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
-    /// Revoke, suspend or resume every certificate `selector` picks that `change` applies to.
+    /// Revoke, suspend or resume every certificate `selector` picks that `change` applies to,
+    /// leaving out what `operators` and device holds leave out (see
+    /// [`super::Store::certificates_selected`]); refused whole if it takes the last valid admin
+    /// credential.
     ChangeStatus {
         /// Which certificates.
         selector: CertSelector,
         /// What to do.
         change: StatusChange,
+        /// Which profiles are operator credentials, and whether a bulk selection takes them.
+        operators: Operators,
         /// Unix seconds.
         at: i64,
         /// Caller.
@@ -136,12 +141,26 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
-    /// Suspend, resume or decommission a device. Decommissioning is final.
+    /// Suspend, resume or decommission a device, holding, releasing or revoking its
+    /// certificates with it. Decommissioning is final except for [`WriteOp::ReadmitDevice`].
+    /// Refused if it takes the last valid admin credential.
     SetDeviceStatus {
         /// Device id.
         id: String,
         /// New status.
         status: DeviceStatus,
+        /// Profiles whose role is `admin`.
+        admin_profiles: Vec<String>,
+        /// Unix seconds.
+        at: i64,
+        /// Caller.
+        actor: String,
+    },
+    /// Re-admit a device: active again if decommissioned, and its IDevID may enroll it again
+    /// although certificates of it were revoked before.
+    ReadmitDevice {
+        /// Device id.
+        id: String,
         /// Unix seconds.
         at: i64,
         /// Caller.

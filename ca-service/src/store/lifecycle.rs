@@ -1,0 +1,503 @@
+//! Lifecycle rules, checked inside the write transaction: operator credentials stay out of bulk
+//! selections unless asked for, and no change takes the last valid admin credential; a device's
+//! registry status carries over to its certificates (suspend holds, resume releases those
+//! holds, decommission revokes); an IDevID enrollment of a device whose certificates were
+//! revoked since its last re-admission is refused.
+
+use std::collections::HashSet;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::ops::{audit, audit_many};
+use super::writer::WriteOutput;
+use super::{
+    CertSelector, CertStatus, CertificateRecord, DeviceStatus, RevocationStatus, StatusChange,
+    Store, StoreError,
+};
+use crate::audit::AuditEvent;
+use crate::clock::rfc3339;
+
+/// RFC 5280 reason cessationOfOperation: what decommissioning records.
+const CESSATION_OF_OPERATION: i64 = 5;
+/// RFC 5280 reason certificateHold: what suspending a device records.
+const CERTIFICATE_HOLD: i64 = 6;
+
+/// Operator credentials as the profiles in force define them (the store does not know roles).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Operators {
+    /// Profiles whose role is not `device`: admin, provisioner, broker-agent, the CA's own.
+    pub profiles: Vec<String>,
+    /// Profiles whose role is `admin`: a change that leaves none of their certificates valid
+    /// (when one was) is refused.
+    pub admin_profiles: Vec<String>,
+    /// Whether a lot, zone or profile selection takes operator credentials too.
+    pub include_in_bulk: bool,
+}
+
+impl Operators {
+    /// Whether `selector` leaves a certificate of `profile` out: a lot, zone or profile
+    /// selection takes operator credentials only when asked to; a serial or a device takes
+    /// what it names.
+    pub fn leaves_out(&self, selector: &CertSelector, profile: &str) -> bool {
+        let bulk = matches!(
+            selector,
+            CertSelector::Lot(_) | CertSelector::Zone(_) | CertSelector::Profile(_)
+        );
+        bulk && !self.include_in_bulk && self.profiles.iter().any(|p| p == profile)
+    }
+}
+
+/// What a status change selects, and what it leaves out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection<T> {
+    /// The certificates the change applies to, in issue order.
+    pub certificates: Vec<T>,
+    /// Operator credentials matched but left out ([`Operators::leaves_out`]).
+    pub operators_left_out: u32,
+    /// Held certificates a resumption leaves on hold: their device's suspension made the hold.
+    pub device_holds_left_out: u32,
+}
+
+/// The selection of a status change on `conn` (the same for a dry run and inside the write).
+pub(super) async fn select_for_change(
+    conn: &mut SqliteConnection,
+    selector: &CertSelector,
+    change: StatusChange,
+    operators: &Operators,
+    now: i64,
+) -> Result<Selection<SqliteRow>, StoreError> {
+    let rows = super::matching_query(selector, change, now, conn).await?;
+    let device_held: HashSet<String> = if change == StatusChange::Resume && !rows.is_empty() {
+        let serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
+        sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE device_hold = 1 \
+             AND serial IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::from(serials).to_string())
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    } else {
+        HashSet::new()
+    };
+    let mut selection = Selection {
+        certificates: Vec::with_capacity(rows.len()),
+        operators_left_out: 0,
+        device_holds_left_out: 0,
+    };
+    for row in rows {
+        if operators.leaves_out(selector, row.get("profile")) {
+            selection.operators_left_out += 1;
+        } else if device_held.contains(row.get::<&str, _>("serial")) {
+            selection.device_holds_left_out += 1;
+        } else {
+            selection.certificates.push(row);
+        }
+    }
+    Ok(selection)
+}
+
+impl Store {
+    /// Unexpired certificates (other than the CA's own) that `selector` picks and `change`
+    /// applies to, without what `operators` and device holds leave out, in issue order: what
+    /// [`super::WriteOp::ChangeStatus`] changes, for a dry run.
+    pub async fn certificates_selected(
+        &self,
+        selector: &CertSelector,
+        change: StatusChange,
+        operators: &Operators,
+        now: i64,
+    ) -> Result<Selection<CertificateRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let selection = select_for_change(&mut conn, selector, change, operators, now).await?;
+        Ok(Selection {
+            certificates: selection
+                .certificates
+                .iter()
+                .map(super::cert_from_row)
+                .collect::<Result<_, _>>()?,
+            operators_left_out: selection.operators_left_out,
+            device_holds_left_out: selection.device_holds_left_out,
+        })
+    }
+}
+
+/// Valid admin credentials at `now` (active, within validity, of an active registry entry) as
+/// `(name, serial)`.
+async fn valid_admins(
+    conn: &mut SqliteConnection,
+    admin_profiles: &[String],
+    now: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    if admin_profiles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT c.device_id, c.serial FROM certificates c JOIN devices d ON d.id = c.device_id \
+         WHERE c.profile IN (SELECT value FROM json_each(?1)) AND c.status = 'active' \
+         AND c.not_before <= ?2 AND c.not_after > ?2 AND d.status = 'active' ORDER BY c.seq",
+    )
+    .bind(serde_json::Value::from(admin_profiles.to_vec()).to_string())
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("device_id"), r.get("serial")))
+        .collect())
+}
+
+/// Taken before a change; [`AdminGuard::check`] afterwards refuses the change (the savepoint
+/// rolls it back) if it took the last valid admin credentials.
+pub(super) struct AdminGuard<'a> {
+    admin_profiles: &'a [String],
+    now: i64,
+    before: Vec<(String, String)>,
+}
+
+impl<'a> AdminGuard<'a> {
+    /// Notes the valid admin credentials before the change.
+    pub(super) async fn before(
+        conn: &mut SqliteConnection,
+        admin_profiles: &'a [String],
+        now: i64,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            before: valid_admins(conn, admin_profiles, now).await?,
+            admin_profiles,
+            now,
+        })
+    }
+
+    /// Refuses when there were valid admin credentials and none is left.
+    pub(super) async fn check(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        if self.before.is_empty()
+            || !valid_admins(conn, self.admin_profiles, self.now)
+                .await?
+                .is_empty()
+        {
+            return Ok(());
+        }
+        let named: Vec<String> = self
+            .before
+            .iter()
+            .take(5)
+            .map(|(name, serial)| format!("{name}, serial {serial}"))
+            .collect();
+        Err(StoreError::Conflict(format!(
+            "this would take the last valid admin credential out of service ({}), and nobody \
+             could administer the CA any more; nothing was changed. Create another admin first \
+             (`hallmark credential create --role admin`, or on the CA host \
+             `hallmark-ca admin create --data-dir DIR --name NAME --out DIR`), then retry",
+            named.join("; ")
+        )))
+    }
+}
+
+fn status_changes(
+    rows: &[SqliteRow],
+    status: CertStatus,
+    at: Option<i64>,
+    reason: Option<i64>,
+) -> Vec<RevocationStatus> {
+    rows.iter()
+        .map(|r| RevocationStatus {
+            serial: r.get("serial"),
+            issuer_id: r.get("issuer_id"),
+            not_after: r.get("not_after"),
+            status,
+            revoked_at: at,
+            reason,
+        })
+        .collect()
+}
+
+/// Suspends, resumes or decommissions a device and its certificates with it: suspending holds
+/// its active certificates (marked as the device's holds), resuming releases those holds only,
+/// decommissioning revokes its active and held certificates. Repeating a status applies it to
+/// the certificates again (e.g. to a device set before this rule existed). One audit event per
+/// certificate.
+pub(super) async fn set_device_status(
+    conn: &mut SqliteConnection,
+    id: &str,
+    status: DeviceStatus,
+    admin_profiles: &[String],
+    at: i64,
+    actor: &str,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let row = sqlx::query("SELECT status FROM devices WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("device {id} is not registered")))?;
+    let current = DeviceStatus::parse(row.get("status"));
+    if current == DeviceStatus::Decommissioned && status != DeviceStatus::Decommissioned {
+        return Err(StoreError::Conflict(format!(
+            "device {id} is decommissioned, which is final unless an admin re-admits it \
+             (Readmit, `hallmark device readmit {id}`)"
+        )));
+    }
+    let guard = AdminGuard::before(conn, admin_profiles, at).await?;
+    sqlx::query("UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3")
+        .bind(status.as_str())
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let (changed, action, reason) = match status {
+        DeviceStatus::Suspended => {
+            let rows = sqlx::query(
+                "UPDATE certificates SET status = 'suspended', revoked_at = ?1, \
+                 revocation_reason = ?2, device_hold = 1 \
+                 WHERE device_id = ?3 AND status = 'active' AND not_after > ?1 \
+                 RETURNING serial, issuer_id, not_after",
+            )
+            .bind(at)
+            .bind(CERTIFICATE_HOLD)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let c = status_changes(
+                &rows,
+                CertStatus::Suspended,
+                Some(at),
+                Some(CERTIFICATE_HOLD),
+            );
+            (c, "certificate.suspend", Some(CERTIFICATE_HOLD))
+        }
+        DeviceStatus::Active => {
+            let rows = sqlx::query(
+                "UPDATE certificates SET status = 'active', revoked_at = NULL, \
+                 revocation_reason = NULL, device_hold = 0 \
+                 WHERE device_id = ?1 AND status = 'suspended' AND device_hold = 1 \
+                 RETURNING serial, issuer_id, not_after",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            (
+                status_changes(&rows, CertStatus::Active, None, None),
+                "certificate.resume",
+                None,
+            )
+        }
+        DeviceStatus::Decommissioned => {
+            let rows = sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
+                 revocation_reason = ?2, device_hold = 0 \
+                 WHERE device_id = ?3 AND status IN ('active', 'suspended') AND not_after > ?1 \
+                 RETURNING serial, issuer_id, not_after",
+            )
+            .bind(at)
+            .bind(CESSATION_OF_OPERATION)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let c = status_changes(
+                &rows,
+                CertStatus::Revoked,
+                Some(at),
+                Some(CESSATION_OF_OPERATION),
+            );
+            (c, "certificate.revoke", Some(CESSATION_OF_OPERATION))
+        }
+    };
+    let mut events: Vec<AuditEvent> = changed
+        .iter()
+        .map(|c| {
+            AuditEvent::new(
+                at,
+                actor,
+                action,
+                c.serial.as_str(),
+                serde_json::json!({"device": id, "via": "device.status", "to": status.as_str(), "reason": reason}),
+            )
+        })
+        .collect();
+    events.push(AuditEvent::new(
+        at,
+        actor,
+        "device.status",
+        id,
+        serde_json::json!({"from": current.as_str(), "to": status.as_str(), "certificates": changed.len()}),
+    ));
+    audit_many(conn, events, chain).await?;
+    guard.check(conn).await?;
+    Ok(WriteOutput::StatusChanged(changed))
+}
+
+/// The condition on a device's certificates (`?1` device, `?2` its re-admission time or
+/// NULL) that keeps its IDevID out: revoked for a reason other than superseded (4, a routine
+/// replacement) at or after the re-admission (times are in seconds: a revocation in the same
+/// second counts, fail-closed).
+macro_rules! revoked_since_readmission {
+    () => {
+        "device_id = ?1 AND status = 'revoked' AND IFNULL(revocation_reason, 0) <> 4 \
+         AND revoked_at >= IFNULL(?2, revoked_at)"
+    };
+}
+
+/// Re-admits a device: active again if decommissioned, and its IDevID may enroll again.
+pub(super) async fn readmit_device(
+    conn: &mut SqliteConnection,
+    id: &str,
+    at: i64,
+    actor: &str,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let row = sqlx::query("SELECT status FROM devices WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("device {id} is not registered")))?;
+    let current = DeviceStatus::parse(row.get("status"));
+    if current == DeviceStatus::Suspended {
+        return Err(StoreError::Conflict(format!(
+            "device {id} is suspended; resume it (SetStatus, `hallmark device resume {id}`) \
+             instead of re-admitting it"
+        )));
+    }
+    // A revocation within this second would still keep the device out after the re-admission:
+    // refuse rather than re-admit in vain.
+    let same_second: Option<String> = sqlx::query_scalar(concat!(
+        "SELECT serial FROM certificates WHERE ",
+        revoked_since_readmission!(),
+        " LIMIT 1"
+    ))
+    .bind(id)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(serial) = same_second {
+        return Err(StoreError::TooSoon(format!(
+            "certificate {serial} of device {id} was revoked within this second; re-admit the \
+             device again in a second (retry in 1s)"
+        )));
+    }
+    let revoked: i64 = sqlx::query_scalar(concat!(
+        "SELECT COUNT(*) FROM certificates WHERE ",
+        revoked_since_readmission!()
+    ))
+    .bind(id)
+    .bind(
+        sqlx::query_scalar::<_, Option<i64>>("SELECT readmitted_at FROM devices WHERE id = ?1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE devices SET status = 'active', readmitted_at = ?1, updated_at = ?1 WHERE id = ?2",
+    )
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    let event = AuditEvent::new(
+        at,
+        actor,
+        "device.readmit",
+        id,
+        serde_json::json!({"from": current.as_str(), "revoked_certificates": revoked}),
+    );
+    audit(conn, &event, chain).await?;
+    Ok(WriteOutput::Done)
+}
+
+/// RFC 5280 name of a reason code, for messages.
+fn reason_name(code: Option<i64>) -> &'static str {
+    match code {
+        Some(1) => "keyCompromise",
+        Some(2) => "cACompromise",
+        Some(3) => "affiliationChanged",
+        Some(4) => "superseded",
+        Some(5) => "cessationOfOperation",
+        Some(6) => "certificateHold",
+        Some(9) => "privilegeWithdrawn",
+        _ => "unspecified",
+    }
+}
+
+/// Refuses an IDevID enrollment of a device that had a certificate revoked (other than
+/// superseded) since its last re-admission, or has one on hold: the birth certificate must
+/// not undo a revocation or bypass a hold.
+pub(super) async fn check_idevid_admission(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let readmitted: Option<i64> =
+        sqlx::query_scalar("SELECT readmitted_at FROM devices WHERE id = ?1")
+            .bind(device_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    let revoked = sqlx::query(concat!(
+        "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE ",
+        revoked_since_readmission!(),
+        " ORDER BY seq DESC LIMIT 1"
+    ))
+    .bind(device_id)
+    .bind(readmitted)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = revoked {
+        let serial: String = r.get("serial");
+        let at: Option<i64> = r.get("revoked_at");
+        let since = readmitted
+            .map(|t| format!(" (re-admitted last at {})", rfc3339(t)))
+            .unwrap_or_default();
+        return Err(StoreError::Conflict(format!(
+            "certificate {serial} of device {device_id} was revoked ({}) at {}{since}; its \
+             IDevID enrolls it again only after an admin re-admits it (Readmit, \
+             `hallmark device readmit {device_id}`)",
+            reason_name(r.get("revocation_reason")),
+            rfc3339(at.unwrap_or(now)),
+        )));
+    }
+    let held: Option<String> = sqlx::query_scalar(
+        "SELECT serial FROM certificates WHERE device_id = ?1 AND status = 'suspended' \
+         AND not_after > ?2 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(device_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(serial) = held {
+        return Err(StoreError::Conflict(format!(
+            "certificate {serial} of device {device_id} is on hold; release it (Resume) or \
+             revoke it before the device enrolls with its IDevID again"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_selections_leave_operators_out_unless_asked() {
+        let mut ops = Operators {
+            profiles: vec!["admin".into(), "broker-agent".into()],
+            admin_profiles: vec!["admin".into()],
+            include_in_bulk: false,
+        };
+        let zone = CertSelector::Zone("field".into());
+        assert!(ops.leaves_out(&zone, "admin"));
+        assert!(ops.leaves_out(&CertSelector::Lot("l".into()), "broker-agent"));
+        assert!(ops.leaves_out(&CertSelector::Profile("admin".into()), "admin"));
+        assert!(!ops.leaves_out(&zone, "sensor"));
+        // A profile no longer configured counts as a device: taken.
+        assert!(!ops.leaves_out(&zone, "retired-profile"));
+        // Named explicitly: taken.
+        assert!(!ops.leaves_out(&CertSelector::Device("admin".into()), "admin"));
+        assert!(!ops.leaves_out(&CertSelector::Serial("4a".into()), "admin"));
+        ops.include_in_bulk = true;
+        assert!(!ops.leaves_out(&zone, "admin"));
+    }
+}
