@@ -219,12 +219,23 @@ fn sigkill_at_any_moment_never_mixes_key_and_certificate() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
+    // Kill moments spread over one and a half uninterrupted runs, timed here: a fixed window
+    // would miss the write entirely on a loaded machine.
+    let timed = Instant::now();
+    ok(&Command::new(bin("hallmark"))
+        .args(["rotate", "--bundle", s(&dir), "--force"])
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", &endpoint)
+        .output()
+        .unwrap());
+    let window = (timed.elapsed().as_millis() as u64 * 3 / 2).max(120);
     let mut serials = std::collections::BTreeSet::new();
+    serials.insert(cert_info(&dir).0);
     for round in 0..40 {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis((seed >> 33) % 120);
+        let delay = Duration::from_millis((seed >> 33) % window);
         let mut child = Command::new(bin("hallmark"))
             .args(["rotate", "--bundle", s(&dir), "--force"])
             .env_clear()
@@ -243,7 +254,10 @@ fn sigkill_at_any_moment_never_mixes_key_and_certificate() {
         serials.insert(cert_info(&dir).0);
     }
     // Some rounds got through: the bundle really changed under the kills.
-    assert!(serials.len() > 1, "no rotation completed in 40 rounds");
+    assert!(
+        serials.len() > 1,
+        "no rotation completed in 40 rounds (window {window} ms)"
+    );
     ok(&Command::new(bin("hallmark"))
         .args(["rotate", "--bundle", s(&dir), "--force"])
         .env_clear()
