@@ -20,7 +20,6 @@ use hallmark_proto::v1::revocation_client::RevocationClient;
 use hallmark_proto::v1::revocation_server::{Revocation, RevocationServer};
 use tokio::sync::watch;
 use tokio_stream::Stream;
-use tokio_stream::StreamExt as _;
 use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
@@ -46,14 +45,15 @@ impl Answer {
                     ..Default::default()
                 })
                 .collect(),
-            ..Default::default()
+            heartbeat: false,
         }
     }
 }
 
 /// A gRPC server on a free loopback port that presents the real CA's server certificate and
 /// key (from `server/` in its data dir) and answers with the [`Answer`] the test sets; every
-/// `WatchCrl` stream gets the answer at once and again whenever the test changes it.
+/// `WatchCrl` stream gets the answer at once and again whenever the test changes it, with a
+/// heartbeat every second in between (the stream looks healthy whatever it carries).
 pub struct FaultyReplica {
     runtime: tokio::runtime::Runtime,
     answer: Arc<watch::Sender<Answer>>,
@@ -158,9 +158,36 @@ impl Revocation for Replica {
         &self,
         _: Request<pb::WatchCrlRequest>,
     ) -> Result<Response<Self::WatchCrlStream>, Status> {
-        let stream =
-            tokio_stream::wrappers::WatchStream::new(self.0.subscribe()).map(|a| Ok(a.crl_set()));
-        Ok(Response::new(Box::pin(stream)))
+        let mut answers = self.0.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Like the CA: the set at once and on every change, a heartbeat every second between.
+        tokio::spawn(async move {
+            loop {
+                let set = answers.borrow_and_update().crl_set();
+                if tx.send(Ok(set)).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        changed = answers.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            let beat = pb::CrlSet { crls: Vec::new(), heartbeat: true };
+                            if tx.send(Ok(beat)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn revoke(

@@ -921,3 +921,47 @@ fn the_agent_applies_a_new_crl_within_30_seconds_after_its_connection_stalls() {
     );
     assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
 }
+
+#[test]
+fn a_replica_that_keeps_the_stream_alive_but_withholds_new_crls_is_overtaken_by_polling() {
+    use hallmark_tests::fault::FaultyReplica;
+
+    // The replica passes the CA's CRLs on once, then only heartbeats: the stream seems up.
+    let mut replica = None;
+    let plant = Plant::start_with(
+        &[("sensor-1", "field"), ("sensor-2", "field")],
+        &["--fresh-within", "3s"],
+        |ca, dir| {
+            let data = dir.join("data");
+            let r = FaultyReplica::start(&data);
+            r.set(r.real_answer(ca.var("HALLMARK_ENDPOINT"), &data));
+            let endpoint = r.endpoint.clone();
+            replica = Some(r);
+            endpoint
+        },
+    );
+    let _replica = replica.unwrap();
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    plant.wait_for_agent("watching the CA for new CRLs");
+    assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+
+    let revoked_at = Instant::now();
+    ok(&plant.ca().hallmark(&[
+        "revoke",
+        "--device",
+        "sensor-2",
+        "--reason",
+        "key-compromise",
+    ]));
+    wait_until(
+        "device 2 refused although the stream withholds the new CRL",
+        Duration::from_secs(30),
+        || !publish(plant.port, &ca_file, &d2),
+    );
+    let took = revoked_at.elapsed();
+    println!("withheld CRL: revocation to refusal at the broker {took:?} (--fresh-within 3s)");
+    assert!(took < Duration::from_secs(10), "refused only after {took:?}");
+    plant.wait_for_agent("polling the distribution points");
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+}
