@@ -204,3 +204,94 @@ pub fn complete(crls: &CrlMap, bundle_pem: &str, now: i64) -> Result<(), Incompl
         missing.join(", ")
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hallmark_ca::authority::IssuingCa;
+    use hallmark_ca::authority::ca::{create_issuing, create_root, der_to_pem};
+    use hallmark_ca::authority::crl::{CrlRequest, build_crl};
+    use std::time::Duration;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    struct Pki {
+        root_pem: String,
+        issuing_pem: String,
+        issuing: IssuingCa,
+        now: i64,
+    }
+
+    fn pki() -> Pki {
+        let now = 1_800_000_000;
+        let (root, root_key) = create_root("T", now, DAY * 10).unwrap();
+        let (der, key) = create_issuing(&root, root_key, "T", now, DAY * 5).unwrap();
+        Pki {
+            root_pem: der_to_pem(&root),
+            issuing_pem: der_to_pem(&der),
+            issuing: IssuingCa::new("issuing-x".into(), der, key).unwrap(),
+            now,
+        }
+    }
+
+    fn crl(p: &Pki, number: u64, at: i64) -> Vec<u8> {
+        let req = CrlRequest {
+            number,
+            now: at,
+            validity: Duration::from_secs(3600),
+            distribution_point: None,
+            entries: &[],
+        };
+        build_crl(&p.issuing, &req).unwrap()
+    }
+
+    #[test]
+    fn a_bundle_without_an_issuing_ca_is_never_complete() {
+        let p = pki();
+        let e = complete(&CrlMap::new(), &p.root_pem, p.now).unwrap_err();
+        assert!(e.to_string().contains("holds no valid issuing CA"), "{e}");
+    }
+
+    #[test]
+    fn an_issuing_ca_without_a_crl_is_named() {
+        let p = pki();
+        let bundle = format!("{}{}", p.root_pem, p.issuing_pem);
+        let m = merge(&CrlMap::new(), &[b"junk".to_vec()], &bundle, false, p.now);
+        assert!(!m.changed && m.refused[0].contains("not a parseable CRL"));
+        let e = complete(&m.crls, &bundle, p.now).unwrap_err().to_string();
+        assert!(
+            e.contains("no valid, current CRL") && e.contains("Issuing CA") && e.contains("none"),
+            "{e}"
+        );
+        let m = merge(&CrlMap::new(), &[crl(&p, 3, p.now)], &bundle, false, p.now);
+        assert!(m.changed);
+        complete(&m.crls, &bundle, p.now).unwrap();
+        // Held, but past its nextUpdate: not current.
+        let later = p.now + 7200;
+        let e = complete(&m.crls, &bundle, later).unwrap_err().to_string();
+        assert!(e.contains("number 3, expired at"), "{e}");
+    }
+
+    #[test]
+    fn an_older_crl_never_replaces_a_newer_one() {
+        let p = pki();
+        let bundle = format!("{}{}", p.root_pem, p.issuing_pem);
+        let held = merge(&CrlMap::new(), &[crl(&p, 5, p.now)], &bundle, false, p.now).crls;
+        let m = merge(&held, &[crl(&p, 4, p.now)], &bundle, false, p.now);
+        assert!(!m.changed && m.refused[0].contains("lower than the applied 5"));
+        let m = merge(&held, &[crl(&p, 6, p.now)], &bundle, false, p.now);
+        assert!(m.changed && m.crls.values().next().unwrap().0.number == 6);
+    }
+
+    #[test]
+    fn a_new_bundle_drops_crls_none_of_its_cas_signed() {
+        let p = pki();
+        let bundle = format!("{}{}", p.root_pem, p.issuing_pem);
+        let held = merge(&CrlMap::new(), &[crl(&p, 5, p.now)], &bundle, false, p.now).crls;
+        let other = pki();
+        let other_bundle = format!("{}{}", other.root_pem, other.issuing_pem);
+        let m = merge(&held, &[], &other_bundle, true, p.now);
+        assert!(m.changed && m.crls.is_empty());
+        assert!(complete(&m.crls, &other_bundle, p.now).is_err());
+    }
+}

@@ -106,6 +106,19 @@ enum Age {
     Expired,
 }
 
+impl Age {
+    fn of(c: &hallmark_ca::revocation::check::CheckedCrl, now: i64) -> Self {
+        let left = c.next_update - now;
+        if left <= 0 {
+            Age::Expired
+        } else if left.saturating_mul(4) < c.next_update - c.this_update {
+            Age::Ending
+        } else {
+            Age::Fresh
+        }
+    }
+}
+
 struct Agent {
     args: SyncArgs,
     applied: Applied,
@@ -148,9 +161,15 @@ impl Agent {
                          bundle has {new}; the CA file the broker has, {old}"
                     );
                 }
+                if !kept.changed {
+                    bail!(
+                        "NOT APPLIED, the new trust bundle is held back and the broker keeps its \
+                         last good files: {new}"
+                    );
+                }
                 eprintln!(
-                    "error: holding back the new trust bundle, the broker keeps its CA file: \
-                     {new}"
+                    "error: holding back the new trust bundle, the broker keeps its CA file \
+                     (the new CRLs complete it and are applied): {new}"
                 );
                 (kept, false)
             }
@@ -284,14 +303,8 @@ impl Agent {
     fn warn_expiry(&mut self) {
         let t = now();
         for (issuer, (c, _)) in &self.applied.crls {
+            let age = Age::of(c, t);
             let left = c.next_update - t;
-            let age = if left <= 0 {
-                Age::Expired
-            } else if left.saturating_mul(4) < c.next_update - c.this_update {
-                Age::Ending
-            } else {
-                Age::Fresh
-            };
             let before = self.warned.get(issuer).copied();
             if age == Age::Fresh || before.is_some_and(|(n, a)| n == c.number && a >= age) {
                 continue;
@@ -410,9 +423,11 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                     eprintln!("watching the CA for new CRLs");
                 }
                 Some(watch::Event::Crls { crls, bundle }) => {
-                    fresh = Instant::now();
-                    if let Err(e) = agent.apply(&crls, &bundle) {
-                        eprintln!("error: {e:#}");
+                    // Only a set that could be applied counts: a replica sending bad sets must
+                    // not hold off the polling.
+                    match agent.apply(&crls, &bundle) {
+                        Ok(_) => fresh = Instant::now(),
+                        Err(e) => eprintln!("error: {e:#}"),
                     }
                     agent.cut_sessions(conn).await;
                 }
@@ -454,5 +469,29 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crl_is_ending_under_a_quarter_of_its_validity_and_expired_at_next_update() {
+        let c = hallmark_ca::revocation::check::CheckedCrl {
+            issuer: Vec::new(),
+            issuer_name: "CN=x".into(),
+            number: 1,
+            this_update: 0,
+            next_update: 400,
+            serials: Vec::new(),
+            superseded: Vec::new(),
+            distribution_points: Vec::new(),
+        };
+        assert_eq!(Age::of(&c, 0), Age::Fresh);
+        assert_eq!(Age::of(&c, 300), Age::Fresh);
+        assert_eq!(Age::of(&c, 301), Age::Ending);
+        assert_eq!(Age::of(&c, 399), Age::Ending);
+        assert_eq!(Age::of(&c, 400), Age::Expired);
     }
 }
