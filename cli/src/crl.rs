@@ -1,15 +1,17 @@
 //! `hallmark crl show` and `hallmark crl fetch`: the CRLs the CA publishes right now.
+//! `fetch` writes its file only with a valid, current CRL for every issuing CA of the CA's trust
+//! bundle (a broker reloading an empty or incomplete CRL file would let revoked devices in or
+//! refuse whole issuers), never below the CRL numbers the file already holds.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use hallmark_proto::v1 as pb;
-use hallmark_proto::v1::revocation_client::RevocationClient;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::client::{Connection, status_error};
+use crate::broker::{crlset, current_crls, trust_bundle_bounded};
+use crate::client::Connection;
 use crate::output::{self, Format};
 
 /// `hallmark crl`.
@@ -17,7 +19,8 @@ use crate::output::{self, Format};
 pub enum CrlCommand {
     /// Show the CRL of every valid issuing CA: issuer, number, dates, entries.
     Show(ShowArgs),
-    /// Write the CRLs of every valid issuing CA into one PEM file (atomically).
+    /// Write the CRLs of every valid issuing CA into one PEM file (atomically), only when there
+    /// is a valid, current CRL for each; otherwise the file stays as it was.
     Fetch(FetchArgs),
 }
 
@@ -37,15 +40,6 @@ pub struct FetchArgs {
     out: PathBuf,
 }
 
-async fn get(conn: &Connection) -> Result<pb::CrlSet> {
-    let mut client = RevocationClient::new(conn.channel().await?);
-    Ok(client
-        .get_crl(pb::GetCrlRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner())
-}
-
 fn entries(der: &[u8]) -> Vec<serde_json::Value> {
     let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
         return Vec::new();
@@ -63,60 +57,78 @@ fn entries(der: &[u8]) -> Vec<serde_json::Value> {
 
 /// Runs `hallmark crl ...`.
 pub async fn run(conn: &Connection, cmd: CrlCommand) -> Result<()> {
-    let set = get(conn).await?;
     match cmd {
-        CrlCommand::Show(a) => match a.format {
-            Format::Json => {
-                let v: Vec<_> = set
-                    .crls
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "issuer_id": c.issuer_id,
-                            "number": c.number,
-                            "this_update": output::time_text(c.this_update),
-                            "next_update": output::time_text(c.next_update),
-                            "entries": entries(&c.der),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
-            Format::Table => {
-                let rows: Vec<Vec<String>> = set
-                    .crls
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.issuer_id.clone(),
-                            c.number.to_string(),
-                            output::time_text(c.this_update),
-                            output::time_text(c.next_update),
-                            c.entries.to_string(),
-                        ]
-                    })
-                    .collect();
-                output::print_table(
-                    &["ISSUER", "NUMBER", "THIS_UPDATE", "NEXT_UPDATE", "ENTRIES"],
-                    &rows,
-                );
-            }
-        },
-        CrlCommand::Fetch(a) => {
-            let pem: String = set
+        CrlCommand::Show(a) => show(conn, a).await,
+        CrlCommand::Fetch(a) => fetch(conn, &a).await,
+    }
+}
+
+/// `hallmark crl show`.
+async fn show(conn: &Connection, a: ShowArgs) -> Result<()> {
+    let set = current_crls(conn).await?;
+    match a.format {
+        Format::Json => {
+            let v: Vec<_> = set
                 .crls
                 .iter()
                 .map(|c| {
-                    pem::encode_config(
-                        &pem::Pem::new("X509 CRL", c.der.clone()),
-                        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-                    )
+                    serde_json::json!({
+                        "issuer_id": c.issuer_id,
+                        "number": c.number,
+                        "this_update": output::time_text(c.this_update),
+                        "next_update": output::time_text(c.next_update),
+                        "entries": entries(&c.der),
+                    })
                 })
                 .collect();
-            hallmark_ca::fsutil::write_atomic(&a.out, pem.as_bytes(), 0o644)
-                .with_context(|| format!("writing {}", a.out.display()))?;
-            println!("wrote {} CRLs to {}", set.crls.len(), a.out.display());
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = set
+                .crls
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.issuer_id.clone(),
+                        c.number.to_string(),
+                        output::time_text(c.this_update),
+                        output::time_text(c.next_update),
+                        c.entries.to_string(),
+                    ]
+                })
+                .collect();
+            output::print_table(
+                &["ISSUER", "NUMBER", "THIS_UPDATE", "NEXT_UPDATE", "ENTRIES"],
+                &rows,
+            );
         }
     }
+    Ok(())
+}
+
+/// `hallmark crl fetch`: checks the CA's CRLs against its trust bundle and writes them.
+async fn fetch(conn: &Connection, a: &FetchArgs) -> Result<()> {
+    let bundle = trust_bundle_bounded(conn).await?;
+    let set = current_crls(conn).await?;
+    let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // What the file holds already counts: a CRL is never replaced by an older one.
+    let held = crlset::load(&a.out, &bundle);
+    let merged = crlset::merge(&held, &ders, &bundle, false, now);
+    for line in &merged.refused {
+        eprintln!("{line}");
+    }
+    crlset::complete(&merged.crls, &bundle, now).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; {} was left as it was (a broker reloading an incomplete CRL file refuses \
+             whole issuers, an empty one turns revocation off)",
+            a.out.display()
+        )
+    })?;
+    hallmark_ca::fsutil::write_atomic(&a.out, crlset::to_pem(&merged.crls).as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {} CRLs to {}", merged.crls.len(), a.out.display());
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Helpers of the end-to-end tests: a CA started in-process on loopback ports with its own
 //! temporary data dir, gRPC clients with a given credential, the real binaries, and OpenSSL.
 
+pub mod fault;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -206,14 +206,33 @@ async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
         .revoke(req(Selector::DeviceId("s-9".into())))
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("a new CRL in time")
-        .unwrap()
-        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = stream.message().await.unwrap().unwrap();
+            if !m.heartbeat {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a new CRL in time");
     println!("revocation to pushed CRL: {:?}", started.elapsed());
     assert!(next.crls[0].number > n0);
     assert_eq!(next.crls[0].entries, 1);
+
+    // While nothing changes the CA sends heartbeats (no CRLs), so a dead stream can be told
+    // from a quiet CA.
+    let quiet = Instant::now();
+    let beat = tokio::time::timeout(
+        hallmark_ca::api::revocation::WATCH_HEARTBEAT + Duration::from_secs(2),
+        stream.message(),
+    )
+    .await
+    .expect("a heartbeat in time")
+    .unwrap()
+    .unwrap();
+    println!("heartbeat after {:?} of quiet", quiet.elapsed());
+    assert!(beat.heartbeat && beat.crls.is_empty(), "{beat:?}");
 
     // The watcher's own credential revoked: the next message is the refusal, then the end.
     revocation

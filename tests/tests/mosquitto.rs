@@ -94,8 +94,11 @@ struct Plant {
     ca: Option<CaProcess>,
     http: String,
     port: u16,
-    _agent: Kill,
+    agent: Option<Kill>,
     _broker: Kill,
+    /// Where the agent reaches the CA, and the flags it runs with after the first `--once`.
+    agent_endpoint: String,
+    agent_args: Vec<String>,
     _work: tempfile::TempDir,
 }
 
@@ -119,6 +122,64 @@ impl Plant {
     }
 
     fn start(devices: &[(&str, &str)]) -> Self {
+        Self::start_with(devices, &[], |ca, _| ca.var("HALLMARK_ENDPOINT").to_owned())
+    }
+
+    /// `hallmark broker sync` for this plant's files, reaching the CA at `endpoint`.
+    fn agent_command(dir: &Path, endpoint: &str, extra: &[&str]) -> Command {
+        let mut c = Self::hallmark_as_agent(dir, endpoint);
+        c.args(["broker", "sync", "--crl-file", s(&dir.join("crl.pem"))])
+            .args(["--ca-file", s(&dir.join("ca.pem"))])
+            .args(["--reload-pid-file", s(&dir.join("mosquitto.pid"))])
+            .args(extra);
+        c
+    }
+
+    /// `hallmark` with the agent's credential, reaching the CA at `endpoint`.
+    fn hallmark_as_agent(dir: &Path, endpoint: &str) -> Command {
+        let mut c = Command::new(bin("hallmark"));
+        c.env_clear()
+            .env("HALLMARK_ENDPOINT", endpoint)
+            .env("HALLMARK_CA", dir.join("agent/ca.pem"))
+            .env("HALLMARK_CERT", dir.join("agent/cert.pem"))
+            .env("HALLMARK_KEY", dir.join("agent/key.pem"));
+        c
+    }
+
+    /// (Re)starts the agent daemon, logging to `agent.log` (appended).
+    fn start_agent(&mut self) {
+        self.agent = None;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        let port = format!("127.0.0.1:{}", self.port);
+        let mut args = vec![
+            "--poll-interval",
+            "200ms",
+            "--dynsec",
+            &port,
+            "--dynsec-server-name",
+            "mqtt-1",
+        ];
+        args.extend(self.agent_args.iter().map(String::as_str));
+        self.agent = Some(Kill(
+            Self::agent_command(&self.dir, &self.agent_endpoint, &args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+
+    /// A plant whose agent runs with `agent_args` too and reaches the CA at the endpoint
+    /// `front` returns (given the CA and the plant's directory).
+    fn start_with(
+        devices: &[(&str, &str)],
+        agent_args: &[&str],
+        front: impl FnOnce(&CaProcess, &Path) -> String,
+    ) -> Self {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().to_owned();
         let ca = CaProcess::start(&dir.join("data"), &[]);
@@ -144,35 +205,17 @@ impl Plant {
             "--out",
             s(&dir.join("agent")),
         ]));
-        let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
+        let endpoint = front(&ca, &dir);
         let (crl_file, ca_file, pid_file) = (
             dir.join("crl.pem"),
             dir.join("ca.pem"),
             dir.join("mosquitto.pid"),
         );
-        let agent_cmd = |extra: &[&str]| {
-            let mut c = Command::new(bin("hallmark"));
-            c.args([
-                "broker",
-                "sync",
-                "--crl-file",
-                s(&crl_file),
-                "--ca-file",
-                s(&ca_file),
-                "--reload-pid-file",
-                s(&pid_file),
-            ])
-            .args(extra)
-            .env_clear()
-            .env("HALLMARK_ENDPOINT", &endpoint)
-            .env("HALLMARK_CA", dir.join("agent/ca.pem"))
-            .env("HALLMARK_CERT", dir.join("agent/cert.pem"))
-            .env("HALLMARK_KEY", dir.join("agent/key.pem"));
-            c
-        };
         // First files before the broker starts (Mosquitto needs its crlfile at start); the pid
         // file does not exist yet, so this first reload fails and that is fine.
-        let _ = agent_cmd(&["--once"]).output().unwrap();
+        let _ = Self::agent_command(&dir, &endpoint, &["--once"])
+            .output()
+            .unwrap();
         assert!(
             crl_file.exists() && ca_file.exists(),
             "the agent wrote the broker's files"
@@ -191,31 +234,20 @@ impl Plant {
         wait_until("Mosquitto listening", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && pid_file.exists()
         });
-        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let agent = Kill(
-            agent_cmd(&[
-                "--poll-interval",
-                "200ms",
-                "--dynsec",
-                &format!("127.0.0.1:{port}"),
-                "--dynsec-server-name",
-                "mqtt-1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        );
         let http = ca.http.clone();
-        Plant {
+        let mut plant = Plant {
             _work: work,
             dir,
             ca: Some(ca),
             http,
             port,
             _broker: broker,
-            _agent: agent,
-        }
+            agent: None,
+            agent_endpoint: endpoint,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        };
+        plant.start_agent();
+        plant
     }
 }
 
@@ -487,11 +519,13 @@ fn the_agent_keeps_good_files_and_refuses_bad_crls_while_the_ca_is_down() {
             "the agent did not report `{needle}`:\n{log}"
         );
     }
-    // A good, newer CRL from the distribution point is applied while the stream is down.
-    *body.lock().unwrap() = crl(&real(()), 5000, now);
+    // A good, newer CRL from the distribution point is applied while the stream is down. It
+    // has under a quarter of its validity left (800 s of 3900 s): the agent warns.
+    *body.lock().unwrap() = crl(&real(()), 5000, now - 2800);
     wait_until("the polled CRL applied", Duration::from_secs(10), || {
         crl_numbers(&crl_file).contains("1388")
     });
+    plant.wait_for_agent("reaches its nextUpdate");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     server.join().unwrap();
 }
@@ -607,4 +641,379 @@ fn a_suspended_device_is_refused_by_the_broker_until_resumed_and_a_decommissione
         publish(plant.port, &ca_file, &d1),
         "device 1 still connects"
     );
+}
+
+/// The subject of the PEM certificate in `file`, as x509-parser writes it.
+fn subject_of(file: &Path) -> String {
+    let pem = std::fs::read(file).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    pem.parse_x509().unwrap().subject().to_string()
+}
+
+/// The issuer of a CRL (DER), as x509-parser writes it.
+fn crl_issuer(der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();
+    crl.issuer().to_string()
+}
+
+/// Sends SIGHUP to the plant's Mosquitto (as a cron job after `hallmark crl fetch` would).
+fn reload_broker(dir: &Path) {
+    let pid = std::fs::read_to_string(dir.join("mosquitto.pid")).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Mosquitto reloads on its next loop turn.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+#[test]
+fn a_revoked_device_stays_refused_when_a_replica_sends_an_empty_or_incomplete_crl_set() {
+    use hallmark_ca::authority::IssuingCa;
+    use hallmark_ca::authority::crl::{CrlRequest, build_crl};
+    use hallmark_tests::fault::{Answer, FaultyReplica};
+
+    // The agent reaches the CA through a replica whose answers the test sets; the replica holds
+    // the real CA's server certificate and key, so the agent's server checks pass.
+    let mut replica = None;
+    let mut plant = Plant::start_with(
+        &[("sensor-1", "field"), ("sensor-2", "field")],
+        &[],
+        |ca, dir| {
+            let data = dir.join("data");
+            let r = FaultyReplica::start(&data);
+            r.set(r.real_answer(ca.var("HALLMARK_ENDPOINT"), &data));
+            let endpoint = r.endpoint.clone();
+            replica = Some(r);
+            endpoint
+        },
+    );
+    let replica = replica.unwrap();
+    let data = plant.dir.join("data");
+    let real_endpoint = plant.ca().var("HALLMARK_ENDPOINT").to_owned();
+    let real = || replica.real_answer(&real_endpoint, &data);
+    let (crl_file, ca_file) = (plant.dir.join("crl.pem"), plant.dir.join("ca.pem"));
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+
+    // Device 2 is revoked; the replica passes the real CRL on and the broker refuses it.
+    let before = real();
+    ok(&plant.ca().hallmark(&[
+        "revoke",
+        "--device",
+        "sensor-2",
+        "--reason",
+        "key-compromise",
+    ]));
+    let mut revoked = real();
+    wait_until("the CA's new CRL", Duration::from_secs(5), || {
+        revoked = real();
+        revoked.crls != before.crls
+    });
+    replica.set(revoked.clone());
+    wait_until("device 2 refused", Duration::from_secs(10), || {
+        !publish(plant.port, &ca_file, &d2)
+    });
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+
+    // The issuing CA rolls over: the bundle gains issuer B, the CA publishes a CRL for each.
+    let rotate = Command::new(bin("hallmark-ca"))
+        .args(["issuer", "rotate", "--data-dir", s(&data)])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .output()
+        .unwrap();
+    ok(&rotate);
+    let mut rolled = real();
+    wait_until(
+        "the CA publishes both issuers",
+        Duration::from_secs(15),
+        || {
+            rolled = real();
+            rolled.crls.len() == 2
+        },
+    );
+    let issuer_b = subject_of(&data.join("ca/issuing.crt"));
+    let (crls_b, crls_a): (Vec<_>, Vec<_>) = rolled
+        .crls
+        .iter()
+        .cloned()
+        .partition(|der| crl_issuer(der) == issuer_b);
+    assert_eq!((crls_a.len(), crls_b.len()), (1, 1), "one CRL per issuer");
+    let crl_a = crls_a[0].clone();
+    // B's CRL as another key signs it, and as B signs it with a nextUpdate that has passed.
+    let issuing_pem = std::fs::read(data.join("ca/issuing.crt")).unwrap();
+    let (_, issuing) = x509_parser::pem::parse_x509_pem(&issuing_pem).unwrap();
+    let b_der = issuing.contents.clone();
+    let b_id = hallmark_ca::authority::ca::ca_id("issuing", &b_der);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let crl_by = |key, at: i64| {
+        let ca = IssuingCa::new(b_id.clone(), b_der.clone(), key).unwrap();
+        build_crl(
+            &ca,
+            &CrlRequest {
+                number: 1_000_000,
+                now: at,
+                validity: Duration::from_secs(3600),
+                distribution_point: None,
+                entries: &[],
+            },
+        )
+        .unwrap()
+    };
+    let forged = crl_by(hallmark_ca::keys::CaKey::generate_p256().unwrap(), now);
+    let b_key = || hallmark_ca::keys::file::read_key(&data.join("ca/issuing.key"), None).unwrap();
+    let stale = crl_by(b_key(), now - 7200);
+
+    let good = (
+        std::fs::read(&crl_file).unwrap(),
+        std::fs::read(&ca_file).unwrap(),
+    );
+    let files = || {
+        (
+            std::fs::read(&crl_file).unwrap_or_default(),
+            std::fs::read(&ca_file).unwrap(),
+        )
+    };
+    let log_file = plant.dir.join("agent.log");
+    let agent_log = || std::fs::read_to_string(&log_file).unwrap();
+    // An agent that starts with no CRL file of its own (a new host image, or the file removed
+    // to force a refresh) while Mosquitto runs with the CRL it loaded: still nothing written.
+    plant.agent = None;
+    replica.set(Answer {
+        bundle: rolled.bundle.clone(),
+        crls: vec![],
+    });
+    std::fs::remove_file(&crl_file).unwrap();
+    plant.start_agent();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !publish(plant.port, &ca_file, &d2),
+        "restarted without a CRL file: the revoked device got onto the broker"
+    );
+    assert!(
+        !crl_file.exists() && std::fs::read(&ca_file).unwrap() == good.1,
+        "restarted without a CRL file: the agent wrote the broker's files"
+    );
+
+    assert!(
+        agent_log().contains("no valid, current CRL"),
+        "restarted without a CRL file: the agent did not say why it wrote nothing"
+    );
+    println!("restarted without a CRL file: nothing written, device 2 refused");
+    // The operator puts the file back; the agent starts again from it.
+    plant.agent = None;
+    std::fs::write(&crl_file, &good.0).unwrap();
+    plant.start_agent();
+    // With the bundle it has, the agent takes the issuer A's newest CRL (the rollover made one):
+    // an ordinary update. From here on nothing the replica sends is newer for A.
+    replica.set(Answer {
+        bundle: revoked.bundle.clone(),
+        crls: vec![crl_a.clone()],
+    });
+    let first_crl = plant.dir.join("first-crl.der");
+    wait_until("A's newest CRL applied", Duration::from_secs(10), || {
+        hallmark_tests::openssl_output(&[
+            "crl",
+            "-in",
+            s(&crl_file),
+            "-outform",
+            "DER",
+            "-out",
+            s(&first_crl),
+        ]);
+        std::fs::read(&first_crl).unwrap_or_default() == crl_a
+    });
+    let good = files();
+
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("an empty CRL set", vec![]),
+        ("a set without the new issuer's CRL", vec![crl_a.clone()]),
+        (
+            "garbage in place of the new issuer's CRL",
+            vec![crl_a.clone(), b"not a CRL".to_vec()],
+        ),
+        (
+            "the new issuer's CRL signed by another key",
+            vec![crl_a.clone(), forged],
+        ),
+        (
+            "the new issuer's CRL past its nextUpdate",
+            vec![crl_a.clone(), stale],
+        ),
+    ];
+    for (case, crls) in &cases {
+        let logged = agent_log().len();
+        replica.set(Answer {
+            bundle: rolled.bundle.clone(),
+            crls: crls.clone(),
+        });
+        // The agent gets the set pushed; give it time to (wrongly) write and reload.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !publish(plant.port, &ca_file, &d2),
+            "{case}: the revoked device got onto the broker"
+        );
+        assert!(
+            publish(plant.port, &ca_file, &d1),
+            "{case}: device 1 refused"
+        );
+        assert!(files() == good, "{case}: the broker's files changed");
+        let said = agent_log()[logged..].to_owned();
+        assert!(
+            said.contains("no valid, current CRL") && said.contains(&issuer_b),
+            "{case}: the agent did not name the issuer without a CRL:\n{said}"
+        );
+        let line = said
+            .lines()
+            .find(|l| l.contains("no valid, current CRL"))
+            .unwrap_or_default();
+        println!("{case}: files kept, device 2 refused; the agent said: {line}");
+    }
+
+    // `hallmark crl fetch` refuses the same sets and leaves the file as it was; a reload after
+    // it (as a cron job would do) keeps the revoked device out.
+    for (case, crls) in &cases[..2] {
+        replica.set(Answer {
+            bundle: rolled.bundle.clone(),
+            crls: crls.clone(),
+        });
+        let out = Plant::hallmark_as_agent(&plant.dir, &replica.endpoint)
+            .args(["crl", "fetch", "--out", s(&crl_file)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&issuer_b),
+            "crl fetch, {case}: {out:?}"
+        );
+        assert!(files() == good, "crl fetch, {case}: the CRL file changed");
+        reload_broker(&plant.dir);
+        assert!(
+            !publish(plant.port, &ca_file, &d2),
+            "crl fetch, {case}: the revoked device got onto the broker"
+        );
+        println!(
+            "crl fetch, {case}: refused, file kept; it said: {}",
+            err.trim()
+        );
+    }
+
+    // The replica recovers: the complete set is applied, the new issuer's devices connect.
+    let d3 = plant.dir.join("sensor-3");
+    plant
+        .ca()
+        .issue_bundle("sensor-3", "sensor", Some("field"), &d3);
+    replica.set(rolled.clone());
+    wait_until("the complete set applied", Duration::from_secs(10), || {
+        std::fs::read(&ca_file).unwrap() != good.1 && crl_file.exists()
+    });
+    wait_until(
+        "device 3 (issuer B) connects",
+        Duration::from_secs(5),
+        || publish(plant.port, &ca_file, &d3),
+    );
+    assert!(!publish(plant.port, &ca_file, &d2), "device 2 refused");
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+}
+
+#[test]
+fn the_agent_applies_a_new_crl_within_30_seconds_after_its_connection_stalls() {
+    use hallmark_tests::fault::StallingProxy;
+
+    let mut proxy = None;
+    // The CA sends a heartbeat every 5 s; the agent gives up on a silent stream after 8 s
+    // here (20 s by default).
+    let plant = Plant::start_with(
+        &[("sensor-1", "field"), ("sensor-2", "field")],
+        &["--watch-timeout", "8s"],
+        |ca, _| {
+            let upstream = ca.var("HALLMARK_ENDPOINT").trim_start_matches("https://");
+            let p = StallingProxy::start(upstream.parse().unwrap());
+            let endpoint = format!("https://{}", p.addr);
+            proxy = Some(p);
+            endpoint
+        },
+    );
+    let proxy = proxy.unwrap();
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    plant.wait_for_agent("watching the CA for new CRLs");
+    assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The connection goes silent without closing; then device 2 is revoked.
+    proxy.stall();
+    let revoked_at = Instant::now();
+    ok(&plant.ca().hallmark(&[
+        "revoke",
+        "--device",
+        "sensor-2",
+        "--reason",
+        "key-compromise",
+    ]));
+    let took = wait_until(
+        "device 2 refused through a stalled connection",
+        Duration::from_secs(60),
+        || !publish(plant.port, &ca_file, &d2),
+    );
+    let total = revoked_at.elapsed();
+    println!(
+        "stalled connection: revocation to refusal at the broker {total:?} (polling {took:?})"
+    );
+    assert!(
+        total < Duration::from_secs(30),
+        "the agent applied the new CRL only after {total:?}"
+    );
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+}
+
+#[test]
+fn a_replica_that_keeps_the_stream_alive_but_withholds_new_crls_is_overtaken_by_polling() {
+    use hallmark_tests::fault::FaultyReplica;
+
+    // The replica passes the CA's CRLs on once, then only heartbeats: the stream seems up.
+    let mut replica = None;
+    let plant = Plant::start_with(
+        &[("sensor-1", "field"), ("sensor-2", "field")],
+        &["--fresh-within", "3s"],
+        |ca, dir| {
+            let data = dir.join("data");
+            let r = FaultyReplica::start(&data);
+            r.set(r.real_answer(ca.var("HALLMARK_ENDPOINT"), &data));
+            let endpoint = r.endpoint.clone();
+            replica = Some(r);
+            endpoint
+        },
+    );
+    let _replica = replica.unwrap();
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    plant.wait_for_agent("watching the CA for new CRLs");
+    assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+
+    let revoked_at = Instant::now();
+    ok(&plant.ca().hallmark(&[
+        "revoke",
+        "--device",
+        "sensor-2",
+        "--reason",
+        "key-compromise",
+    ]));
+    wait_until(
+        "device 2 refused although the stream withholds the new CRL",
+        Duration::from_secs(30),
+        || !publish(plant.port, &ca_file, &d2),
+    );
+    let took = revoked_at.elapsed();
+    println!("withheld CRL: revocation to refusal at the broker {took:?} (--fresh-within 3s)");
+    assert!(
+        took < Duration::from_secs(10),
+        "refused only after {took:?}"
+    );
+    plant.wait_for_agent("polling the distribution points");
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
 }

@@ -16,6 +16,10 @@ use crate::authority::profile::Role;
 use crate::identity::validate_name;
 use crate::store::{CertSelector, StatusChange, WriteOp, WriteOutput};
 
+/// How often `WatchCrl` sends a heartbeat while the CRLs do not change: a watcher that hears
+/// nothing for several intervals knows its connection is dead.
+pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct RevocationService {
@@ -163,6 +167,7 @@ fn crl_set(set: &crate::revocation::CrlSet) -> pb::CrlSet {
                 der: c.der.clone(),
             })
             .collect(),
+        heartbeat: false,
     }
 }
 
@@ -192,22 +197,39 @@ impl Revocation for RevocationService {
         let auth = self.state.auth.clone();
         let mut updates = self.state.crls.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let current = updates.borrow_and_update().clone();
-                // A watcher revoked meanwhile gets its refusal instead of the next CRL.
-                if let Err(status) = auth.caller_from_certs(certs.clone()).await {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-                if tx.send(Ok(crl_set(&current))).await.is_err() {
-                    return; // the watcher left
-                }
-                if updates.changed().await.is_err() {
-                    return; // shutting down
+        tokio::spawn(
+            async move {
+                let mut send_set = true;
+                loop {
+                    let message = if send_set {
+                        crl_set(&updates.borrow_and_update().clone())
+                    } else {
+                        pb::CrlSet {
+                            crls: Vec::new(),
+                            heartbeat: true,
+                        }
+                    };
+                    // A watcher revoked meanwhile gets its refusal instead of the next message.
+                    if let Err(status) = auth.caller_from_certs(certs.clone()).await {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    if tx.send(Ok(message)).await.is_err() {
+                        return; // the watcher left
+                    }
+                    tokio::select! {
+                        changed = updates.changed() => {
+                            if changed.is_err() {
+                                return; // shutting down
+                            }
+                            send_set = true;
+                        }
+                        _ = tokio::time::sleep(WATCH_HEARTBEAT) => send_set = false,
+                    }
                 }
             }
-        });
+            .instrument(tracing::info_span!("WatchCrl")),
+        );
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -1,31 +1,31 @@
 //! `hallmark broker sync`: the agent on a broker host. It keeps the broker's CRL file and CA
 //! file current and makes the broker reload, without ever handing it a bad file: Mosquitto
-//! reads `crlfile` only at start and on SIGHUP, and a missing or corrupt file at SIGHUP turns
-//! revocation checking off (fail open). With `--dynsec` it also cuts the sessions that
-//! newly revoked or suspended devices still have open (see [`dynsec`]).
+//! reads `crlfile` only at start and on SIGHUP, and a missing, empty or corrupt file at SIGHUP
+//! turns revocation checking off (fail open). So the files are written only when there is a
+//! valid, current CRL for every issuing CA of the CA file written (see [`crlset`]). CRLs come
+//! pushed over `WatchCrl` (with a watchdog on the CA's heartbeat, see [`watch`]) and polled
+//! from the HTTP distribution points whenever none came for a while. With `--dynsec` it also
+//! cuts the sessions that newly revoked or suspended devices still have open (see [`dynsec`]).
 
+pub mod crlset;
 mod cuts;
 mod dynsec;
+pub mod fetch;
+mod watch;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use hallmark_ca::fsutil::write_atomic;
-use hallmark_ca::revocation::check::{CheckedCrl, check_crl};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_proto::v1::revocation_client::RevocationClient;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
 use crate::client::{Connection, status_error};
-
-/// Reconnect delays of the watch stream.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+use crlset::CrlMap;
 
 /// `hallmark broker`.
 #[derive(Subcommand, Debug)]
@@ -53,9 +53,19 @@ pub struct SyncArgs {
     /// Apply the current CRLs once and exit.
     #[arg(long)]
     once: bool,
-    /// While the watch stream is down, poll the HTTP distribution points this often.
+    /// While the watch stream is down (or no CRL came within `--fresh-within`), poll the HTTP
+    /// distribution points this often.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// Drop the watch stream, poll and reconnect when no message (CRLs or the heartbeat the CA
+    /// sends every 5 s) came within this. Raise it where a full CRL set takes longer than this
+    /// to transfer.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    watch_timeout: Duration,
+    /// Poll the HTTP distribution points in the background whenever no CRL came (pushed or
+    /// polled) within this, even while the watch stream seems up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    fresh_within: Duration,
     /// `host:port` of the broker's TLS listener: cut the open sessions of newly revoked or
     /// suspended devices through Mosquitto's dynamic-security plugin, connecting with this
     /// agent's credential (`--cert`/`--key`). See deploy/mosquitto/README.md.
@@ -72,35 +82,41 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// What the agent has applied: per issuer, the CRL's facts and DER.
+/// What the agent has applied: per issuer, the CRL's facts and DER, and the CA file.
 struct Applied {
-    crls: BTreeMap<Vec<u8>, (CheckedCrl, Vec<u8>)>,
+    crls: CrlMap,
     ca_pem: String,
 }
 
 impl Applied {
     /// Reads what the broker has now, so that nothing older is ever written over it.
-    fn load(crl_file: &Path, ca_file: &Path) -> Self {
+    fn load(crl_file: &std::path::Path, ca_file: &std::path::Path) -> Self {
         let ca_pem = std::fs::read_to_string(ca_file).unwrap_or_default();
-        let issuers = certs_of(&ca_pem);
-        let mut crls = BTreeMap::new();
-        if let Ok(text) = std::fs::read(crl_file) {
-            for der in CertificateRevocationListDer::pem_slice_iter(&text).flatten() {
-                // Even a stale CRL counts for its number: the agent never goes back below it.
-                if let Ok(c) = check_crl(der.as_ref(), &issuers, i64::MIN) {
-                    crls.insert(c.issuer.clone(), (c, der.as_ref().to_vec()));
-                }
-            }
-        }
+        let crls = crlset::load(crl_file, &ca_pem);
         Self { crls, ca_pem }
     }
 }
 
-fn certs_of(pem: &str) -> Vec<Vec<u8>> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .flatten()
-        .map(|c| c.as_ref().to_vec())
-        .collect()
+/// How close an applied CRL is to its `nextUpdate`, for the warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Age {
+    Fresh,
+    /// Under a quarter of its validity left.
+    Ending,
+    Expired,
+}
+
+impl Age {
+    fn of(c: &hallmark_ca::revocation::check::CheckedCrl, now: i64) -> Self {
+        let left = c.next_update - now;
+        if left <= 0 {
+            Age::Expired
+        } else if left.saturating_mul(4) < c.next_update - c.this_update {
+            Age::Ending
+        } else {
+            Age::Fresh
+        }
+    }
 }
 
 struct Agent {
@@ -111,95 +127,80 @@ struct Agent {
     cuts: Option<(cuts::PendingCuts, cuts::CutConfig)>,
     /// The files were written but the broker could not be made to reload them.
     reload_pending: bool,
+    /// ETag of the last body each distribution point gave that was applied.
+    etags: HashMap<String, String>,
+    /// Per issuer: the CRL number and age last warned about.
+    warned: BTreeMap<Vec<u8>, (u64, Age)>,
 }
 
 impl Agent {
-    /// Validates `crls` against `ca_pem` and, when anything is newer, writes both files
-    /// (temp file + fsync + rename) and reloads the broker. Bad or older CRLs are refused one
-    /// by one; the files keep what they had for those issuers.
+    /// Checks `crls` against `ca_pem` and, when anything is newer, writes the CRL file and then
+    /// the CA file (temp file + fsync + rename) and reloads the broker. Bad or older CRLs are
+    /// refused one by one. Nothing is written unless every issuing CA of the CA file to be
+    /// written has a valid, current CRL: a new trust bundle without one is held back (the CRLs
+    /// are still written if they complete the CA file the broker has), and without any
+    /// complete set the broker keeps its last good files and the error names the issuers.
     fn apply(&mut self, crls: &[Vec<u8>], ca_pem: &str) -> Result<bool> {
-        let issuers = certs_of(ca_pem);
-        if issuers.is_empty() {
+        if crlset::certs_of(ca_pem).is_empty() {
             bail!("the trust bundle holds no certificate; nothing applied");
         }
         let t = now();
-        let mut next = self.applied.crls.clone();
-        let mut changed = false;
-        let mut new_serials = Vec::new();
-        for der in crls {
-            match check_crl(der, &issuers, t) {
-                Err(e) => eprintln!("refused a CRL: {e}"),
-                Ok(c) => match next.get(&c.issuer) {
-                    Some((old, _)) if c.number < old.number => eprintln!(
-                        "refused the CRL of `{}`: number {} is lower than the applied {}",
-                        c.issuer_name, c.number, old.number
-                    ),
-                    Some((old, _)) if c.number == old.number => {}
-                    Some((old, _)) => {
-                        eprintln!(
-                            "applying CRL of `{}`: number {}, {} entries, {}s old",
-                            c.issuer_name,
-                            c.number,
-                            c.serials.len(),
-                            t - c.this_update
-                        );
-                        // Entries new on this CRL, but not those replaced by a newer certificate
-                        // (re-provisioning): their devices are connected with the new one.
-                        new_serials.extend(
-                            c.serials
-                                .iter()
-                                .filter(|s| old.serials.binary_search(s).is_err())
-                                .filter(|s| c.superseded.binary_search(s).is_err())
-                                .cloned(),
-                        );
-                        next.insert(c.issuer.clone(), (c, der.clone()));
-                        changed = true;
-                    }
-                    None => {
-                        // The first CRL of an issuer is the baseline: cutting every session
-                        // its entries ever had would only make devices reconnect.
-                        eprintln!(
-                            "applying the first CRL of `{}`: number {}, {} entries (sessions are \
-                             cut for entries added from now on)",
-                            c.issuer_name,
-                            c.number,
-                            c.serials.len()
-                        );
-                        next.insert(c.issuer.clone(), (c, der.clone()));
-                        changed = true;
-                    }
-                },
-            }
-        }
         let ca_changed = ca_pem != self.applied.ca_pem;
-        if !changed && !ca_changed {
+        let merged = crlset::merge(&self.applied.crls, crls, ca_pem, ca_changed, t);
+        for line in &merged.refused {
+            eprintln!("{line}");
+        }
+        let (merged, write_ca) = match crlset::complete(&merged.crls, ca_pem, t) {
+            Ok(()) => (merged, ca_changed),
+            Err(new) if ca_changed && !self.applied.ca_pem.is_empty() => {
+                // The broker's CA file stays; the CRLs may still complete it.
+                let kept = crlset::merge(&self.applied.crls, crls, &self.applied.ca_pem, false, t);
+                if let Err(old) = crlset::complete(&kept.crls, &self.applied.ca_pem, t) {
+                    bail!(
+                        "NOT APPLIED, the broker keeps its last good files: the new trust \
+                         bundle has {new}; the CA file the broker has, {old}"
+                    );
+                }
+                if !kept.changed {
+                    bail!(
+                        "NOT APPLIED, the new trust bundle is held back and the broker keeps its \
+                         last good files: {new}"
+                    );
+                }
+                eprintln!(
+                    "error: holding back the new trust bundle, the broker keeps its CA file \
+                     (the new CRLs complete it and are applied): {new}"
+                );
+                (kept, false)
+            }
+            Err(e) => bail!("NOT APPLIED, the broker keeps its last good files: {e}"),
+        };
+        if !merged.changed && !write_ca {
             if self.reload_pending {
                 self.reload()?;
                 self.reload_pending = false;
             }
             return Ok(false);
         }
-        if ca_changed {
+        for line in &merged.taken {
+            eprintln!("{line}");
+        }
+        // The CRL file first: extra CRLs are harmless to the CA file the broker has, while a
+        // new issuing CA in the CA file needs its CRL beside it.
+        write_atomic(
+            &self.args.crl_file,
+            crlset::to_pem(&merged.crls).as_bytes(),
+            0o644,
+        )
+        .with_context(|| format!("writing {}", self.args.crl_file.display()))?;
+        if write_ca {
             write_atomic(&self.args.broker_ca_file, ca_pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", self.args.broker_ca_file.display()))?;
+            self.applied.ca_pem = ca_pem.to_owned();
         }
-        let pem: String = next
-            .values()
-            .map(|(_, der)| {
-                pem::encode_config(
-                    &pem::Pem::new("X509 CRL", der.clone()),
-                    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-                )
-            })
-            .collect();
-        write_atomic(&self.args.crl_file, pem.as_bytes(), 0o644)
-            .with_context(|| format!("writing {}", self.args.crl_file.display()))?;
-        self.applied = Applied {
-            crls: next,
-            ca_pem: ca_pem.to_owned(),
-        };
+        self.applied.crls = merged.crls;
         if let Some((pending, _)) = &mut self.cuts {
-            pending.add(new_serials)?;
+            pending.add(merged.new_serials)?;
         }
         // Until the broker has reloaded, no cut (a cut device could come back in) and the
         // reload is retried at the next apply.
@@ -252,29 +253,88 @@ impl Agent {
 
     /// URLs of the HTTP distribution points of the applied CRLs.
     fn distribution_points(&self) -> Vec<String> {
-        self.applied
+        let mut urls: Vec<String> = self
+            .applied
             .crls
             .values()
             .flat_map(|(c, _)| c.distribution_points.clone())
-            .collect()
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
+    /// Polls every distribution point and applies what is new. Returns whether every one
+    /// answered (the CRLs are then known to be current).
+    async fn poll(&mut self) -> bool {
+        let urls = self.distribution_points();
+        let mut all = !urls.is_empty();
+        let mut ders = Vec::new();
+        let mut etags = Vec::new();
+        for url in urls {
+            match fetch::get(&url, self.etags.get(&url).map(String::as_str)).await {
+                Ok(fetch::Fetched::NotModified) => {}
+                Ok(fetch::Fetched::Body { der, etag }) => {
+                    ders.push(der);
+                    etags.extend(etag.map(|e| (url, e)));
+                }
+                Err(e) => {
+                    eprintln!("polling {e:#}");
+                    all = false;
+                }
+            }
+        }
+        if !ders.is_empty() {
+            let ca_pem = self.applied.ca_pem.clone();
+            match self.apply(&ders, &ca_pem) {
+                Ok(_) => self.etags.extend(etags),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+
+    /// Warns loudly, once per CRL and stage, when an applied CRL has under a quarter of its
+    /// validity left and again when it has expired: Mosquitto then refuses every device of
+    /// that issuer.
+    fn warn_expiry(&mut self) {
+        let t = now();
+        for (issuer, (c, _)) in &self.applied.crls {
+            let age = Age::of(c, t);
+            let left = c.next_update - t;
+            let before = self.warned.get(issuer).copied();
+            if age == Age::Fresh || before.is_some_and(|(n, a)| n == c.number && a >= age) {
+                continue;
+            }
+            self.warned.insert(issuer.clone(), (c.number, age));
+            let when = hallmark_ca::clock::rfc3339(c.next_update);
+            if age == Age::Expired {
+                eprintln!(
+                    "error: the applied CRL of `{}` (number {}) EXPIRED at {when}: Mosquitto \
+                     refuses every device of this issuer until a newer CRL is applied; no newer \
+                     one came from the CA or its distribution points, check both",
+                    c.issuer_name, c.number
+                );
+            } else {
+                eprintln!(
+                    "WARNING: the applied CRL of `{}` (number {}) reaches its nextUpdate at \
+                     {when}, in {}: under a quarter of its validity is left and no newer CRL \
+                     came from the CA or its distribution points; when it expires Mosquitto \
+                     refuses every device of this issuer",
+                    c.issuer_name,
+                    c.number,
+                    humantime::format_duration(Duration::from_secs(left as u64 / 60 * 60))
+                );
+            }
+        }
     }
 }
 
-async fn http_get(url: &str) -> Result<Vec<u8>> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
-    let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
-        .await
-        .context("timed out")??;
-    if !resp.status().is_success() {
-        bail!("{url}: HTTP {}", resp.status());
-    }
-    Ok(resp.into_body().collect().await?.to_bytes().to_vec())
-}
-
-async fn trust_bundle(conn: &Connection) -> Result<String> {
+/// The CA's trust bundle (roots, then issuing CAs), PEM.
+pub async fn trust_bundle(conn: &Connection) -> Result<String> {
     let mut ca = CertificateAuthorityClient::new(conn.channel().await?);
     let t = ca
         .get_trust_bundle(pb::GetTrustBundleRequest {})
@@ -284,25 +344,31 @@ async fn trust_bundle(conn: &Connection) -> Result<String> {
     Ok(format!("{}{}", t.roots_pem, t.intermediates_pem))
 }
 
-/// Follows the watch stream until it ends or fails.
-async fn follow(conn: &Connection, agent: &mut Agent, connected: &mut bool) -> Result<()> {
-    let mut client = RevocationClient::new(conn.channel().await?);
-    let mut stream = client
-        .watch_crl(pb::WatchCrlRequest {})
+/// The CA's current CRL set, within the time and size limits of [`fetch`].
+pub async fn current_crls(conn: &Connection) -> Result<pb::CrlSet> {
+    let call = async {
+        RevocationClient::new(conn.channel().await?)
+            .max_decoding_message_size(fetch::MAX_CRL_SET_BYTES)
+            .get_crl(pb::GetCrlRequest {})
+            .await
+            .map_err(status_error)
+    };
+    Ok(tokio::time::timeout(fetch::CRL_RPC_TIMEOUT, call)
         .await
-        .map_err(status_error)?
-        .into_inner();
-    eprintln!("watching the CA for new CRLs");
-    *connected = true;
-    while let Some(set) = stream.message().await.map_err(status_error)? {
-        let ca_pem = trust_bundle(conn).await?;
-        let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
-        if let Err(e) = agent.apply(&ders, &ca_pem) {
-            eprintln!("could not apply: {e:#}");
-        }
-        agent.cut_sessions(conn).await;
-    }
-    bail!("the CA closed the watch stream")
+        .with_context(|| format!("no CRLs from the CA within {:?}", fetch::CRL_RPC_TIMEOUT))??
+        .into_inner())
+}
+
+/// The CA's trust bundle within [`fetch::RPC_TIMEOUT`].
+pub async fn trust_bundle_bounded(conn: &Connection) -> Result<String> {
+    tokio::time::timeout(fetch::RPC_TIMEOUT, trust_bundle(conn))
+        .await
+        .with_context(|| {
+            format!(
+                "no trust bundle from the CA within {:?}",
+                fetch::RPC_TIMEOUT
+            )
+        })?
 }
 
 /// Runs `hallmark broker sync`.
@@ -325,68 +391,107 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         applied,
         cuts,
         reload_pending: false,
+        etags: HashMap::new(),
+        warned: BTreeMap::new(),
     };
     if agent.args.once {
-        let ca_pem = trust_bundle(conn).await?;
-        let mut client = RevocationClient::new(conn.channel().await?);
-        let set = client
-            .get_crl(pb::GetCrlRequest {})
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let ca_pem = trust_bundle_bounded(conn).await?;
+        let set = current_crls(conn).await?;
         let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
-        let changed = agent.apply(&ders, &ca_pem)?;
+        let changed = agent.apply(&ders, &ca_pem);
+        agent.warn_expiry();
+        let changed = changed?;
         agent.cut_sessions(conn).await;
         println!("{}", if changed { "applied" } else { "up to date" });
         return Ok(());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let mut backoff = BACKOFF_START;
+    let (tx, mut events) = tokio::sync::mpsc::channel(2);
+    let watcher = tokio::spawn(watch::run(conn.clone(), agent.args.watch_timeout, tx));
+    let _stop_watcher = AbortOnDrop(watcher);
+    let mut stream_up = false;
+    // When a CRL last came (pushed, or every distribution point answered a poll).
+    let mut fresh = Instant::now();
+    let mut next_poll = Instant::now() + agent.args.poll_interval;
     loop {
-        let mut connected = false;
-        let started = Instant::now();
+        agent.warn_expiry();
         tokio::select! {
-            r = follow(conn, &mut agent, &mut connected) => {
-                if let Err(e) = r {
-                    eprintln!("watch stream down: {e:#}; keeping the last good files");
+            event = events.recv() => match event {
+                Some(watch::Event::Up) => {
+                    stream_up = true;
+                    eprintln!("watching the CA for new CRLs");
                 }
+                Some(watch::Event::Crls { crls, bundle }) => {
+                    // Only a set that could be applied counts: a replica sending bad sets must
+                    // not hold off the polling.
+                    match agent.apply(&crls, &bundle) {
+                        Ok(_) => fresh = Instant::now(),
+                        Err(e) => eprintln!("error: {e:#}"),
+                    }
+                    agent.cut_sessions(conn).await;
+                }
+                Some(watch::Event::Down(why)) => {
+                    eprintln!(
+                        "watch stream down: {why}; keeping the last good files, polling the \
+                         distribution points"
+                    );
+                    stream_up = false;
+                    next_poll = Instant::now();
+                }
+                None => bail!("the watch of the CA stopped"),
+            },
+            _ = tokio::time::sleep_until(next_poll.into()) => {
+                if !stream_up || fresh.elapsed() >= agent.args.fresh_within {
+                    if stream_up {
+                        eprintln!(
+                            "no CRL from the CA for {}; polling the distribution points",
+                            humantime::format_duration(Duration::from_secs(
+                                fresh.elapsed().as_secs()
+                            ))
+                        );
+                    }
+                    if agent.poll().await {
+                        fresh = Instant::now();
+                    }
+                    agent.cut_sessions(conn).await;
+                }
+                next_poll = Instant::now() + agent.args.poll_interval;
             }
             _ = term.recv() => return Ok(()),
         }
-        if connected && started.elapsed() > BACKOFF_MAX {
-            backoff = BACKOFF_START;
-        }
-        // While the stream is down: poll the HTTP distribution points, then reconnect.
-        let deadline = Instant::now() + backoff;
-        loop {
-            let urls = agent.distribution_points();
-            let mut ders = Vec::new();
-            for url in &urls {
-                match http_get(url).await {
-                    Ok(der) => ders.push(der),
-                    Err(e) => eprintln!("polling {url}: {e:#}"),
-                }
-            }
-            if !ders.is_empty() {
-                let ca_pem = agent.applied.ca_pem.clone();
-                if let Err(e) = agent.apply(&ders, &ca_pem) {
-                    eprintln!("could not apply: {e:#}");
-                }
-            }
-            agent.cut_sessions(conn).await;
-            let wait = agent
-                .args
-                .poll_interval
-                .min(deadline.saturating_duration_since(Instant::now()));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = term.recv() => return Ok(()),
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Stops the watch task when the agent returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crl_is_ending_under_a_quarter_of_its_validity_and_expired_at_next_update() {
+        let c = hallmark_ca::revocation::check::CheckedCrl {
+            issuer: Vec::new(),
+            issuer_name: "CN=x".into(),
+            number: 1,
+            this_update: 0,
+            next_update: 400,
+            serials: Vec::new(),
+            superseded: Vec::new(),
+            distribution_points: Vec::new(),
+        };
+        assert_eq!(Age::of(&c, 0), Age::Fresh);
+        assert_eq!(Age::of(&c, 300), Age::Fresh);
+        assert_eq!(Age::of(&c, 301), Age::Ending);
+        assert_eq!(Age::of(&c, 399), Age::Ending);
+        assert_eq!(Age::of(&c, 400), Age::Expired);
     }
 }
