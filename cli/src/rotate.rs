@@ -133,6 +133,10 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, force: bool) -> Result<Out
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
+    hallmark_cli::trust::check_against_file(
+        conn.trust_bundle_path()?,
+        resp.trust_bundle_pem.as_bytes(),
+    )?;
     CredentialBundle {
         key_pem,
         cert_pem: hallmark_ca::authority::ca::der_to_pem(&cert.der),

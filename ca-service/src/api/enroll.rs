@@ -8,7 +8,7 @@ use hallmark_proto::v1 as pb;
 use rustls_pki_types::CertificateDer;
 use tonic::{Request, Status};
 
-use super::issuance::Issuance;
+use super::issuance::{DnsName, Issuance};
 use super::throttle::FailureOutcome;
 use super::{ApiState, invalid_csr, invalid_name, store_status};
 use crate::audit::AuditEvent;
@@ -163,6 +163,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             manufacturer: None,
             limit: None,
             replace_active: false,
+            dns_name: DnsName::AsProfile,
         })
         .await
         .map_err(other)
@@ -261,6 +262,7 @@ async fn by_idevid(
                 i64::try_from(profile.min_renewal_interval.as_secs()).unwrap_or(i64::MAX),
             )),
             replace_active: false,
+            dns_name: DnsName::UnderZoneSuffix,
         })
         .await
         .map_err(other)
