@@ -195,9 +195,14 @@ impl Service<Uri> for CaConnector {
         let tls = self.tls.clone();
         Box::pin(async move {
             let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-            let host = uri.host().ok_or_else(|| invalid("the endpoint has no host"))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid("the endpoint has no host"))?;
             // `[::1]` in a URI is `::1` to the resolver and to the name check.
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             let port = uri.port_u16().unwrap_or(443);
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| invalid("the endpoint's host is not a DNS name or an IP address"))?;

@@ -194,17 +194,29 @@ mod tests {
         let root = ca("root", None);
         let issuing = ca("issuing-1", Some(&root));
         let trusted = format!("{}{}", root.pem, issuing.pem);
-        assert_eq!(check_trust_bundle(trusted.as_bytes(), trusted.as_bytes()), Ok(()));
+        assert_eq!(
+            check_trust_bundle(trusted.as_bytes(), trusted.as_bytes()),
+            Ok(())
+        );
         // Issuer rollover: a second issuing CA of the same root; the first may also be gone.
         let issuing2 = ca("issuing-2", Some(&root));
         let rolled = format!("{}{}{}", root.pem, issuing.pem, issuing2.pem);
-        assert_eq!(check_trust_bundle(trusted.as_bytes(), rolled.as_bytes()), Ok(()));
+        assert_eq!(
+            check_trust_bundle(trusted.as_bytes(), rolled.as_bytes()),
+            Ok(())
+        );
         let later = format!("{}{}", root.pem, issuing2.pem);
-        assert_eq!(check_trust_bundle(trusted.as_bytes(), later.as_bytes()), Ok(()));
+        assert_eq!(
+            check_trust_bundle(trusted.as_bytes(), later.as_bytes()),
+            Ok(())
+        );
         // A chain through an offered CA, in any order.
         let sub = ca("sub", Some(&issuing2));
         let deep = format!("{}{}{}", sub.pem, issuing2.pem, root.pem);
-        assert_eq!(check_trust_bundle(root.pem.as_bytes(), deep.as_bytes()), Ok(()));
+        assert_eq!(
+            check_trust_bundle(root.pem.as_bytes(), deep.as_bytes()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -222,7 +234,10 @@ mod tests {
             let err = check_trust_bundle(trusted.as_bytes(), offered.as_bytes()).unwrap_err();
             assert!(matches!(err, TrustBundleError::NewRoot { .. }), "{err}");
             let text = err.to_string();
-            assert!(text.contains("root rollover is an explicit operator action"), "{text}");
+            assert!(
+                text.contains("root rollover is an explicit operator action"),
+                "{text}"
+            );
             assert!(text.contains("--trust-bundle"), "{text}");
         }
     }

@@ -63,9 +63,8 @@ impl Station {
         progress: impl Fn(&DeviceReport),
     ) -> anyhow::Result<LotReport> {
         let trusted_path = conn.trust_bundle_path()?;
-        let trusted_pem = std::fs::read(trusted_path).map_err(|e| {
-            anyhow::anyhow!("reading trust bundle {}: {e}", trusted_path.display())
-        })?;
+        let trusted_pem = std::fs::read(trusted_path)
+            .map_err(|e| anyhow::anyhow!("reading trust bundle {}: {e}", trusted_path.display()))?;
         let channel = conn.channel().await?;
         let lot = self.manifest.lot_id.clone();
         let worker = Worker {

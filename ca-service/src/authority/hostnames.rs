@@ -149,7 +149,13 @@ mod tests {
     fn policy() -> HostNamePolicy {
         let zones = BTreeMap::from([("field".to_owned(), vec!["plant4.example".to_owned()])]);
         HostNamePolicy::new(
-            ["hallmark-ca", "localhost", "127.0.0.1", "::1", "CA.Plant4.example"],
+            [
+                "hallmark-ca",
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "CA.Plant4.example",
+            ],
             &zones,
         )
         .unwrap()
@@ -204,7 +210,14 @@ mod tests {
 
     #[test]
     fn bad_suffixes_are_named() {
-        for bad in [".plant4.example", "Plant4.example", "localhost", "10.1", "a..b", ""] {
+        for bad in [
+            ".plant4.example",
+            "Plant4.example",
+            "localhost",
+            "10.1",
+            "a..b",
+            "",
+        ] {
             let zones = BTreeMap::from([("field".to_owned(), vec![bad.to_owned()])]);
             let err = HostNamePolicy::new([], &zones).unwrap_err().to_string();
             assert!(err.contains("zones.field.dns_suffixes"), "{bad}: {err}");

@@ -61,9 +61,28 @@ mod tests {
 
     #[test]
     fn the_encoded_oid_is_the_documented_one() {
-        let oid = x509_parser::der_parser::oid::Oid::new(CA_SERVER_EKU_DER.into());
-        assert_eq!(oid.to_id_string(), CA_SERVER_EKU);
+        // First octet: 2 * 40 + 25; then base-128 digits of the UUID's integer.
+        assert_eq!(CA_SERVER_EKU_DER[0], 2 * 40 + 25);
+        let mut arc: u128 = 0;
+        for (i, b) in CA_SERVER_EKU_DER[1..].iter().enumerate() {
+            assert_eq!(
+                b & 0x80 == 0,
+                i == CA_SERVER_EKU_DER.len() - 2,
+                "continuation bits"
+            );
+            arc = (arc << 7) | u128::from(b & 0x7f);
+        }
+        assert_eq!(format!("2.25.{arc}"), CA_SERVER_EKU);
         let uuid = u128::from_str_radix("83a05845d4d7429cb74c2fd406d2f75a", 16).unwrap();
         assert_eq!(CA_SERVER_EKU, format!("2.25.{uuid}"));
+    }
+
+    #[test]
+    fn the_extension_parses_as_server_auth_and_the_marker() {
+        let ext = ca_server_eku_extension();
+        let (_, eku) = x509_parser::extensions::ExtendedKeyUsage::from_der(ext.content()).unwrap();
+        assert!(eku.server_auth && !eku.client_auth);
+        assert_eq!(eku.other.len(), 1);
+        assert_eq!(eku.other[0].as_bytes(), CA_SERVER_EKU_DER);
     }
 }
