@@ -847,9 +847,11 @@ async fn a_server_certificate_without_the_marker_is_reissued_at_start() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let start = |data: PathBuf| async move {
-        let mut config = Config::default();
-        config.grpc_listen = "127.0.0.1:0".parse().unwrap();
-        config.http_listen = "127.0.0.1:0".parse().unwrap();
+        let config = Config {
+            grpc_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         hallmark_ca::server::start(hallmark_ca::server::ServeOptions {
             data_dir: data,
             config,
