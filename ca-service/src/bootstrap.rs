@@ -21,6 +21,7 @@ use crate::api::TrustMaterial;
 use crate::authority::ca::{self, CaImportError, ISSUING_LIFETIME, ROOT_LIFETIME, der_to_pem};
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{ProfileSet, SERVER_PROFILE};
+use crate::authority::server_identity::has_ca_server_eku;
 use crate::authority::{
     Authority, AuthorityError, IssuedLeaf, IssuingCa, LeafRequest, NamingPolicy,
 };
@@ -350,6 +351,7 @@ fn sign_admin(
         profile: admin_profile,
         csr: &csr,
         lifetime: None,
+        dns_san_allowed: true,
     })?;
     Ok((leaf, key_pem))
 }
@@ -608,13 +610,16 @@ pub async fn load(
     let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
     let now = clock.now();
 
-    // Renew the server certificate when a third of its life is left or its names changed.
+    // Renew the server certificate when a third of its life is left, its names changed, or
+    // it lacks the CA-server marker (made before clients checked it: they would refuse it).
     let server_cert = dir.server("cert.pem");
     let due = match read_cert_pem(&server_cert) {
         Ok(der) => {
             let (nb, na) = ca::validity(&der)?;
             let left = (na - now) as f64 / ((na - nb).max(1)) as f64;
-            left < SERVER_RENEW_FRACTION || !ca::has_names(&der, &server_names(config))
+            left < SERVER_RENEW_FRACTION
+                || !ca::has_names(&der, &server_names(config))
+                || !has_ca_server_eku(&der)
         }
         Err(_) => true,
     };

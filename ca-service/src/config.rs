@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::authority::hostnames::HostNamePolicy;
 use crate::authority::profile::{ProfileConfigError, ProfileOverride, ProfileSet};
 
 /// Default gRPC listener.
@@ -43,6 +44,18 @@ pub struct Config {
     pub max_commit_batch: usize,
     /// Profile overrides and additions, by name.
     pub profiles: BTreeMap<String, ProfileOverride>,
+    /// Per-zone settings, by zone name (`[zones.field]`).
+    pub zones: BTreeMap<String, ZoneConfig>,
+}
+
+/// Settings of one zone.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneConfig {
+    /// DNS suffixes under which certificates that a provisioner requests (or an IDevID
+    /// enrollment yields) may carry the device id as a DNS name, e.g. `["plant4.example"]`.
+    /// None by default: such certificates then carry no DNS name.
+    pub dns_suffixes: Vec<String>,
 }
 
 impl Default for Config {
@@ -59,6 +72,7 @@ impl Default for Config {
             crl_base_url: None,
             crl_validity: std::time::Duration::from_secs(24 * 3600),
             profiles: BTreeMap::new(),
+            zones: BTreeMap::new(),
         }
     }
 }
@@ -147,7 +161,27 @@ impl Config {
             ));
         }
         self.profile_set()?;
+        for zone in self.zones.keys() {
+            crate::identity::validate_name("zone", zone)
+                .map_err(|e| ConfigError::Invalid(format!("[zones.{zone}]: {e}")))?;
+        }
+        self.host_names(&[])?;
         Ok(())
+    }
+
+    /// The host-name rules in force for a CA known as `server_names` (besides its registry
+    /// id `hallmark-ca`).
+    pub fn host_names(&self, server_names: &[String]) -> Result<HostNamePolicy, ConfigError> {
+        let suffixes = self
+            .zones
+            .iter()
+            .map(|(z, c)| (z.clone(), c.dns_suffixes.clone()))
+            .collect();
+        let names = server_names
+            .iter()
+            .map(String::as_str)
+            .chain([crate::bootstrap::SERVER_DEVICE]);
+        HostNamePolicy::new(names, &suffixes).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The CRL base URL in force: configured, or derived from the HTTP listener.
@@ -189,5 +223,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("{device}"), "{err}");
+    }
+
+    #[test]
+    fn zone_dns_suffixes_are_read_and_checked() {
+        let cfg = Config::parse("[zones.field]\ndns_suffixes = [\"plant4.example\"]\n").unwrap();
+        let names = cfg.host_names(&[]).unwrap();
+        assert!(names.dns_name_allowed("field", "gw1.plant4.example"));
+        assert!(!names.dns_name_allowed("it", "gw1.plant4.example"));
+        let err = Config::parse("[zones.field]\ndns_suffixes = [\".plant4.example\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zones.field.dns_suffixes"), "{err}");
+        let err = Config::parse("[zones.field]\ndns_suffix = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns_suffix"), "{err}");
     }
 }

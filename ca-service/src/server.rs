@@ -67,6 +67,9 @@ pub enum ServeError {
     /// The TLS configuration was refused.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A running CA.
@@ -187,7 +190,9 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         shutdown_rx.clone(),
     )
     .await;
+    let host_names = Arc::new(config.host_names(&bootstrap::server_names(&config))?);
     let state = ApiState {
+        host_names,
         auth: Authenticator::new(
             loaded.store.clone(),
             loaded.profiles.clone(),

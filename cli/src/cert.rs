@@ -191,19 +191,22 @@ async fn issue_and_write(
     check_out_dir(out)?;
     let mut client = conn.ca().await?;
     let resp = client.issue(req).await.map_err(status_error)?.into_inner();
-    write_response(resp, key_pem, out)
+    write_response(resp, key_pem, out, conn.trust_bundle_path()?)
 }
 
 /// Writes what the CA answered as a bundle in `out`: all four files when we hold the key,
-/// the public three otherwise.
+/// the public three otherwise. Its `ca.pem` must chain to `trusted` (the trust bundle this
+/// client verified the CA with), else nothing is written.
 pub fn write_response(
     resp: pb::IssueResponse,
     key_pem: Option<String>,
     out: &Path,
+    trusted: &Path,
 ) -> Result<pb::Certificate> {
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
+    hallmark_cli::trust::check_against_file(trusted, resp.trust_bundle_pem.as_bytes())?;
     let cert_pem = der_to_pem(&cert.der);
     match key_pem {
         Some(key_pem) => CredentialBundle {

@@ -73,7 +73,7 @@ pub async fn run(conn: &Connection, a: EnrollArgs) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let cert = write_response(resp, Some(key_pem), &a.out)?;
+    let cert = write_response(resp, Some(key_pem), &a.out, conn.trust_bundle_path()?)?;
     print_issued(&cert, &a.out);
     Ok(())
 }

@@ -149,6 +149,10 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, how: Renewal) -> Result<Ou
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
+    hallmark_cli::trust::check_against_file(
+        conn.trust_bundle_path()?,
+        resp.trust_bundle_pem.as_bytes(),
+    )?;
     let renewed = CredentialBundle {
         key_pem,
         cert_pem: hallmark_ca::authority::ca::der_to_pem(&cert.der),

@@ -49,6 +49,9 @@ struct Worker {
     target: Arc<dyn Target>,
     journal: Arc<Journal>,
     lot: String,
+    /// The trust bundle the station verifies the CA with: every trust bundle it injects must
+    /// chain to it (a new root is an operator's decision, not the CA's answer).
+    trusted_pem: Arc<Vec<u8>>,
 }
 
 impl Station {
@@ -59,9 +62,13 @@ impl Station {
         conn: &Connection,
         progress: impl Fn(&DeviceReport),
     ) -> anyhow::Result<LotReport> {
+        let trusted_path = conn.trust_bundle_path()?;
+        let trusted_pem = std::fs::read(trusted_path)
+            .map_err(|e| anyhow::anyhow!("reading trust bundle {}: {e}", trusted_path.display()))?;
         let channel = conn.channel().await?;
         let lot = self.manifest.lot_id.clone();
         let worker = Worker {
+            trusted_pem: Arc::new(trusted_pem),
             ca: CertificateAuthorityClient::new(channel.clone()),
             devices: DevicesClient::new(channel),
             target: self.target.clone(),
@@ -126,7 +133,9 @@ impl Worker {
                     chain_pem,
                     trust_pem,
                 };
-                if let Ok(serial) = self.complete(&device, &credential, start, true).await {
+                if self.check_trust(&credential.trust_pem).is_ok()
+                    && let Ok(serial) = self.complete(&device, &credential, start, true).await
+                {
                     return report(Outcome::Ok, Some(serial), None);
                 }
             }
@@ -181,6 +190,7 @@ impl Worker {
             chain_pem: issued.chain_pem,
             trust_pem: issued.trust_bundle_pem,
         };
+        self.check_trust(&credential.trust_pem)?;
         self.journal(
             &device.device_id,
             DeviceState::Issued {
@@ -226,6 +236,12 @@ impl Worker {
         )
         .await?;
         Ok(credential.serial.clone())
+    }
+
+    /// Refuses a trust bundle that does not chain to the station's own (see [`Worker`]).
+    fn check_trust(&self, trust_pem: &str) -> Result<(), Failure> {
+        hallmark_cli::trust::check_trust_bundle(&self.trusted_pem, trust_pem.as_bytes())
+            .map_err(|e| format!("issue: {e}"))
     }
 
     /// Registers the device with its lot, or checks the entry it already has.

@@ -8,8 +8,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::Caller;
-use super::issuance::Issuance;
-use super::{ApiState, invalid_csr, invalid_name, parse_serial, serials_filter, store_status};
+use super::issuance::{DnsName, Issuance};
+use super::{
+    ApiState, invalid_csr, invalid_name, parse_serial, reserved_name, serials_filter, store_status,
+};
+use crate::authority::ca::has_names;
 use crate::authority::csr::check_csr;
 use crate::authority::name::rfc4514_subject;
 use crate::authority::profile::{Profile, Role};
@@ -124,6 +127,9 @@ impl CaService {
         let st = &self.state;
         caller.require(&[Role::Admin, Role::Provisioner], "Issue")?;
         let device_id = DeviceId::parse(&req.device_id).map_err(invalid_name)?;
+        st.host_names
+            .check_device_id(device_id.as_str())
+            .map_err(reserved_name)?;
         let profile = st
             .profiles
             .get(&req.profile)
@@ -192,6 +198,11 @@ impl CaService {
             limit: None,
             replace_active: req.replace_active,
             key_compromise: false,
+            dns_name: if caller.role == Role::Admin {
+                DnsName::AsProfile
+            } else {
+                DnsName::UnderZoneSuffix
+            },
         })
         .await
     }
@@ -202,6 +213,7 @@ impl CaService {
     async fn renew_inner(
         &self,
         caller: Caller,
+        current_der: &[u8],
         req: pb::RenewRequest,
     ) -> Result<pb::IssueResponse, Status> {
         let st = &self.state;
@@ -234,6 +246,7 @@ impl CaService {
             )));
         }
         let device_id = DeviceId::parse(&caller.name).map_err(invalid_name)?;
+        let had_dns_name = has_names(current_der, &[device_id.to_string()]);
         let lifetime =
             (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
         let min_interval =
@@ -252,6 +265,7 @@ impl CaService {
             limit: Some((Some(caller.serial.clone()), min_interval)),
             replace_active: false,
             key_compromise: req.key_compromise,
+            dns_name: DnsName::AsRenewed(had_dns_name),
         })
         .await
     }
@@ -396,7 +410,12 @@ impl CertificateAuthority for CaService {
         async move {
             let caller = self.state.auth.caller(&request).await?;
             tracing::Span::current().record("caller", caller.actor());
-            self.renew_inner(caller, request.into_inner())
+            // The caller check matched this certificate byte for byte with the stored one.
+            let current_der = request
+                .peer_certs()
+                .and_then(|c| c.first().map(|d| d.to_vec()))
+                .unwrap_or_default();
+            self.renew_inner(caller, &current_der, request.into_inner())
                 .await
                 .map(Response::new)
         }

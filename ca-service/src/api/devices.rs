@@ -86,6 +86,10 @@ impl DevicesService {
         r: &pb::RegisterDeviceRequest,
     ) -> Result<NewDevice, String> {
         DeviceId::parse(&r.id).map_err(|e| e.to_string())?;
+        self.state
+            .host_names
+            .check_device_id(&r.id)
+            .map_err(|e| e.to_string())?;
         if r.zone.is_empty() {
             return Err(format!("device {}: zone is missing", r.id));
         }

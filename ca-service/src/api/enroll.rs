@@ -8,7 +8,7 @@ use hallmark_proto::v1 as pb;
 use rustls_pki_types::CertificateDer;
 use tonic::{Request, Status};
 
-use super::issuance::Issuance;
+use super::issuance::{DnsName, Issuance};
 use super::throttle::FailureOutcome;
 use super::{ApiState, invalid_csr, invalid_name, store_status};
 use crate::audit::AuditEvent;
@@ -165,6 +165,7 @@ async fn by_token(state: &ApiState, req: &pb::EnrollRequest) -> Result<pb::Issue
             limit: None,
             replace_active: false,
             key_compromise: false,
+            dns_name: DnsName::AsProfile,
         })
         .await
         .map_err(other)
@@ -283,6 +284,7 @@ async fn by_idevid(
             )),
             replace_active: false,
             key_compromise: false,
+            dns_name: DnsName::UnderZoneSuffix,
         })
         .await
         .map_err(other)

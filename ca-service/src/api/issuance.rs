@@ -7,7 +7,7 @@ use hallmark_proto::v1 as pb;
 use tonic::Status;
 
 use super::ca::certificate_message;
-use super::{ApiState, authority_status, store_status};
+use super::{ApiState, authority_status, reserved_name, store_status};
 use crate::authority::LeafRequest;
 use crate::authority::ca::der_to_pem;
 use crate::authority::csr::CheckedCsr;
@@ -47,11 +47,37 @@ pub struct Issuance<'a> {
     /// Revoke the device's other certificates in the same transaction (not with a token or
     /// a rate limit).
     pub replace_active: bool,
+    /// Whether the device id may become a DNS name (where the profile has `dns_san`).
+    pub dns_name: DnsName,
+}
+
+/// Whether a certificate may carry the device id as a DNS-name SAN (where its profile has
+/// `dns_san`): a DNS name is a claim on a host, so only an admin's word grants it freely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsName {
+    /// Requested by an admin, or enrolled with a token (an admin made it): as the profile says.
+    AsProfile,
+    /// Requested by a provisioner, or enrolled with an IDevID: only when the device id lies
+    /// under one of the zone's `dns_suffixes`.
+    UnderZoneSuffix,
+    /// A renewal: as the certificate it renews had it (`true` when that carried one).
+    AsRenewed(bool),
 }
 
 impl ApiState {
     /// Signs, records and returns the certificate with its chain and trust bundle.
     pub async fn sign_and_record(&self, i: Issuance<'_>) -> Result<pb::IssueResponse, Status> {
+        // Also catches devices registered before reserved names were refused.
+        self.host_names
+            .check_device_id(i.device_id.as_str())
+            .map_err(reserved_name)?;
+        let dns_san_allowed = match i.dns_name {
+            DnsName::AsProfile => true,
+            DnsName::UnderZoneSuffix => self
+                .host_names
+                .dns_name_allowed(&i.zone, i.device_id.as_str()),
+            DnsName::AsRenewed(had) => had,
+        };
         let leaf = self
             .authority
             .sign_leaf(&LeafRequest {
@@ -60,6 +86,7 @@ impl ApiState {
                 profile: i.profile,
                 csr: &i.csr,
                 lifetime: i.lifetime,
+                dns_san_allowed,
             })
             .map_err(authority_status)?;
         let issued_at = self.authority.clock().now();

@@ -18,6 +18,7 @@ use tonic::Status;
 
 use crate::authority::ca::der_to_pem;
 use crate::authority::csr::CsrError;
+use crate::authority::hostnames::{HostNamePolicy, ReservedName};
 use crate::authority::profile::ProfileSet;
 use crate::authority::{Authority, AuthorityError};
 use crate::identity::NameError;
@@ -101,6 +102,13 @@ pub struct ApiState {
     pub throttle: Arc<throttle::EnrollThrottle>,
     /// CRL publication.
     pub crls: crate::revocation::CrlPublisher,
+    /// Which device ids may be used and which may become DNS names.
+    pub host_names: Arc<HostNamePolicy>,
+}
+
+/// INVALID_ARGUMENT for a device id that names the CA, the local host or an IP address.
+pub(crate) fn reserved_name(e: ReservedName) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 /// Operator credentials as `profiles` define them: every profile whose role is not `device`,

@@ -4,9 +4,11 @@
 pub mod ca;
 pub mod crl;
 pub mod csr;
+pub mod hostnames;
 pub mod idevid;
 pub mod name;
 pub mod profile;
+pub mod server_identity;
 pub mod token;
 
 use std::sync::{Arc, RwLock};
@@ -117,6 +119,9 @@ pub struct LeafRequest<'a> {
     pub csr: &'a CheckedCsr,
     /// Requested lifetime; `None` for the profile's default.
     pub lifetime: Option<Duration>,
+    /// Whether the device id may go into a DNS-name SAN (only where the profile has
+    /// `dns_san`): see [`hostnames::HostNamePolicy::dns_name_allowed`].
+    pub dns_san_allowed: bool,
 }
 
 /// A freshly signed certificate, not yet recorded.
@@ -221,8 +226,14 @@ impl Authority {
             profile,
             csr,
             lifetime: None,
+            dns_san_allowed: false,
         };
         let (mut params, leaf) = self.leaf_params(&req)?;
+        // serverAuth plus the CA-server marker, which only this certificate ever carries.
+        params.extended_key_usages.clear();
+        params
+            .custom_extensions
+            .push(server_identity::ca_server_eku_extension());
         for n in names {
             let san = match n.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -289,7 +300,7 @@ impl Authority {
                 .replace("{device}", req.device_id.as_str());
             params.subject_alt_names.push(SanType::URI(uri.try_into()?));
         }
-        if profile.dns_san {
+        if profile.dns_san && req.dns_san_allowed {
             params
                 .subject_alt_names
                 .push(SanType::DnsName(req.device_id.as_str().try_into()?));

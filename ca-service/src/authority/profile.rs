@@ -273,6 +273,11 @@ pub enum ProfileConfigError {
     /// The internal server profile cannot be changed.
     #[error("profile `{0}` is internal and cannot be configured")]
     Internal(String),
+    /// A configured profile asked for the role of the CA's own server certificate.
+    #[error(
+        "profile `{0}`: role `server` belongs to the CA's own server certificate only; use device"
+    )]
+    ServerRole(String),
 }
 
 /// The profiles in force: built-ins merged with the config's overrides.
@@ -358,6 +363,11 @@ impl ProfileSet {
             } else if let Some(d) = o.default_lifetime {
                 p.min_renewal_interval = p.min_renewal_interval.min(d / 10);
             }
+            // Only the internal `ca-server` profile has the server role: its certificate is
+            // the CA's own identity, which no configured profile may imitate.
+            if p.role == Role::Server {
+                return Err(ProfileConfigError::ServerRole(name.clone()));
+            }
             if p.default_lifetime > p.max_lifetime {
                 return Err(ProfileConfigError::Lifetimes {
                     profile: name.clone(),
@@ -423,5 +433,14 @@ mod tests {
             toml::from_str("[valve]\nrole = \"device\"\n").unwrap();
         let err = ProfileSet::new(&bad).unwrap_err().to_string();
         assert!(err.contains("needs `ekus`"), "{err}");
+
+        for text in [
+            "[gateway]\nrole = \"server\"\n",
+            "[fake-ca]\nrole = \"server\"\nekus = [\"server-auth\"]\ndefault_lifetime = \"1d\"\nmax_lifetime = \"2d\"\n",
+        ] {
+            let bad: BTreeMap<String, ProfileOverride> = toml::from_str(text).unwrap();
+            let err = ProfileSet::new(&bad).unwrap_err().to_string();
+            assert!(err.contains("role `server`"), "{err}");
+        }
     }
 }

@@ -341,7 +341,10 @@ pub async fn trust_bundle(conn: &Connection) -> Result<String> {
         .await
         .map_err(status_error)?
         .into_inner();
-    Ok(format!("{}{}", t.roots_pem, t.intermediates_pem))
+    let bundle = format!("{}{}", t.roots_pem, t.intermediates_pem);
+    // Mosquitto trusts whatever lands in its CA file: only CAs chaining to the agent's own.
+    hallmark_cli::trust::check_against_file(conn.trust_bundle_path()?, bundle.as_bytes())?;
+    Ok(bundle)
 }
 
 /// The CA's current CRL set, within the time and size limits of [`fetch`].

@@ -85,6 +85,7 @@ fn floor(count: usize, csrs: &[Vec<u8>]) -> f64 {
                 profile: &profile,
                 csr: &csr,
                 lifetime: None,
+                dns_san_allowed: true,
             })
             .unwrap();
     }
