@@ -325,7 +325,7 @@ async fn reserved_device_ids_are_refused_and_dns_names_need_a_zone_suffix() {
         .await
         .renew(pb::RenewRequest {
             csr: p256_csr("gw2").1,
-            lifetime_seconds: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -491,6 +491,11 @@ impl Devices for Rogue {
     async fn set_status(
         &self,
         _: Request<pb::SetDeviceStatusRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }    async fn readmit(
+        &self,
+        _: Request<pb::ReadmitDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
         Err(Status::unimplemented("rogue"))
     }
