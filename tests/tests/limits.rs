@@ -91,6 +91,21 @@ async fn tcp_flood(
     held
 }
 
+/// [`TCP_FLOOD`] idle TCP connections from `from` to the `what` port at `to`, held; prints how
+/// many the CA closed within 0.3 s (over its caps).
+async fn idle_tcp_flood(what: &str, from: IpAddr, to: SocketAddr) -> Vec<std::net::TcpStream> {
+    let t = Instant::now();
+    let held = tcp_flood(from, to, TCP_FLOOD, t + Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!(
+        "{what} port: {} idle TCP connections opened ({:?}), {} closed by the CA within 0.3 s",
+        held.len(),
+        t.elapsed(),
+        closed_by_ca(&held)
+    );
+    held
+}
+
 /// How many of `conns` the CA has closed (EOF or reset), looked at without blocking.
 fn closed_by_ca(conns: &[std::net::TcpStream]) -> usize {
     let mut buf = [0u8; 64];
@@ -215,19 +230,40 @@ async fn send_body(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) {
     }
 }
 
-/// The grpc-status of a response (trailers-only or in trailers).
-async fn grpc_status(resp: h2::client::ResponseFuture) -> Option<String> {
+/// `grpc-status` and (percent-decoded) `grpc-message` of a response, trailers-only or not.
+async fn grpc_status(resp: h2::client::ResponseFuture) -> Option<(String, String)> {
     let resp = resp.await.ok()?;
-    if let Some(s) = resp.headers().get("grpc-status") {
-        return Some(s.to_str().ok()?.to_owned());
+    let read = |h: &http::HeaderMap| {
+        let code = h.get("grpc-status")?.to_str().ok()?.to_owned();
+        let raw = h.get("grpc-message").map(|m| m.as_bytes()).unwrap_or(b"");
+        let mut message = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .and_then(|x| std::str::from_utf8(x).ok());
+            match (raw[i], hex.and_then(|x| u8::from_str_radix(x, 16).ok())) {
+                (b'%', Some(b)) => {
+                    message.push(b);
+                    i += 3;
+                }
+                (c, _) => {
+                    message.push(c);
+                    i += 1;
+                }
+            }
+        }
+        Some((code, String::from_utf8_lossy(&message).into_owned()))
+    };
+    if let Some(status) = read(resp.headers()) {
+        return Some(status);
     }
     let mut body = resp.into_body();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.ok()?;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    let trailers = body.trailers().await.ok()??;
-    Some(trailers.get("grpc-status")?.to_str().ok()?.to_owned())
+    read(&body.trailers().await.ok()??)
 }
 
 /// 200 concurrent `Issue` calls of ~1 MB each on one unauthenticated HTTP/2 connection.
@@ -276,7 +312,7 @@ async fn stream_flood(connector: &TlsConnector, to: SocketAddr) -> (Vec<String>,
         calls.spawn(async move {
             let sending = send_body(&mut body, message);
             let (_, status) = tokio::join!(sending, grpc_status(resp));
-            status
+            status.map(|(code, _)| code)
         });
     }
     let mut statuses = Vec::new();
@@ -368,37 +404,8 @@ async fn floods_leave_the_ca_answering_and_small() {
         t.elapsed()
     );
 
-    let t = Instant::now();
-    let grpc_idle = tcp_flood(
-        ip("127.0.0.1"),
-        grpc,
-        TCP_FLOOD,
-        t + Duration::from_secs(30),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let grpc_refused = closed_by_ca(&grpc_idle);
-    println!(
-        "gRPC port: {} idle TCP connections opened ({:?}), {grpc_refused} closed by the CA within 0.3 s",
-        grpc_idle.len(),
-        t.elapsed()
-    );
-
-    let t = Instant::now();
-    let http_idle = tcp_flood(
-        ip("127.0.0.1"),
-        http,
-        TCP_FLOOD,
-        t + Duration::from_secs(30),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let http_refused = closed_by_ca(&http_idle);
-    println!(
-        "HTTP port: {} idle TCP connections opened ({:?}), {http_refused} closed by the CA within 0.3 s",
-        http_idle.len(),
-        t.elapsed()
-    );
+    let grpc_idle = idle_tcp_flood("gRPC", ip("127.0.0.1"), grpc).await;
+    let http_idle = idle_tcp_flood("HTTP", ip("127.0.0.1"), http).await;
 
     // With every flood still held: the admin and the HTTP side answer.
     let during = admin_call(&ca).await;
@@ -582,4 +589,100 @@ async fn idle_connections_are_closed_but_crl_watchers_are_not() {
             "{what}: closed after {took:?}, configured 2 s"
         );
     }
+}
+
+/// A gRPC request frame header declaring `len` bytes, followed by `body`.
+fn frame(len: u32, body: &[u8]) -> Bytes {
+    let mut out = vec![0];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// Opens a call to `path` on `send` and sends `data` (ending the request when `end`).
+async fn open_call(
+    send: &h2::client::SendRequest<Bytes>,
+    to: SocketAddr,
+    path: &str,
+    data: Bytes,
+    end: bool,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut ready = send.clone().ready().await.unwrap();
+    let request = http::Request::post(format!("https://{to}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = ready.send_request(request, false).unwrap();
+    body.send_data(data, end).unwrap();
+    (resp, body)
+}
+
+/// A request message that trickles in is cut after `request_read_timeout`, and one that would
+/// take the buffered request bytes over `max_buffered_request_bytes` is refused; both before
+/// any service code runs, and the budget comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_piled_up_requests_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("ca.toml");
+    // The budget holds exactly one Import-sized message (1 MiB and its 5-byte header).
+    std::fs::write(
+        &config,
+        "[limits]\nrequest_read_timeout = \"2s\"\nmax_buffered_request_bytes = 1048581\n",
+    )
+    .unwrap();
+    let ca = CaProcess::start(
+        &work.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let grpc: SocketAddr = ca
+        .var("HALLMARK_ENDPOINT")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let connector = tls_connector(Path::new(ca.var("HALLMARK_CA")));
+    let tls = tls_from(&connector, ip("127.0.0.5"), grpc).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let import = "/hallmark.v1.Devices/Import";
+
+    // Declares 1 MiB, sends 10 bytes of it and stalls: it holds the whole budget meanwhile.
+    let started = Instant::now();
+    let (slow, _slow_body) =
+        open_call(&send, grpc, import, frame(1024 * 1024, &[0; 10]), false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (piled, _) = open_call(&send, grpc, import, frame(0, &[]), true).await;
+    let piled = tokio::time::timeout(Duration::from_secs(5), grpc_status(piled))
+        .await
+        .expect("an answer at once")
+        .expect("a gRPC status");
+    println!("a second call while the budget is held: {piled:?}");
+
+    let slow = tokio::time::timeout(Duration::from_secs(10), grpc_status(slow))
+        .await
+        .expect("the stalled call is answered")
+        .expect("a gRPC status");
+    let slow_took = started.elapsed();
+    println!("a request stalled after 10 of 1048576 bytes: {slow:?} after {slow_took:?}");
+
+    // The budget is back: the same small call now reaches the service (which wants a credential).
+    let (after, _) = open_call(&send, grpc, import, frame(0, &[]), true).await;
+    let after = tokio::time::timeout(Duration::from_secs(5), grpc_status(after))
+        .await
+        .expect("an answer")
+        .expect("a gRPC status");
+    println!("the same call once the stalled one is gone: {after:?}");
+
+    assert_eq!(piled.0, "8", "RESOURCE_EXHAUSTED: {piled:?}");
+    assert!(piled.1.contains("too many requests at once"), "{piled:?}");
+    assert_eq!(slow.0, "4", "DEADLINE_EXCEEDED: {slow:?}");
+    assert!(
+        slow.1.contains("hallmark.v1.Devices/Import") && slow.1.contains("within 2s"),
+        "{slow:?}"
+    );
+    assert!(
+        slow_took >= Duration::from_millis(1500) && slow_took < Duration::from_secs(8),
+        "cut after {slow_took:?}, configured 2 s"
+    );
+    assert_eq!(after.0, "16", "UNAUTHENTICATED from the service: {after:?}");
 }
