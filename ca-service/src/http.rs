@@ -53,8 +53,22 @@ async fn trust_bundle(State(st): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// The distribution point: the issuer's current CRL, with an ETag naming its number and a cache
-/// lifetime running to `nextUpdate`.
+/// How long a client may use a fetched CRL without asking again. Short, because a revocation
+/// changes the CRL within ~50 ms; a client revalidates with `If-None-Match` and gets a 304
+/// (no body) while the CRL is unchanged.
+pub const CRL_MAX_AGE_SECS: i64 = 60;
+
+/// Whether an `If-None-Match` value (a list of entity tags, or `*`) names `etag`; weak
+/// comparison, as RFC 9110 asks for this header.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+/// The distribution point: the issuer's current CRL, with an ETag naming its issuer and number
+/// and a cache lifetime of [`CRL_MAX_AGE_SECS`] (less when `nextUpdate` is nearer).
 async fn crl(
     State(st): State<HttpState>,
     axum::extract::Path(file): axum::extract::Path<String>,
@@ -85,12 +99,13 @@ async fn crl(
             .into_response();
     };
     let etag = format!("\"{}-{}\"", crl.issuer_id, crl.number);
-    let max_age = (crl.next_update - st.clock.now()).max(0);
+    let max_age = (crl.next_update - st.clock.now()).clamp(0, CRL_MAX_AGE_SECS);
     let cache = format!("public, max-age={max_age}");
     if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag)
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| etag_matches(v, &etag))
     {
         return (
             StatusCode::NOT_MODIFIED,
@@ -112,4 +127,18 @@ async fn crl(
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_matches;
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags_match() {
+        let etag = "\"issuing-1-7\"";
+        assert!(etag_matches("\"issuing-1-7\"", etag));
+        assert!(etag_matches("\"x\", W/\"issuing-1-7\"", etag));
+        assert!(etag_matches("*", etag));
+        assert!(!etag_matches("\"issuing-1-6\"", etag));
+    }
 }

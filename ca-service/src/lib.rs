@@ -3,7 +3,7 @@
 //!
 //! Modules by concern: [`authority`] (policy and signing, no I/O), [`keys`] (CA key sources),
 //! [`store`] (the only place with SQL), [`api`] (tonic services, authentication, authorization),
-//! [`http`] (trust bundle, health), [`audit`], [`config`], [`bootstrap`] (first-start
+//! [`http`] (trust bundle, health), [`net`] (listeners and their limits), [`audit`], [`config`], [`bootstrap`] (first-start
 //! initialisation) and [`server`] (wiring it all together).
 
 #![forbid(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod net;
 pub mod revocation;
 pub mod server;
 pub mod store;

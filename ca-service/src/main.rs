@@ -212,6 +212,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(a) = args.http_listen {
         config.http_listen = a;
     }
+    // Every connection is a file descriptor: a soft limit of 1024 is below the connection caps.
+    match hallmark_ca::net::raise_open_files_limit() {
+        Ok(l) if l.before != l.now => {
+            tracing::info!(from = ?l.before, to = ?l.now, "open-files limit raised to the hard limit")
+        }
+        Ok(l) => tracing::info!(limit = ?l.now, "open-files limit is at the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let opts = ServeOptions {
         data_dir: args.common.data_dir.clone(),
         passphrase: passphrase(&args.common)?,

@@ -26,11 +26,9 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::keys::Passphrase;
+use crate::net::{self, message_limit::service_limit};
 use crate::revocation::{CrlPublisher, CrlSources};
 use crate::store::{IssuerKind, Store};
-
-/// Largest gRPC message accepted: CSRs are capped at 64 KiB anyway.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// How long shutdown waits for in-flight calls.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -211,50 +209,56 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     health_reporter
         .set_serving::<CertificateAuthorityServer<CaService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hallmark_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            ServeError::Bootstrap(BootstrapError::Inconsistent(format!("reflection: {e}")))
-        })?;
     health_reporter
         .set_serving::<DevicesServer<DevicesService>>()
         .await;
     health_reporter
         .set_serving::<EnrollmentServer<EnrollmentService>>()
         .await;
-    let ca = CertificateAuthorityServer::new(CaService::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    // Imports carry up to 1000 rows: allow 4 MiB there.
-    let devices = DevicesServer::new(DevicesService::new(state.clone()))
-        .max_decoding_message_size(4 * MAX_MESSAGE_BYTES);
     health_reporter
         .set_serving::<RevocationServer<RevocationService>>()
         .await;
+    // Both reflection versions: grpcurl and older clients still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hallmark_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error =
+        |e| ServeError::Bootstrap(BootstrapError::Inconsistent(format!("reflection: {e}")));
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(service_limit("grpc.reflection.v1.ServerReflection"));
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(service_limit("grpc.reflection.v1alpha.ServerReflection"));
+    // tonic's own limits are a backstop: the message gate refuses oversized calls first.
+    let health_service =
+        health_service.max_decoding_message_size(service_limit("grpc.health.v1.Health"));
+    let ca = CertificateAuthorityServer::new(CaService::new(state.clone()))
+        .max_decoding_message_size(service_limit("hallmark.v1.CertificateAuthority"));
+    let devices = DevicesServer::new(DevicesService::new(state.clone()))
+        .max_decoding_message_size(service_limit("hallmark.v1.Devices"));
     let revocation = RevocationServer::new(RevocationService::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(service_limit("hallmark.v1.Revocation"));
     let enrollment = EnrollmentServer::new(EnrollmentService::new(state))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-
-    let incoming = tls::incoming(grpc_listener, tls_config, shutdown_rx.clone());
-    let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(ca)
-            .add_service(devices)
-            .add_service(enrollment)
-            .add_service(revocation)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_shutdown.wait_for(|v| *v).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    });
+        .max_decoding_message_size(service_limit("hallmark.v1.Enrollment"));
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ca)
+        .add_service(devices)
+        .add_service(enrollment)
+        .add_service(revocation);
+    let grpc = tokio::spawn(net::grpc::serve(
+        grpc_listener,
+        tls_config,
+        routes,
+        opts.config.limits.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let watcher = tokio::spawn(watch_issuers(
         IssuerWatch {
@@ -269,23 +273,18 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         shutdown_rx.clone(),
     ));
 
-    let mut http_shutdown = shutdown_rx.clone();
     let router = http::router(HttpState {
         store: loaded.store.clone(),
         trust,
         crls,
         clock: opts.clock.clone(),
     });
-    let http = tokio::spawn(async move {
-        let result = axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|v| *v).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let http = tokio::spawn(net::http::serve(
+        http_listener,
+        router,
+        opts.config.limits.clone(),
+        shutdown_rx.clone(),
+    ));
     tracing::info!(%grpc_addr, %http_addr, "hallmark-ca serving");
     Ok(RunningServer {
         grpc_addr,

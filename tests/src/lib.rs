@@ -298,7 +298,28 @@ pub struct CaProcess {
 impl CaProcess {
     /// Starts `hallmark-ca serve` on ephemeral loopback ports and waits for its set-up lines.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("hallmark-ca"))
+        Self::spawn(Command::new(bin("hallmark-ca")), data_dir, extra)
+    }
+
+    /// Like [`CaProcess::start`], but the CA starts with a soft open-files limit of `nofile`
+    /// (as on a host whose default is 1024), through `sh -c 'ulimit -Sn N; exec ...'`.
+    pub fn start_with_soft_nofile(data_dir: &Path, extra: &[&str], nofile: u32) -> Self {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -Sn {nofile} && exec \"$0\" \"$@\""),
+            s(&bin("hallmark-ca")),
+        ]);
+        Self::spawn(sh, data_dir, extra)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = command
             .args([
                 "serve",
                 "--data-dir",

@@ -351,3 +351,83 @@ async fn unknown_and_revoked_credentials_are_refused_even_on_an_open_connection(
     );
     ca.server.shutdown().await;
 }
+
+/// Item 10 of issue 10: a request message over its call's limit gets RESOURCE_EXHAUSTED naming
+/// the call and the limit, before the CA reads it; limits fit what each call carries, nothing
+/// is stored and the connection keeps working.
+#[tokio::test]
+async fn oversized_messages_are_refused_with_their_limit() {
+    let ca = TestCa::start().await;
+    let mut admin = ca.admin().await;
+    let mut devices = ca.admin_devices().await;
+    let before = ca.counts().await;
+
+    assert_refused(
+        "1 MB CSR",
+        admin
+            .issue(req("s-1", "sensor", vec![0x30; 1_000_000]))
+            .await,
+        Code::ResourceExhausted,
+        "hallmark.v1.CertificateAuthority/Issue accepts request messages of at most 81920 bytes",
+    );
+    // Just over the CSR cap still fits the call: the CSR check names its own limit.
+    assert_refused(
+        "65537-byte CSR",
+        admin.issue(req("s-1", "sensor", vec![0x30; 65_537])).await,
+        Code::InvalidArgument,
+        "at most 65536 bytes",
+    );
+    // No credential at all: Enroll is open to anyone, its limit holds all the same.
+    let mut anonymous = ca.client(None).await;
+    assert_refused(
+        "200 KB token",
+        anonymous
+            .enroll(pb::EnrollRequest {
+                token: "t".repeat(200_000),
+                csr: Vec::new(),
+                device_id: String::new(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "hallmark.v1.CertificateAuthority/Enroll accepts request messages of at most 81920 bytes",
+    );
+    // A small call.
+    assert_refused(
+        "100 KB device id",
+        devices
+            .get(pb::GetDeviceRequest {
+                id: "d".repeat(100_000),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "hallmark.v1.Devices/Get accepts request messages of at most 8192 bytes",
+    );
+    // Import takes 1000 rows of the longest fields (~600 KB): refused row by row (unknown
+    // profile), not by size.
+    let rows: Vec<pb::RegisterDeviceRequest> = (0..1000)
+        .map(|i| pb::RegisterDeviceRequest {
+            id: format!("{i:0>64}"),
+            zone: "z".repeat(64),
+            profile: "p".repeat(64),
+            lot: "l".repeat(64),
+            model: "m".repeat(128),
+            serial_number: format!("{i:0>128}"),
+            manufacturer: "f".repeat(64),
+        })
+        .collect();
+    let imported = devices
+        .import(pb::ImportDevicesRequest { devices: rows })
+        .await
+        .expect("1000 long rows fit Import's limit")
+        .into_inner();
+    assert_eq!((imported.imported, imported.errors.len()), (0, 1000));
+
+    assert_eq!(ca.counts().await, before, "nothing stored");
+    // The CA and the very same connection are unharmed.
+    let (_, csr) = p256_csr("s-1");
+    admin
+        .issue(req("s-1", "sensor", csr))
+        .await
+        .expect("a normal Issue on the same connection");
+    ca.server.shutdown().await;
+}

@@ -493,7 +493,8 @@ impl Devices for Rogue {
         _: Request<pb::SetDeviceStatusRequest>,
     ) -> Result<Response<pb::Device>, Status> {
         Err(Status::unimplemented("rogue"))
-    }    async fn readmit(
+    }
+    async fn readmit(
         &self,
         _: Request<pb::ReadmitDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
@@ -531,8 +532,28 @@ async fn serve_rogue(
     let config = tls::server_config(chain, key, false, Vec::new()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let incoming = tls::incoming(listener, config, stopped);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    // A plain accept loop: the rogue needs none of the CA's connection limits.
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => continue,
+                },
+                _ = stopped.changed() => break,
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                }
+            });
+        }
+    });
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(CertificateAuthorityServer::new(rogue.clone()))

@@ -143,6 +143,80 @@ fn crls_are_signed_published_and_understood_by_openssl() {
     );
 }
 
+/// A header's value in a response head (case-insensitive name).
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// Item 8 of issue 10: the CRL changes within ~50 ms of a revocation, so a cache may keep it at
+/// most a minute, then revalidates with its ETag: 304 while unchanged, the new CRL after.
+#[test]
+fn crl_cache_lifetime_is_short_and_revalidated_by_etag() {
+    let work = tempfile::tempdir().unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &[]);
+    let s1 = work.path().join("s1");
+    ca.issue_bundle("s1", "sensor", None, &s1);
+    let path = cdp_path(&s1.join("cert.pem"));
+
+    let (head, body) = ca.http_get_raw(&path, "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let cache = header(&head, "cache-control").expect("Cache-Control");
+    let etag = header(&head, "etag").expect("ETag");
+    let max_age: u64 = cache
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("max-age in `{cache}`"));
+    println!("GET {path}: Cache-Control: {cache}; ETag: {etag}");
+    assert!(
+        (1..=60).contains(&max_age),
+        "a CRL that changes within 50 ms of a revocation is cached for {max_age} s"
+    );
+
+    // Unchanged: 304 without a body, with the same validator and lifetime.
+    for if_none_match in [etag.clone(), format!("\"other\", W/{etag}")] {
+        let (head, body) = ca.http_get_raw(&path, &format!("If-None-Match: {if_none_match}\r\n"));
+        assert!(head.starts_with("HTTP/1.1 304"), "{if_none_match}: {head}");
+        assert!(body.is_empty(), "a 304 has no body");
+        assert_eq!(header(&head, "etag").as_deref(), Some(etag.as_str()));
+        assert!(header(&head, "cache-control").is_some(), "{head}");
+    }
+
+    // Revoked: the same validator now gets the new CRL, with a new ETag.
+    let revoked_at = Instant::now();
+    ok(&ca.hallmark(&["revoke", "--device", "s1", "--reason", "key-compromise"]));
+    let (new_head, new_body) = loop {
+        let (head, body) = ca.http_get_raw(&path, &format!("If-None-Match: {etag}\r\n"));
+        if head.starts_with("HTTP/1.1 200") {
+            break (head, body);
+        }
+        assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "the CRL did not change within 10 s of the revocation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let new_etag = header(&new_head, "etag").expect("ETag");
+    println!(
+        "revalidation after the revocation: 200 with ETag {new_etag} after {:?}",
+        revoked_at.elapsed()
+    );
+    assert_ne!(new_etag, etag);
+    assert_ne!(new_body, body);
+    let der = work.path().join("new.der");
+    std::fs::write(&der, &new_body).unwrap();
+    assert!(
+        openssl(&["crl", "-inform", "DER", "-in", s(&der), "-noout", "-text"])
+            .contains("Key Compromise")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
     use hallmark_proto::v1 as pb;

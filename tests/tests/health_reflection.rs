@@ -30,7 +30,7 @@ async fn health_and_reflection_answer() {
         );
     }
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -55,5 +55,36 @@ async fn health_and_reflection_answer() {
             "{want} missing from {names:?}"
         );
     }
+
+    // Older clients (grpcurl before 1.9, many SDKs) still speak v1alpha.
+    use tonic_reflection::pb::v1alpha;
+    let mut old = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let resp = old
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha reflection answers")
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("one v1alpha answer");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message_response
+    else {
+        panic!("unexpected v1alpha answer {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "hallmark.v1.CertificateAuthority"),
+        "v1alpha lists {names:?}"
+    );
     ca.server.shutdown().await;
 }

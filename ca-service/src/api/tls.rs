@@ -1,5 +1,5 @@
 //! The gRPC listener's TLS: our own rustls `ServerConfig` (tonic's `ServerTlsConfig` cannot
-//! check revocation) accepted with tokio-rustls and handed to tonic's `serve_with_incoming`.
+//! check revocation), accepted with tokio-rustls by [`crate::net::grpc`].
 //!
 //! Client certificates are optional at the TLS layer (enrollment calls carry a token instead)
 //! and the handshake only proves possession of the certificate's key. Whether the certificate
@@ -7,7 +7,6 @@
 //! the store, so a revocation also cuts an HTTP/2 connection that is already open.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -15,14 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, ServerConfig};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-
-/// Longest a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The process-wide crypto provider: aws-lc-rs, the one provider of the whole project.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -109,44 +100,4 @@ pub fn server_config(
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
-}
-
-/// Accepts TCP connections on `listener`, runs TLS handshakes concurrently (bounded by
-/// [`HANDSHAKE_TIMEOUT`]) and yields established streams until `shutdown` turns true.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(128);
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
