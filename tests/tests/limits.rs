@@ -278,6 +278,16 @@ async fn stream_flood(connector: &TlsConnector, to: SocketAddr) -> (Vec<String>,
         return (Vec::new(), STREAMS);
     };
     tokio::spawn(conn);
+    // Streams opened before the CA's SETTINGS arrive would be reset by the CA and end the
+    // connection on our side: wait for its stream limit first, as a patient attacker would.
+    let settled = tokio::time::Instant::now() + Duration::from_secs(2);
+    while send.current_max_send_streams() > 1000 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "stream flood: the CA allows {} concurrent streams",
+        send.current_max_send_streams()
+    );
     // A well-formed IssueRequest whose CSR field makes it ~1 MB, in one gRPC frame.
     let request = pb::IssueRequest {
         device_id: "flood".to_owned(),
@@ -561,11 +571,21 @@ async fn idle_connections_are_closed_but_crl_watchers_are_not() {
 
     // The watcher outlived several idle periods: a revocation still reaches it.
     ok(&ca.hallmark(&["revoke", "--device", "s1", "--reason", "key-compromise"]));
-    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
-        .await
-        .expect("the watcher gets the new CRL")
-        .unwrap()
-        .expect("the stream is still open");
+    // Heartbeats (no CRLs) may come first.
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let set = watch
+                .message()
+                .await
+                .unwrap()
+                .expect("the stream is still open");
+            if !set.heartbeat {
+                return set;
+            }
+        }
+    })
+    .await
+    .expect("the watcher gets the new CRL");
     let number = |s: &pb::CrlSet| s.crls.iter().map(|c| c.number).max().unwrap_or(0);
     println!(
         "CRL watcher still open: CRL number {} -> {}",
