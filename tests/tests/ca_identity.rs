@@ -927,3 +927,48 @@ async fn a_server_certificate_without_the_marker_is_reissued_at_start() {
     assert!(ran.success, "{}", ran.text);
     second.shutdown().await;
 }
+
+/// REVIEW FINDING (issue 10 review): the trust-bundle check reads only `CERTIFICATE` PEM blocks
+/// (rustls's PEM reader skips other labels), while the clients write the CA's answer verbatim
+/// and OpenSSL (Mosquitto's CA file, `openssl verify -CAfile`) also loads `TRUSTED
+/// CERTIFICATE`, `X509 CERTIFICATE` and `X509 CRL` blocks from a CA file. A server holding the
+/// CA's server key could so smuggle a root of its own (and a CRL for it) past the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_smuggled_in_a_trusted_certificate_pem_block_is_refused() {
+    let ca = TestCa::start().await;
+    let c = clients(&ca).await;
+    let server_dir = ca.data_dir().join("server");
+    let chain_pem = std::fs::read(server_dir.join("chain.pem")).unwrap();
+    let chain = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(server_dir.join("key.pem")).unwrap();
+    let issuing = real_issuing(&ca).await;
+    let real_bundle = std::fs::read_to_string(ca.data_dir().join("trust-bundle.pem")).unwrap();
+    // The genuine bundle, and a root of the attacker's under a label OpenSSL trusts too.
+    let smuggled = rogue_root()
+        .replace("BEGIN CERTIFICATE", "BEGIN TRUSTED CERTIFICATE")
+        .replace("END CERTIFICATE", "END TRUSTED CERTIFICATE");
+    let rogue = Rogue {
+        authority: Authority::new(
+            Arc::new(issuing),
+            NamingPolicy {
+                organisation: "Hallmark".into(),
+                device_uri_template: "urn:dev:org:32473-{device}".into(),
+                crl_base_url: None,
+            },
+            Arc::new(SystemClock),
+        ),
+        roots_pem: format!("{real_bundle}{smuggled}"),
+        intermediates_pem: String::new(),
+        crls: real_crls(&ca).await,
+    };
+    let (port, _stop) = serve_rogue(rogue, chain, key).await;
+    all_refuse(
+        &c,
+        &format!("https://127.0.0.1:{port}"),
+        "other than CERTIFICATE",
+        false,
+    )
+    .await;
+}
