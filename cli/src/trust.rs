@@ -25,6 +25,15 @@ pub enum TrustBundleError {
     /// A PEM block or certificate of the offered bundle does not parse.
     #[error("the CA's trust bundle holds something that is not a certificate: {0}")]
     Unparseable(String),
+    /// The offered bundle holds a PEM block of another label. OpenSSL (Mosquitto's CA file)
+    /// trusts `TRUSTED CERTIFICATE` and `X509 CERTIFICATE` blocks and loads `X509 CRL` blocks
+    /// of a CA file, which the certificate check here would not see.
+    #[error(
+        "the CA's trust bundle holds a PEM block `{0}`, other than CERTIFICATE; a trust bundle \
+         holds only CERTIFICATE blocks (OpenSSL would trust or load what other blocks carry); \
+         nothing was written"
+    )]
+    OtherPem(String),
     /// An offered certificate is not a CA certificate.
     #[error("the CA's trust bundle holds `{subject}`, which is not a CA certificate")]
     NotCa {
@@ -96,6 +105,25 @@ pub fn check_trust_bundle(trusted_pem: &[u8], offered_pem: &[u8]) -> Result<(), 
         return Err(TrustBundleError::NoAnchors);
     }
     let offered = parse_all(offered_pem)?;
+    // Every PEM boundary must be one of the certificates just read: the bundle is written
+    // as it came, and OpenSSL reads labels (and malformed blocks) rustls's reader skips.
+    let mut begins = 0;
+    for line in String::from_utf8_lossy(offered_pem).lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("-----BEGIN") {
+            if line != "-----BEGIN CERTIFICATE-----" {
+                let label = rest.trim_start().trim_end_matches('-').trim();
+                return Err(TrustBundleError::OtherPem(label.to_owned()));
+            }
+            begins += 1;
+        }
+    }
+    if begins != offered.len() {
+        return Err(TrustBundleError::Unparseable(format!(
+            "{begins} PEM blocks, of which {} read as certificates",
+            offered.len()
+        )));
+    }
     if offered.is_empty() {
         return Err(TrustBundleError::Empty);
     }
@@ -256,6 +284,15 @@ mod tests {
             check_trust_bundle(b"", root.pem.as_bytes()),
             Err(TrustBundleError::NoAnchors)
         );
+        // Labels rustls's PEM reader skips but OpenSSL trusts (or loads) from a CA file.
+        for label in ["TRUSTED CERTIFICATE", "X509 CERTIFICATE", "X509 CRL"] {
+            let smuggled = ca("rogue", None)
+                .pem
+                .replace("CERTIFICATE-----", &format!("{label}-----"));
+            let offered = format!("{}{smuggled}", root.pem);
+            let err = check_trust_bundle(root.pem.as_bytes(), offered.as_bytes()).unwrap_err();
+            assert_eq!(err, TrustBundleError::OtherPem(label.to_owned()), "{err}");
+        }
         let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         let err = check_trust_bundle(root.pem.as_bytes(), junk.as_bytes()).unwrap_err();
         assert!(matches!(err, TrustBundleError::Unparseable(_)), "{err}");
