@@ -231,3 +231,59 @@ async fn committed_status_changes_reach_the_feed_in_order_and_failed_ones_do_not
     let got: Vec<&str> = page.items.iter().map(|c| c.device_id.as_str()).collect();
     assert_eq!(got, ["d-2", "d-3"]);
 }
+
+/// An IDevID enrollment of `device` at `at` (a certificate `serial` valid until 10_000).
+fn idevid(serial: &str, device: &str, at: i64) -> WriteOp {
+    let WriteOp::Issue { mut device, mut cert, actor } = issue(serial, device, "field") else {
+        unreachable!()
+    };
+    device.manufacturer = Some("acme".into());
+    cert.issued_at = at;
+    cert.not_before = at;
+    cert.not_after = 10_000;
+    WriteOp::IssueLimited {
+        supersedes: None,
+        min_interval: 10,
+        key_compromise: false,
+        device,
+        cert,
+        actor,
+    }
+}
+
+/// REVIEW FINDING (issue 10 review): an admin's revocation with reason superseded (a reason
+/// `hallmark revoke --reason superseded` accepts) must keep the IDevID out like any other;
+/// only a re-provisioning's replacement (which records `superseded_by`) is routine.
+#[tokio::test]
+async fn an_admin_revocation_with_reason_superseded_keeps_the_idevid_out() {
+    let (_dir, store) = store().await;
+    store.write(idevid("aa01", "d-1", 1)).await.unwrap();
+    // A re-provisioning replaces it (reason superseded, superseded_by set): routine.
+    let WriteOp::Issue { device, mut cert, actor } = issue("aa02", "d-1", "field") else {
+        unreachable!()
+    };
+    cert.issued_at = 20;
+    cert.not_after = 10_000;
+    store
+        .write(WriteOp::IssueReplacing { device, cert, actor })
+        .await
+        .unwrap();
+    store.write(idevid("aa03", "d-1", 100)).await.unwrap();
+    // An admin revokes the device, choosing the reason superseded.
+    let changed = store
+        .write(WriteOp::ChangeStatus {
+            selector: CertSelector::Device("d-1".into()),
+            change: StatusChange::Revoke(4),
+            operators: Default::default(),
+            at: 200,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(changed, WriteOutput::StatusChanged(ref c) if !c.is_empty()));
+    let refused = store.write(idevid("aa04", "d-1", 300)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(ref m)) if m.contains("readmit")),
+        "the IDevID enrolled again after an admin's revocation: {refused:?}"
+    );
+}
