@@ -330,12 +330,14 @@ pub(super) async fn set_device_status(
 }
 
 /// The condition on a device's certificates (`?1` device, `?2` its re-admission time or
-/// NULL) that keeps its IDevID out: revoked for a reason other than superseded (4, a routine
-/// replacement) at or after the re-admission (times are in seconds: a revocation in the same
-/// second counts, fail-closed).
+/// NULL) that keeps its IDevID out: revoked at or after the re-admission (times are in
+/// seconds: a revocation in the same second counts, fail-closed), unless it was a routine
+/// replacement: reason superseded (4) with the certificate that replaced it recorded. An
+/// admin's revocation with reason superseded records none and counts like any other.
 macro_rules! revoked_since_readmission {
     () => {
-        "device_id = ?1 AND status = 'revoked' AND IFNULL(revocation_reason, 0) <> 4 \
+        "device_id = ?1 AND status = 'revoked' \
+         AND NOT (IFNULL(revocation_reason, 0) = 4 AND superseded_by IS NOT NULL) \
          AND revoked_at >= IFNULL(?2, revoked_at)"
     };
 }

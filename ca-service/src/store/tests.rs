@@ -234,7 +234,12 @@ async fn committed_status_changes_reach_the_feed_in_order_and_failed_ones_do_not
 
 /// An IDevID enrollment of `device` at `at` (a certificate `serial` valid until 10_000).
 fn idevid(serial: &str, device: &str, at: i64) -> WriteOp {
-    let WriteOp::Issue { mut device, mut cert, actor } = issue(serial, device, "field") else {
+    let WriteOp::Issue {
+        mut device,
+        mut cert,
+        actor,
+    } = issue(serial, device, "field")
+    else {
         unreachable!()
     };
     device.manufacturer = Some("acme".into());
@@ -259,13 +264,22 @@ async fn an_admin_revocation_with_reason_superseded_keeps_the_idevid_out() {
     let (_dir, store) = store().await;
     store.write(idevid("aa01", "d-1", 1)).await.unwrap();
     // A re-provisioning replaces it (reason superseded, superseded_by set): routine.
-    let WriteOp::Issue { device, mut cert, actor } = issue("aa02", "d-1", "field") else {
+    let WriteOp::Issue {
+        device,
+        mut cert,
+        actor,
+    } = issue("aa02", "d-1", "field")
+    else {
         unreachable!()
     };
     cert.issued_at = 20;
     cert.not_after = 10_000;
     store
-        .write(WriteOp::IssueReplacing { device, cert, actor })
+        .write(WriteOp::IssueReplacing {
+            device,
+            cert,
+            actor,
+        })
         .await
         .unwrap();
     store.write(idevid("aa03", "d-1", 100)).await.unwrap();
