@@ -706,3 +706,56 @@ async fn slow_and_piled_up_requests_are_refused() {
     );
     assert_eq!(after.0, "16", "UNAUTHENTICATED from the service: {after:?}");
 }
+
+/// REVIEW FINDING (issue 10 review): idleness is "no call in flight", and `Health/Watch` is a
+/// stream anyone may open without a client certificate. One such call keeps a connection
+/// without a client certificate open past `grpc_idle_timeout` for good, so unauthenticated
+/// peers can pin the per-peer and total connection caps (64 per address, 1024 in all) forever
+/// instead of until their handshakes time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_health_watch_does_not_hold_a_connection_open_forever() {
+    let work = tempfile::tempdir().unwrap();
+    let config = short_timeouts(work.path());
+    let ca = CaProcess::start(
+        &work.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let grpc: SocketAddr = ca
+        .var("HALLMARK_ENDPOINT")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let connector = tls_connector(Path::new(ca.var("HALLMARK_CA")));
+    let tls = tls_from(&connector, ip("127.0.0.1"), grpc).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let t = Instant::now();
+    let driver = tokio::spawn(conn);
+    // An empty HealthCheckRequest (service ""): the server's overall status, then updates.
+    let (resp, _body) = open_call(
+        &send,
+        grpc,
+        "/grpc.health.v1.Health/Watch",
+        frame(0, b""),
+        true,
+    )
+    .await;
+    let resp = resp.await.expect("the health watch is answered");
+    println!(
+        "Health/Watch without a client certificate: HTTP {}",
+        resp.status()
+    );
+    let mut stream = resp.into_body();
+    let _first = stream.data().await;
+    let bound = Duration::from_secs(15);
+    let closed = tokio::time::timeout(bound, driver)
+        .await
+        .ok()
+        .map(|_| t.elapsed());
+    println!(
+        "connection without a client certificate, holding Health/Watch: closed after {closed:?} (idle timeout 2 s)"
+    );
+    assert!(
+        closed.is_some(),
+        "a connection without a client certificate outlived grpc_idle_timeout (2 s) by {bound:?} with one Health/Watch call"
+    );
+}
