@@ -731,7 +731,18 @@ async fn a_superseded_certificate_cannot_renew_once_its_successor_is_in_use() {
         .unwrap()
         .into_inner();
     let retried = retried.certificate.unwrap();
-    assert_ne!(lost.certificate.unwrap().serial, retried.serial);
+    let lost = lost.certificate.unwrap();
+    assert_ne!(lost.serial, retried.serial);
+    // The lost one is replaced too: no second line of certificates stays visible as active.
+    let lost = admin
+        .get_certificate(pb::GetCertificateRequest {
+            serial: lost.serial,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lost.status, pb::CertificateStatus::Superseded as i32);
+    assert_eq!(lost.superseded_by, retried.serial);
 
     // The device saves the successor and uses it once.
     let (new_key, csr) = p256_csr("s-9");

@@ -72,12 +72,12 @@ impl Drop for CallGuard {
 #[derive(Debug)]
 pub struct Tracked<B> {
     inner: B,
-    _call: CallGuard,
+    _call: Option<CallGuard>,
 }
 
 impl<B> Tracked<B> {
-    /// `inner`, holding `call` until dropped.
-    pub fn new(inner: B, call: CallGuard) -> Self {
+    /// `inner`, holding `call` (if any) until dropped.
+    pub fn new(inner: B, call: Option<CallGuard>) -> Self {
         Self { inner, _call: call }
     }
 }

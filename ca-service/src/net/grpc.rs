@@ -29,6 +29,14 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Largest header block a client may send (gRPC metadata is small).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
+/// Whether a call on `path` counts as activity for the idle timeout. Streams that anyone may
+/// open without a credential and hold for ever (health watches, reflection) do not: one such
+/// call per connection would otherwise pin the connection caps for good. `WatchCrl` needs a
+/// credential, checked before every message, and counts.
+fn keeps_connection_open(path: &str) -> bool {
+    path != "/grpc.health.v1.Health/Watch" && !path.starts_with("/grpc.reflection.")
+}
+
 /// Serves `routes` on `listener` over TLS (`tls`) with `limits`, until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -99,7 +107,7 @@ async fn connection(
     let calls = activity.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        let call = calls.start();
+        let call = keeps_connection_open(req.uri().path()).then(|| calls.start());
         let gate = gate.clone();
         async move {
             let response = gate.call(req).await;

@@ -57,7 +57,7 @@ pub async fn serve(
                         Ok(r) => r,
                         Err(never) => match never {},
                     };
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, call)))
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, Some(call))))
                 }
             });
             let conn = h1.serve_connection(TokioIo::new(tcp), service);

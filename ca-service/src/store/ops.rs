@@ -614,8 +614,10 @@ async fn issue_limited(
     if key_compromise && let Some(s) = unused_successor.as_deref() {
         exposed.push(s);
     }
+    // An earlier successor that was never used (its answer lost, or minted by a copy of the
+    // key) is replaced too, so no second line of certificates stays visible as active.
     let mut mark = vec![old_serial];
-    mark.extend(exposed.iter().copied().filter(|s| *s != old_serial));
+    mark.extend(unused_successor.as_deref());
     for serial in &mark {
         sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
             .bind(&cert.serial)
