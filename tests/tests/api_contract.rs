@@ -220,3 +220,17 @@ fn the_cli_takes_rfc5280_reason_names() {
         "the error lists the accepted names"
     );
 }
+
+/// With the default organisation (Hallmark), CA names say Hallmark once.
+#[test]
+fn ca_names_do_not_double_the_organisation() {
+    let work = tempfile::tempdir().unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &[]);
+    let subjects = openssl(&["crl2pkcs7", "-nocrl", "-certfile", ca.var("HALLMARK_CA")]);
+    let dir = work.path().join("p7");
+    std::fs::write(&dir, subjects).unwrap();
+    let printed = openssl(&["pkcs7", "-in", s(&dir), "-print_certs", "-noout"]);
+    assert!(printed.contains("Hallmark Root CA"), "{printed}");
+    assert!(printed.contains("Hallmark Issuing CA"), "{printed}");
+    assert!(!printed.contains("Hallmark Hallmark"), "{printed}");
+}

@@ -380,6 +380,18 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     let cut = revoked_at.elapsed();
     println!("revocation to the open session cut: {cut:?}");
     assert!(cut < Duration::from_secs(2), "cut only after {cut:?}");
+    // The agent tells the CRL's age from when it was built, not from its backdated thisUpdate.
+    let log = std::fs::read_to_string(plant.dir.join("agent.log")).unwrap();
+    let applied = log
+        .lines()
+        .rfind(|l| l.contains("applying CRL of"))
+        .expect("the agent logged the applied CRL");
+    let age: Option<u64> = applied
+        .split("built ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(" s ago"))
+        .and_then(|n| n.parse().ok());
+    assert!(age.is_some_and(|a| a < 10), "{applied}");
     wait_until(
         "device 2's subscriber disconnected",
         Duration::from_secs(5),

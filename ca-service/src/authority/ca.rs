@@ -111,6 +111,21 @@ fn ca_params(
     Ok(params)
 }
 
+/// The common name of a CA: `<org> Hallmark <kind> <suffix>`, but without saying Hallmark
+/// twice when the organisation is (or ends with) Hallmark, as with the default organisation.
+fn ca_name(org: &str, kind: &str, suffix: &str) -> String {
+    let org = org.trim();
+    let ends_with_hallmark = org
+        .rsplit(' ')
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("hallmark"));
+    if ends_with_hallmark {
+        format!("{org} {kind} {suffix}")
+    } else {
+        format!("{org} Hallmark {kind} {suffix}")
+    }
+}
+
 /// Creates a self-signed root CA (P-256). Returns its DER and key.
 pub fn create_root(
     org: &str,
@@ -120,7 +135,7 @@ pub fn create_root(
     let key = CaKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
-        format!("{org} Hallmark Root CA {suffix}"),
+        ca_name(org, "Root CA", &suffix),
         org,
         now,
         lifetime,
@@ -144,7 +159,7 @@ pub fn create_issuing(
     let key = CaKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
-        format!("{org} Hallmark Issuing CA {suffix}"),
+        ca_name(org, "Issuing CA", &suffix),
         org,
         now,
         lifetime,
@@ -244,4 +259,25 @@ pub fn has_names(cert_der: &[u8], names: &[String]) -> bool {
         })
         .collect();
     names.iter().all(|n| present.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ca_name;
+
+    #[test]
+    fn ca_names_say_hallmark_once() {
+        assert_eq!(
+            ca_name("Hallmark", "Root CA", "a1b2c3"),
+            "Hallmark Root CA a1b2c3"
+        );
+        assert_eq!(
+            ca_name("ACME Plant 4", "Issuing CA", "a1b2c3"),
+            "ACME Plant 4 Hallmark Issuing CA a1b2c3"
+        );
+        assert_eq!(
+            ca_name("ACME hallmark", "Issuing CA", "0f"),
+            "ACME hallmark Issuing CA 0f"
+        );
+    }
 }

@@ -26,6 +26,13 @@ pub struct CheckedCrl {
     pub distribution_points: Vec<String>,
 }
 
+impl CheckedCrl {
+    /// When the CA built it (its `thisUpdate` is backdated for clock skew).
+    pub fn built_at(&self) -> i64 {
+        crate::authority::made_at(self.this_update, self.next_update)
+    }
+}
+
 /// Why a CRL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CrlCheckError {

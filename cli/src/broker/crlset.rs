@@ -126,11 +126,11 @@ pub fn merge(
             Some((old, _)) if c.number == old.number => {}
             Some((old, _)) => {
                 m.taken.push(format!(
-                    "applying CRL of `{}`: number {}, {} entries, {}s old",
+                    "applying CRL of `{}`: number {}, {} entries, built {} ago",
                     c.issuer_name,
                     c.number,
                     c.serials.len(),
-                    now - c.this_update
+                    hallmark_ca::clock::human_duration(now - c.built_at())
                 ));
                 // Entries new on this CRL, but not those replaced by a newer certificate
                 // (re-provisioning): their devices are connected with the new one.
