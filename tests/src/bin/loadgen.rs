@@ -101,7 +101,17 @@ async fn main() {
     let floor_rate = floor(args.count.min(5000), &csrs);
     println!("floor (verify CSR + sign, 1 thread, no I/O): {floor_rate:.0} certificates/s");
 
-    let ca = TestCa::start().await;
+    // All clients come from 127.0.0.1: make room for them above the per-peer cap.
+    let mut config = hallmark_ca::config::Config::default();
+    config.limits.grpc_max_connections_per_peer = config
+        .limits
+        .grpc_max_connections_per_peer
+        .max(args.clients + 8);
+    config.limits.grpc_max_connections = config
+        .limits
+        .grpc_max_connections
+        .max(args.clients + 8);
+    let ca = TestCa::start_with(config).await;
     let mut clients = Vec::new();
     for _ in 0..args.clients {
         clients.push(ca.admin().await);
