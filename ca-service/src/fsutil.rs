@@ -306,6 +306,41 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_keeps_owner_group_and_modes_unless_told_otherwise() {
+        use std::os::unix::fs::MetadataExt;
+        let at = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("bundle");
+        replace_dir_atomically(&b, &[("key", b"1", 0o600), ("cert", b"1", 0o644)]).unwrap();
+        // As an admin would (the tests run as root); 65534 is nobody/nogroup.
+        fs::write(b.join("notes"), "mine").unwrap();
+        for p in [b.clone(), b.join("key"), b.join("cert"), b.join("notes")] {
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        }
+        fs::set_permissions(b.join("key"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(&b, fs::Permissions::from_mode(0o750)).unwrap();
+        let files: &[(&str, &[u8], u32)] = &[("key", b"2", 0o600), ("cert", b"2", 0o644)];
+        replace_dir_atomically(&b, files).unwrap();
+        assert_eq!(at(&b), (65534, 65534, 0o750));
+        assert_eq!(at(&b.join("key")), (65534, 65534, 0o640));
+        assert_eq!(at(&b.join("cert")), (65534, 65534, 0o644));
+        assert_eq!(at(&b.join("notes")), (65534, 65534, 0o644), "carried over");
+        let explicit = Access {
+            uid: Some(0),
+            gid: Some(0),
+            dir_mode: Some(0o700),
+            file_modes: vec![("key", 0o600)],
+        };
+        replace_dir_with_access(&b, files, &explicit).unwrap();
+        assert_eq!(at(&b), (0, 0, 0o700));
+        assert_eq!(at(&b.join("key")), (0, 0, 0o600));
+        assert_eq!(at(&b.join("notes")), (0, 0, 0o644));
+    }
+
+    #[test]
     fn a_bundle_caught_between_two_renames_is_put_back() {
         let dir = tempfile::tempdir().unwrap();
         let b = dir.path().join("bundle");

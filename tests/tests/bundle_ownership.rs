@@ -104,6 +104,27 @@ fn a_broker_bundle_is_issued_for_the_broker_user() {
     ));
     assert_eq!(access(&numeric), (uid, gid, 0o700));
     assert_eq!(access(&numeric.join("key.pem")), (uid, gid, 0o600));
+    // An operator credential too (here the broker agent's, read by its service user).
+    let agent = work.path().join("agent");
+    ok(&ca.hallmark(&[
+        "credential",
+        "create",
+        "--role",
+        "broker-agent",
+        "--name",
+        "agent-1",
+        "--out",
+        s(&agent),
+        "--owner",
+        "nobody",
+        "--group",
+        "nogroup",
+        "--key-mode",
+        "0640",
+    ]));
+    let (nobody, nogroup) = (uid_of("nobody"), gid_of("nogroup"));
+    assert_eq!(access(&agent), (nobody, nogroup, 0o750));
+    assert_eq!(access(&agent.join("key.pem")), (nobody, nogroup, 0o640));
     let plain = work.path().join("plain");
     ok(&issue(&ca, "mqtt-3.plant.example", &plain, &[]));
     assert_eq!(access(&plain), (0, 0, 0o700));
@@ -117,7 +138,8 @@ fn rotation_and_reissue_keep_what_the_admin_set() {
     let ca = start(work.path());
     let endpoint = ca.var("HALLMARK_ENDPOINT").to_owned();
     let (uid, gid) = (uid_of("mosquitto"), gid_of("mosquitto"));
-    let dir = work.path().join("broker");
+    let bundles = work.path().join("bundles");
+    let dir = bundles.join("broker");
     ok(&issue(&ca, "mqtt-1.plant.example", &dir, &[]));
     // What an admin does by hand so that Mosquitto (user mosquitto) can read its key.
     for cmd in [
@@ -161,6 +183,13 @@ fn rotation_and_reissue_keep_what_the_admin_set() {
         assert_ne!(serial(&dir), before, "{round} renewed");
         expect(round);
     }
+    let before = serial(&dir);
+    ok(&as_device(
+        &endpoint,
+        &["rotate", "--all", s(&bundles), "--force"],
+    ));
+    assert_ne!(serial(&dir), before, "rotate --all renewed");
+    expect("rotate --all");
     let before = serial(&dir);
     ok(&issue(&ca, "mqtt-1.plant.example", &dir, &[]));
     assert_ne!(serial(&dir), before, "re-issued");

@@ -434,7 +434,10 @@ fn a_file_system_image_gets_the_owner_group_and_key_mode_asked_for() {
     manifest(&lot, &rows, &[]);
     let image = f.dir.join("image");
     for (bad, says) in [
-        ("owner=no-such-user-hallmark", "no user `no-such-user-hallmark`"),
+        (
+            "owner=no-such-user-hallmark",
+            "no user `no-such-user-hallmark`",
+        ),
         ("key-mode=0644", "world"),
     ] {
         let out = f.run(&lot, &format!("dir:{}?{bad}", s(&image)), &[]);
@@ -452,9 +455,18 @@ fn a_file_system_image_gets_the_owner_group_and_key_mode_asked_for() {
     assert!(out.status.success(), "{}", text(&out));
     let id = |args: &[&str]| -> u32 {
         let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        ok(&out).split(':').nth(2).unwrap_or(ok(&out).trim()).trim().parse().unwrap()
+        ok(&out)
+            .split(':')
+            .nth(2)
+            .unwrap_or(ok(&out).trim())
+            .trim()
+            .parse()
+            .unwrap()
     };
-    let (uid, gid) = (id(&["id", "-u", "nobody"]), id(&["getent", "group", "nogroup"]));
+    let (uid, gid) = (
+        id(&["id", "-u", "nobody"]),
+        id(&["getent", "group", "nogroup"]),
+    );
     for (dev, _, _) in &rows {
         let at = |name: &str| {
             let m = std::fs::metadata(image.join(dev).join(name)).unwrap();
