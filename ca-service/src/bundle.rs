@@ -1,6 +1,7 @@
 //! Credential bundles: the directory a device, operator or station keeps its identity in.
 //! Always `key.pem` (0600), `cert.pem` (leaf), `chain.pem` (leaf + issuing CA) and `ca.pem`
-//! (trust bundle), each written atomically.
+//! (trust bundle), written as one atomic directory swap with the owner, group and key mode
+//! asked for, or those of the bundle it replaces ([`BundleAccess`]).
 
 use std::path::{Path, PathBuf};
 

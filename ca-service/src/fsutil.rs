@@ -72,7 +72,7 @@ pub struct Access {
 /// `(uid, gid, mode)` of what a write replaces, if it exists.
 fn current(path: &Path) -> Option<(u32, u32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::symlink_metadata(path).ok()?;
+    let m = fs::metadata(path).ok()?;
     Some((m.uid(), m.gid(), m.mode() & 0o7777))
 }
 
