@@ -50,6 +50,76 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 /// run are cleaned first (and a bundle caught between the two renames of the fallback is put
 /// back).
 pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::io::Result<()> {
+    replace_dir_with_access(dir, files, &Access::default())
+}
+
+/// Owner, group and modes asked for a directory write. What is `None` (or not listed) is
+/// inherited from the directory and files being replaced, so that replacing a bundle never
+/// changes who may read it; a new directory gets the caller's ids, mode 0700, and each file
+/// the mode given with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Owner of the directory and every file.
+    pub uid: Option<u32>,
+    /// Group of the directory and every file.
+    pub gid: Option<u32>,
+    /// Mode of the directory.
+    pub dir_mode: Option<u32>,
+    /// Modes of named files.
+    pub file_modes: Vec<(&'static str, u32)>,
+}
+
+/// `(uid, gid, mode)` of what a write replaces, if it exists.
+fn current(path: &Path) -> Option<(u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.uid(), m.gid(), m.mode() & 0o7777))
+}
+
+/// Gives `path` the ids and mode it is to have: those asked for, else those of `was` (what it
+/// replaces), else the caller's and `default_mode`. The ids are only changed when they differ,
+/// so an unprivileged caller can still replace its own bundles; when they differ and cannot be
+/// set, the write fails rather than silently change who owns the bundle.
+fn apply(
+    path: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+    was: Option<(u32, u32, u32)>,
+    default_mode: u32,
+) -> std::io::Result<()> {
+    let uid = uid.or(was.map(|w| w.0));
+    let gid = gid.or(was.map(|w| w.1));
+    let mode = mode.or(was.map(|w| w.2)).unwrap_or(default_mode);
+    let now = current(path).ok_or_else(|| std::io::Error::other("staged file vanished"))?;
+    let uid = uid.filter(|u| *u != now.0);
+    let gid = gid.filter(|g| *g != now.1);
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "giving {} owner {} and group {}: {e} (changing a bundle's owner or group \
+                     takes root)",
+                    path.display(),
+                    uid.map_or("unchanged".into(), |u| u.to_string()),
+                    gid.map_or("unchanged".into(), |g| g.to_string()),
+                ),
+            )
+        })?;
+    }
+    // After chown, which may clear set-id bits.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// [`replace_dir_atomically`] with the owner, group and modes of `access`, applied to the
+/// directory and every file before the swap (so the new bundle is never visible with other
+/// ids or modes than it keeps).
+pub fn replace_dir_with_access(
+    dir: &Path,
+    files: &[(&str, &[u8], u32)],
+    access: &Access,
+) -> std::io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
 
     let parent = dir
@@ -82,6 +152,7 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
     let mut random = [0u8; 6];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| std::io::Error::other("no randomness"))?;
     let staging = parent.join(format!(".{name}.new-{}", hex::encode(random)));
+    let old_dir = current(dir).filter(|_| dir.is_dir());
     let result = (|| {
         fs::DirBuilder::new().mode(0o700).create(&staging)?;
         for (file, content, mode) in files {
@@ -91,11 +162,21 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
                 .mode(*mode)
                 .open(staging.join(file))?;
             f.write_all(content)?;
-            f.set_permissions(fs::Permissions::from_mode(*mode))?;
-            f.sync_all()?;
+            drop(f);
+            let path = staging.join(file);
+            // A file the old bundle did not have takes the directory's ids.
+            let was = current(&dir.join(file)).or(old_dir.map(|(u, g, _)| (u, g, *mode)));
+            let asked = access
+                .file_modes
+                .iter()
+                .find(|(n, _)| n == file)
+                .map(|(_, m)| *m);
+            apply(&path, access.uid, access.gid, asked, was, *mode)?;
+            File::open(&path)?.sync_all()?;
         }
         if dir.is_dir() {
-            // Carry over what else lives there (the operator's files, not ours).
+            // Carry over what else lives there (the operator's files, not ours), with their
+            // owner and group: `fs::copy` keeps only the mode.
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
                 let fname = entry.file_name();
@@ -103,14 +184,22 @@ pub fn replace_dir_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> std::
                 if !ours {
                     let copy = staging.join(&fname);
                     fs::copy(entry.path(), &copy)?;
+                    let was = current(&entry.path());
+                    apply(&copy, access.uid, access.gid, None, was, 0o600)?;
                     File::open(&copy)?.sync_all()?;
                 }
             }
         }
+        apply(
+            &staging,
+            access.uid,
+            access.gid,
+            access.dir_mode,
+            old_dir,
+            0o700,
+        )?;
         File::open(&staging)?.sync_all()?;
         if dir.is_dir() {
-            let dir_mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
-            fs::set_permissions(&staging, fs::Permissions::from_mode(dir_mode))?;
             match renameat_with(CWD, &staging, CWD, dir, RenameFlags::EXCHANGE) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
@@ -214,6 +303,41 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["bundle"], "no staging left behind");
+    }
+
+    #[test]
+    fn a_replacement_keeps_owner_group_and_modes_unless_told_otherwise() {
+        use std::os::unix::fs::MetadataExt;
+        let at = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("bundle");
+        replace_dir_atomically(&b, &[("key", b"1", 0o600), ("cert", b"1", 0o644)]).unwrap();
+        // As an admin would (the tests run as root); 65534 is nobody/nogroup.
+        fs::write(b.join("notes"), "mine").unwrap();
+        for p in [b.clone(), b.join("key"), b.join("cert"), b.join("notes")] {
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        }
+        fs::set_permissions(b.join("key"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(&b, fs::Permissions::from_mode(0o750)).unwrap();
+        let files: &[(&str, &[u8], u32)] = &[("key", b"2", 0o600), ("cert", b"2", 0o644)];
+        replace_dir_atomically(&b, files).unwrap();
+        assert_eq!(at(&b), (65534, 65534, 0o750));
+        assert_eq!(at(&b.join("key")), (65534, 65534, 0o640));
+        assert_eq!(at(&b.join("cert")), (65534, 65534, 0o644));
+        assert_eq!(at(&b.join("notes")), (65534, 65534, 0o644), "carried over");
+        let explicit = Access {
+            uid: Some(0),
+            gid: Some(0),
+            dir_mode: Some(0o700),
+            file_modes: vec![("key", 0o600)],
+        };
+        replace_dir_with_access(&b, files, &explicit).unwrap();
+        assert_eq!(at(&b), (0, 0, 0o700));
+        assert_eq!(at(&b.join("key")), (0, 0, 0o600));
+        assert_eq!(at(&b.join("notes")), (0, 0, 0o644));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hallmark_ca::authority::ca::der_to_pem;
-use hallmark_ca::bundle::{self, CredentialBundle};
+use hallmark_ca::bundle::{self, BundleAccess, CredentialBundle};
 use hallmark_ca::fsutil;
 use hallmark_ca::identity::validate_name;
 use hallmark_proto::v1 as pb;
@@ -37,6 +37,36 @@ pub struct KeySource {
     generate_key: bool,
 }
 
+/// Owner, group and key mode of a bundle write (`--owner`, `--group`, `--key-mode`), checked
+/// while the command line is read, so a bad one is refused before anything is written.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct BundleAccessArgs {
+    /// Owner of the bundle directory and its files (user name or uid), e.g. mosquitto for a
+    /// broker. Default: inherited from the bundle being replaced, else the caller.
+    #[arg(long, value_name = "USER", value_parser = bundle::parse_user)]
+    owner: Option<u32>,
+    /// Group of the bundle directory and its files (group name or gid). Default: inherited
+    /// from the bundle being replaced, else the caller's.
+    #[arg(long, value_name = "GROUP", value_parser = bundle::parse_group)]
+    group: Option<u32>,
+    /// Mode of key.pem, octal: 0600, or 0640 so the group (e.g. the broker) may read it; the
+    /// directory then gets 0700 or 0750. Never world-readable. Default: inherited from the
+    /// bundle being replaced, else 0600.
+    #[arg(long, value_name = "MODE", value_parser = bundle::parse_key_mode)]
+    key_mode: Option<u32>,
+}
+
+impl BundleAccessArgs {
+    /// As the bundle writer takes it.
+    pub fn access(self) -> BundleAccess {
+        BundleAccess {
+            owner: self.owner,
+            group: self.group,
+            key_mode: self.key_mode,
+        }
+    }
+}
+
 /// `hallmark cert issue`.
 #[derive(Args, Debug)]
 pub struct IssueArgs {
@@ -54,9 +84,12 @@ pub struct IssueArgs {
     /// Lifetime, e.g. 30d or 8h; defaults to the profile's.
     #[arg(long, value_parser = humantime::parse_duration)]
     lifetime: Option<Duration>,
-    /// Output directory of the bundle.
+    /// Output directory of the bundle (replaced atomically; a bundle already there keeps its
+    /// owner, group and modes unless --owner, --group or --key-mode say otherwise).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    access: BundleAccessArgs,
     /// Revoke (reason superseded) the device's other certificates in the same step, so that it
     /// is left with exactly this one.
     #[arg(long)]
@@ -156,9 +189,12 @@ pub struct CredentialArgs {
     /// Lifetime, e.g. 90d; defaults to the profile's.
     #[arg(long, value_parser = humantime::parse_duration)]
     lifetime: Option<Duration>,
-    /// Output directory of the bundle.
+    /// Output directory of the bundle (replaced atomically; a bundle already there keeps its
+    /// owner, group and modes unless --owner, --group or --key-mode say otherwise).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    access: BundleAccessArgs,
 }
 
 fn read_csr(path: &Path) -> Result<Vec<u8>> {
@@ -187,11 +223,12 @@ async fn issue_and_write(
     req: pb::IssueRequest,
     key_pem: Option<String>,
     out: &Path,
+    access: BundleAccess,
 ) -> Result<pb::Certificate> {
     check_out_dir(out)?;
     let mut client = conn.ca().await?;
     let resp = client.issue(req).await.map_err(status_error)?.into_inner();
-    write_response(resp, key_pem, out, conn.trust_bundle_path()?)
+    write_response(resp, key_pem, out, conn.trust_bundle_path()?, access)
 }
 
 /// Writes what the CA answered as a bundle in `out`: all four files when we hold the key,
@@ -202,6 +239,7 @@ pub fn write_response(
     key_pem: Option<String>,
     out: &Path,
     trusted: &Path,
+    access: BundleAccess,
 ) -> Result<pb::Certificate> {
     let cert = resp
         .certificate
@@ -215,16 +253,17 @@ pub fn write_response(
             chain_pem: resp.chain_pem,
             ca_pem: resp.trust_bundle_pem,
         }
-        .write(out)?,
+        .write_with(out, access)?,
         None => {
             // The key stays with whoever made the CSR: write the public parts only.
-            fsutil::replace_dir_atomically(
+            fsutil::replace_dir_with_access(
                 out,
                 &[
                     (bundle::CA_FILE, resp.trust_bundle_pem.as_bytes(), 0o644),
                     (bundle::CHAIN_FILE, resp.chain_pem.as_bytes(), 0o644),
                     (bundle::CERT_FILE, cert_pem.as_bytes(), 0o644),
                 ],
+                &access.to_fs(),
             )
             .with_context(|| format!("writing {}", out.display()))?;
         }
@@ -265,7 +304,7 @@ pub async fn run(conn: &Connection, cmd: CertCommand) -> Result<()> {
                 scope: None,
                 replace_active: a.replace,
             };
-            let cert = issue_and_write(conn, req, key_pem, &a.out).await?;
+            let cert = issue_and_write(conn, req, key_pem, &a.out, a.access.access()).await?;
             print_issued(&cert, &a.out);
         }
         CertCommand::List(a) => {
@@ -375,7 +414,7 @@ pub async fn run_credential(conn: &Connection, cmd: CredentialCommand) -> Result
                 }),
                 replace_active: false,
             };
-            let cert = issue_and_write(conn, req, Some(key_pem), &a.out).await?;
+            let cert = issue_and_write(conn, req, Some(key_pem), &a.out, a.access.access()).await?;
             print_issued(&cert, &a.out);
         }
     }

@@ -9,7 +9,7 @@ use hallmark_ca::bundle;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 
-use crate::cert::{check_out_dir, print_issued, write_response};
+use crate::cert::{BundleAccessArgs, check_out_dir, print_issued, write_response};
 use crate::client::{Connection, status_error};
 
 /// `hallmark enroll`.
@@ -30,9 +30,12 @@ pub struct EnrollArgs {
     /// This device's id, when known: the CA then refuses a token of another device.
     #[arg(long)]
     device: Option<String>,
-    /// Output directory of the bundle.
+    /// Output directory of the bundle (replaced atomically; a bundle already there keeps its
+    /// owner, group and modes unless --owner, --group or --key-mode say otherwise).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    access: BundleAccessArgs,
 }
 
 /// Runs `hallmark enroll`.
@@ -73,7 +76,13 @@ pub async fn run(conn: &Connection, a: EnrollArgs) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let cert = write_response(resp, Some(key_pem), &a.out, conn.trust_bundle_path()?)?;
+    let cert = write_response(
+        resp,
+        Some(key_pem),
+        &a.out,
+        conn.trust_bundle_path()?,
+        a.access.access(),
+    )?;
     print_issued(&cert, &a.out);
     Ok(())
 }

@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use futures::StreamExt;
-use hallmark_ca::bundle::{self, CredentialBundle};
+use hallmark_ca::bundle::{self, BundleAccess, CredentialBundle};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::cert::BundleAccessArgs;
 use crate::client::{Connection, status_error};
 use crate::output::time_text;
 
@@ -53,6 +54,10 @@ pub struct RotateArgs {
     /// With --all: bundles renewed at the same time.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Without these, a renewed bundle keeps the owner, group and modes of the bundle it
+    /// replaces (directory and each file); given, they change them on this renewal.
+    #[command(flatten)]
+    access: BundleAccessArgs,
 }
 
 /// Validity of the bundle's certificate.
@@ -113,6 +118,8 @@ struct Renewal {
     force: bool,
     /// Have the CA revoke the current certificate as keyCompromise (implies `force`).
     key_compromise: bool,
+    /// Owner, group and key mode asked for (the rest is inherited).
+    access: BundleAccess,
 }
 
 async fn rotate_bundle(conn: &Connection, dir: &Path, how: Renewal) -> Result<Outcome> {
@@ -159,7 +166,7 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, how: Renewal) -> Result<Ou
         chain_pem: resp.chain_pem,
         ca_pem: resp.trust_bundle_pem,
     };
-    renewed.write(dir)?;
+    renewed.write_with(dir, how.access)?;
     // Use the new credential once: from then on the CA refuses renewals with the old
     // certificate, so a copy of the old key cannot mint. A failure here changes nothing saved.
     if let Err(e) = first_use(&conn, &renewed, &cert.serial).await {
@@ -200,7 +207,7 @@ fn jitter(lifetime: i64) -> i64 {
     (unit * JITTER * lifetime as f64) as i64
 }
 
-async fn daemon(conn: &Connection, dir: &Path) -> Result<()> {
+async fn daemon(conn: &Connection, dir: &Path, access: BundleAccess) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut backoff = BACKOFF_START;
@@ -227,6 +234,7 @@ async fn daemon(conn: &Connection, dir: &Path) -> Result<()> {
         let how = Renewal {
             force: true,
             key_compromise: false,
+            access,
         };
         match rotate_bundle(conn, dir, how).await {
             Ok(outcome) => {
@@ -331,6 +339,7 @@ async fn rotate_all(conn: &Connection, a: &RotateArgs, root: &Path) -> Result<()
                 let how = Renewal {
                     force,
                     key_compromise: a.key_compromise,
+                    access: a.access.access(),
                 };
                 let r = rotate_bundle(conn, &dir, how).await;
                 bar.inc(1);
@@ -371,11 +380,12 @@ pub async fn run(conn: &Connection, a: RotateArgs) -> Result<()> {
     }
     let dir = a.bundle.clone().context("--bundle DIR or --all ROOT")?;
     if a.daemon {
-        return daemon(conn, &dir).await;
+        return daemon(conn, &dir, a.access.access()).await;
     }
     let how = Renewal {
         force: a.force,
         key_compromise: a.key_compromise,
+        access: a.access.access(),
     };
     let outcome = rotate_bundle(conn, &dir, how).await?;
     report(&dir, &outcome);

@@ -37,7 +37,8 @@ struct RunArgs {
     /// target-specific columns), or the same as JSON (`.json`).
     #[arg(long = "lot", value_name = "MANIFEST")]
     manifest: PathBuf,
-    /// Where identities go: dir:PATH, pkcs12:PATH[?password-file=FILE],
+    /// Where identities go: dir:PATH[?owner=USER&group=GROUP&key-mode=0640],
+    /// pkcs12:PATH[?password-file=FILE],
     /// pkcs11:MODULE[?token=LABEL&pin-file=FILE] or serial:[ADDR] (see the README).
     #[arg(long)]
     target: String,

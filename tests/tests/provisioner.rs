@@ -420,6 +420,65 @@ fn devices_outside_the_station_scope_fail_alone() {
     assert!(!f.dir.join("lot-bad.journal").exists());
 }
 
+/// `dir:PATH?owner=..&group=..&key-mode=..`: the bundles of a gateway image belong to the user
+/// that will read them; an unknown user or an exposed key mode stops before anything happens.
+#[test]
+fn a_file_system_image_gets_the_owner_group_and_key_mode_asked_for() {
+    use std::os::unix::fs::MetadataExt;
+    let f = Factory::new("field", "sensor");
+    let rows: Vec<(String, &str, &str)> = vec![
+        ("w-1".into(), "field", "sensor"),
+        ("w-2".into(), "field", "sensor"),
+    ];
+    let lot = f.dir.join("lot-w.csv");
+    manifest(&lot, &rows, &[]);
+    let image = f.dir.join("image");
+    for (bad, says) in [
+        (
+            "owner=no-such-user-hallmark",
+            "no user `no-such-user-hallmark`",
+        ),
+        ("key-mode=0644", "world"),
+    ] {
+        let out = f.run(&lot, &format!("dir:{}?{bad}", s(&image)), &[]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(text(&out).contains(says), "{bad}: {}", text(&out));
+        assert!(!image.exists(), "{bad}: nothing written");
+    }
+    let active = f.active_per_device();
+    assert!(
+        !active.contains_key("w-1") && !active.contains_key("w-2"),
+        "nothing issued: {active:?}"
+    );
+    let target = format!("dir:{}?owner=nobody&group=nogroup&key-mode=0640", s(&image));
+    let out = f.run(&lot, &target, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = |args: &[&str]| -> u32 {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        ok(&out)
+            .split(':')
+            .nth(2)
+            .unwrap_or(ok(&out).trim())
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (uid, gid) = (
+        id(&["id", "-u", "nobody"]),
+        id(&["getent", "group", "nogroup"]),
+    );
+    for (dev, _, _) in &rows {
+        let at = |name: &str| {
+            let m = std::fs::metadata(image.join(dev).join(name)).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        assert_eq!(at(""), (uid, gid, 0o750), "{dev}");
+        assert_eq!(at("key.pem"), (uid, gid, 0o640), "{dev}");
+        assert_eq!(at("cert.pem"), (uid, gid, 0o644), "{dev}");
+        assert_bundle_verifies(&image.join(dev));
+    }
+}
+
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 #[test]

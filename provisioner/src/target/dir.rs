@@ -1,11 +1,13 @@
 //! `dir:PATH`: a gateway's file system image. One credential bundle per device at
 //! `PATH/<device id>/` in the layout of every Hallmark bundle (`key.pem` 0600, `cert.pem`,
-//! `chain.pem`, `ca.pem`), each written as one atomic directory replacement.
+//! `chain.pem`, `ca.pem`), each written as one atomic directory replacement, with the owner,
+//! group and key mode asked for (`?owner=..&group=..&key-mode=..`) or those of the bundle it
+//! replaces.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use hallmark_ca::bundle::{CredentialBundle, KEY_FILE};
+use hallmark_ca::bundle::{BundleAccess, CredentialBundle, KEY_FILE};
 use rcgen::{KeyPair, PublicKeyData};
 
 use super::software::PendingKeys;
@@ -17,14 +19,21 @@ use crate::manifest::DeviceEntry;
 pub struct DirTarget {
     root: PathBuf,
     keys: PendingKeys,
+    access: BundleAccess,
 }
 
 impl DirTarget {
     /// Bundles go to `root/<device id>/`.
     pub fn new(root: PathBuf) -> Self {
+        Self::with_access(root, BundleAccess::default())
+    }
+
+    /// Bundles go to `root/<device id>/` with the owner, group and key mode of `access`.
+    pub fn with_access(root: PathBuf, access: BundleAccess) -> Self {
         Self {
             root,
             keys: PendingKeys::default(),
+            access,
         }
     }
 }
@@ -48,7 +57,7 @@ impl Target for DirTarget {
             chain_pem: credential.chain_pem.clone(),
             ca_pem: credential.trust_pem.clone(),
         }
-        .write(&self.root.join(&device.device_id))
+        .write_with(&self.root.join(&device.device_id), self.access)
         .map_err(|e| TargetError::Failed(format!("writing the bundle: {e}")))
     }
 
@@ -66,9 +75,12 @@ impl Target for DirTarget {
             .permissions()
             .mode()
             & 0o777;
-        if mode != 0o600 {
+        // The mode asked for, else 0600 or what an admin gave the bundle it replaced; never
+        // readable by others.
+        let expected_mode = self.access.key_mode.unwrap_or(mode);
+        if mode != expected_mode || mode & 0o007 != 0 {
             return Err(TargetError::Failed(format!(
-                "{} has mode {mode:o}, not 600",
+                "{} has mode {mode:o}, not {expected_mode:o} and private to owner and group",
                 dir.join(KEY_FILE).display()
             )));
         }

@@ -65,7 +65,7 @@ pub struct TargetSpecError {
     reason: String,
 }
 
-/// Parses `dir:PATH`, `pkcs12:PATH[?password-file=FILE]` or
+/// Parses `dir:PATH[?owner=USER][&group=GROUP][&key-mode=0640]`, `pkcs12:PATH[?password-file=FILE]` or
 /// `pkcs11:MODULE[?token=LABEL][&pin-file=FILE]` or `serial:[ADDR]`.
 pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
     let err = |reason: &str| TargetSpecError {
@@ -101,8 +101,23 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
     };
     match kind {
         "dir" => {
-            known(&[])?;
-            Ok(Box::new(dir::DirTarget::new(PathBuf::from(path))))
+            known(&["owner", "group", "key-mode"])?;
+            let option = |name: &str| {
+                options
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let access = hallmark_ca::bundle::BundleAccess::resolve(
+                option("owner"),
+                option("group"),
+                option("key-mode"),
+            )
+            .map_err(|e| err(&e.to_string()))?;
+            Ok(Box::new(dir::DirTarget::with_access(
+                PathBuf::from(path),
+                access,
+            )))
         }
         "pkcs12" => {
             known(&["password-file"])?;
