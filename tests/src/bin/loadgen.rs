@@ -107,10 +107,7 @@ async fn main() {
         .limits
         .grpc_max_connections_per_peer
         .max(args.clients + 8);
-    config.limits.grpc_max_connections = config
-        .limits
-        .grpc_max_connections
-        .max(args.clients + 8);
+    config.limits.grpc_max_connections = config.limits.grpc_max_connections.max(args.clients + 8);
     let ca = TestCa::start_with(config).await;
     let mut clients = Vec::new();
     for _ in 0..args.clients {
