@@ -308,19 +308,6 @@ impl Store {
         }
     }
 
-    /// Unexpired certificates (other than the CA's own) that `selector` picks and `change`
-    /// applies to, in issue order.
-    pub async fn certificates_matching(
-        &self,
-        selector: &CertSelector,
-        change: StatusChange,
-        now: i64,
-    ) -> Result<Vec<CertificateRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = matching_query(selector, change, now, &mut conn).await?;
-        rows.iter().map(cert_from_row).collect()
-    }
-
     /// Entries of issuer `issuer_id`'s CRL: revoked or held certificates not yet expired.
     pub async fn revocation_entries(
         &self,
@@ -485,7 +472,8 @@ pub enum CountedTable {
 #[cfg(test)]
 mod tests;
 
-/// Runs the selection of [`Store::certificates_matching`] on `conn` (also inside a write).
+/// Unexpired certificates (other than the CA's own) that `selector` picks and `change` applies
+/// to, in issue order, read on `conn` inside the write that changes them.
 pub(super) async fn matching_query(
     selector: &CertSelector,
     change: StatusChange,
