@@ -32,6 +32,16 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+# The .deb of the installed mosquitto: tests/tests/debian_broker.rs installs it afresh (with its
+# stock configuration) on a throwaway copy of this host.
+mosquitto_version=$(dpkg-query -W -f '${Version}' mosquitto)
+deb_cache=target/debian-cache
+if ! compgen -G "$deb_cache/mosquitto_${mosquitto_version//:/%3a}_*.deb" >/dev/null; then
+  echo "==> downloading mosquitto $mosquitto_version (.deb)"
+  mkdir -p "$deb_cache"
+  (cd "$deb_cache" && apt-get download -q "mosquitto=$mosquitto_version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  compgen -G "$deb_cache/mosquitto_*.deb" >/dev/null || { echo "could not download mosquitto's .deb" >&2; exit 1; }
+fi
 command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolchain (rustup)" >&2; exit 1; }
 
 jobs="${CARGO_BUILD_JOBS:-2}"

@@ -58,6 +58,77 @@ pub struct RotateArgs {
     /// replaces (directory and each file); given, they change them on this renewal.
     #[command(flatten)]
     access: BundleAccessArgs,
+    /// After a renewal, make the service that uses the bundle (e.g. Mosquitto, whose own
+    /// certificate it is) reload it: SIGHUP to the process whose pid this file holds, once the
+    /// new files are in place and that process's user can read every one of them.
+    #[arg(long, value_name = "FILE", requires = "bundle")]
+    reload_pid_file: Option<PathBuf>,
+    /// Like `--reload-pid-file`, but run this shell command (e.g. `systemctl reload
+    /// mosquitto`); the files are checked as `--service-user` when given.
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "bundle",
+        conflicts_with = "reload_pid_file"
+    )]
+    reload_command: Option<String>,
+    /// With `--reload-command`: the user the service runs as.
+    #[arg(long, value_name = "USER", requires = "reload_command")]
+    service_user: Option<String>,
+}
+
+/// How the service using a renewed bundle is made to reload it.
+struct ServiceReload {
+    trigger: crate::broker::reload::Trigger,
+    user: Option<crate::broker::reload::BrokerUser>,
+}
+
+impl ServiceReload {
+    fn from_args(a: &RotateArgs) -> Result<Option<Self>> {
+        use crate::broker::reload::{BrokerUser, Trigger};
+        let trigger = match (&a.reload_pid_file, &a.reload_command) {
+            (Some(f), _) => Trigger::PidFile(f.clone()),
+            (None, Some(c)) => Trigger::Command(c.clone()),
+            (None, None) => return Ok(None),
+        };
+        let user = match &a.service_user {
+            Some(u) => Some(BrokerUser::of_user(u).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        Ok(Some(Self { trigger, user }))
+    }
+
+    /// Reloads the service after `dir` was renewed; an error says the renewal stands but the
+    /// service still runs on the files it loaded before.
+    fn after_renewal(&self, dir: &Path) -> Result<()> {
+        use crate::broker::reload::{Reloaded, reload};
+        let files: Vec<PathBuf> = [
+            bundle::CERT_FILE,
+            bundle::CHAIN_FILE,
+            bundle::KEY_FILE,
+            bundle::CA_FILE,
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+        let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        match reload(&self.trigger, self.user.as_ref(), &files) {
+            Ok(Reloaded::Sent) => {
+                println!("{}: reloaded the service that uses it", dir.display());
+                Ok(())
+            }
+            Ok(Reloaded::NotRunning(why)) => {
+                println!(
+                    "{}: the service is not running ({why}); it loads the new files when it starts",
+                    dir.display()
+                );
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("{}: renewed, but not reloaded", dir.display()))),
+        }
+    }
 }
 
 /// Validity of the bundle's certificate.
@@ -207,7 +278,12 @@ fn jitter(lifetime: i64) -> i64 {
     (unit * JITTER * lifetime as f64) as i64
 }
 
-async fn daemon(conn: &Connection, dir: &Path, access: BundleAccess) -> Result<()> {
+async fn daemon(
+    conn: &Connection,
+    dir: &Path,
+    access: BundleAccess,
+    service: Option<&ServiceReload>,
+) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut backoff = BACKOFF_START;
@@ -239,6 +315,13 @@ async fn daemon(conn: &Connection, dir: &Path, access: BundleAccess) -> Result<(
         match rotate_bundle(conn, dir, how).await {
             Ok(outcome) => {
                 report(dir, &outcome);
+                if let (Some(service), Outcome::Rotated { .. }) = (service, &outcome) {
+                    // The renewal stands; the service keeps the files it loaded, and the
+                    // error repeats at every renewal until its user can read the bundle.
+                    if let Err(e) = service.after_renewal(dir) {
+                        eprintln!("error: {e:#}");
+                    }
+                }
                 backoff = BACKOFF_START;
                 next_attempt = None;
             }
@@ -379,8 +462,9 @@ pub async fn run(conn: &Connection, a: RotateArgs) -> Result<()> {
         return rotate_all(conn, &a, root).await;
     }
     let dir = a.bundle.clone().context("--bundle DIR or --all ROOT")?;
+    let service = ServiceReload::from_args(&a)?;
     if a.daemon {
-        return daemon(conn, &dir, a.access.access()).await;
+        return daemon(conn, &dir, a.access.access(), service.as_ref()).await;
     }
     let how = Renewal {
         force: a.force,
@@ -389,5 +473,8 @@ pub async fn run(conn: &Connection, a: RotateArgs) -> Result<()> {
     };
     let outcome = rotate_bundle(conn, &dir, how).await?;
     report(&dir, &outcome);
+    if let (Some(service), Outcome::Rotated { .. }) = (&service, &outcome) {
+        service.after_renewal(&dir)?;
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Helpers of the end-to-end tests: a CA started in-process on loopback ports with its own
 //! temporary data dir, gRPC clients with a given credential, the real binaries, and OpenSSL.
 
+pub mod debian;
 pub mod fault;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -286,6 +287,9 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Ephemeral loopback ports for gRPC and HTTP.
+const LOOPBACK_ANY: (&str, &str) = ("127.0.0.1:0", "127.0.0.1:0");
+
 /// A `hallmark-ca serve` child process, stopped with SIGTERM on drop.
 pub struct CaProcess {
     child: Child,
@@ -298,7 +302,23 @@ pub struct CaProcess {
 impl CaProcess {
     /// Starts `hallmark-ca serve` on ephemeral loopback ports and waits for its set-up lines.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn(Command::new(bin("hallmark-ca")), data_dir, extra)
+        Self::spawn(
+            Command::new(bin("hallmark-ca")),
+            data_dir,
+            LOOPBACK_ANY,
+            extra,
+        )
+    }
+
+    /// Starts `hallmark-ca serve` through `command` (a wrapper such as `nsenter ... --`, with
+    /// the `hallmark-ca` binary as its last argument), listening on `listen` (gRPC, HTTP).
+    pub fn start_through(
+        command: Command,
+        data_dir: &Path,
+        listen: (&str, &str),
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(command, data_dir, listen, extra)
     }
 
     /// Like [`CaProcess::start`], but the CA starts with a soft open-files limit of `nofile`
@@ -310,7 +330,7 @@ impl CaProcess {
             &format!("ulimit -Sn {nofile} && exec \"$0\" \"$@\""),
             s(&bin("hallmark-ca")),
         ]);
-        Self::spawn(sh, data_dir, extra)
+        Self::spawn(sh, data_dir, LOOPBACK_ANY, extra)
     }
 
     /// Its process id.
@@ -318,16 +338,16 @@ impl CaProcess {
         self.child.id()
     }
 
-    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
+    fn spawn(mut command: Command, data_dir: &Path, listen: (&str, &str), extra: &[&str]) -> Self {
         let mut child = command
             .args([
                 "serve",
                 "--data-dir",
                 s(data_dir),
                 "--grpc-listen",
-                "127.0.0.1:0",
+                listen.0,
                 "--http-listen",
-                "127.0.0.1:0",
+                listen.1,
             ])
             .args(extra)
             .env_remove("HALLMARK_CA_PASSPHRASE")
@@ -521,4 +541,38 @@ pub fn cdp_path(cert: &Path) -> String {
         .to_owned();
     let path = uri.split_once("://").expect("a URL").1;
     format!("/{}", path.split_once('/').expect("a path").1)
+}
+
+/// A child process stopped with SIGTERM (then SIGKILL after 5 s) on drop.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after `limit`. How long it
+/// took.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
 }

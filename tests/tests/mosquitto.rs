@@ -5,29 +5,10 @@
 //! open are cut through the dynamic-security plugin.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{CaProcess, bin, ok, s};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use hallmark_tests::{CaProcess, Kill, bin, ok, s, wait_until};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -35,6 +16,11 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Mosquitto's pid file (in a directory owned by `mosquitto`, like Debian's /run/mosquitto).
+fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("run/mosquitto.pid")
 }
 
 /// Whether `device` (a bundle directory named after the device) can connect and publish on its
@@ -74,18 +60,6 @@ fn publish_to(port: u16, ca_file: &Path, device: &Path, topic: &str, message: &s
         .status()
         .expect("mosquitto_pub is installed (scripts/test.sh installs mosquitto-clients)")
         .success()
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 /// Fields drop in order: the processes stop before their directory goes.
@@ -130,7 +104,7 @@ impl Plant {
         let mut c = Self::hallmark_as_agent(dir, endpoint);
         c.args(["broker", "sync", "--crl-file", s(&dir.join("crl.pem"))])
             .args(["--ca-file", s(&dir.join("ca.pem"))])
-            .args(["--reload-pid-file", s(&dir.join("mosquitto.pid"))])
+            .args(["--reload-pid-file", s(&pid_file(dir))])
             .args(extra);
         c
     }
@@ -186,7 +160,27 @@ impl Plant {
         for (device, zone) in devices {
             ca.issue_bundle(device, "sensor", Some(zone), &dir.join(device));
         }
-        ca.issue_bundle("mqtt-1", "broker", Some("it"), &dir.join("broker"));
+        // Mosquitto drops to its `mosquitto` user as Debian runs it: the broker's key is
+        // group-readable for it, as the guide issues it.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        ok(&ca.hallmark(&[
+            "cert",
+            "issue",
+            "--device",
+            "mqtt-1",
+            "--profile",
+            "broker",
+            "--zone",
+            "it",
+            "--generate-key",
+            "--out",
+            s(&dir.join("broker")),
+            "--group",
+            "mosquitto",
+            "--key-mode",
+            "0640",
+        ]));
         // A supervision system that may publish commands to the devices (an `acl_file` user).
         ca.issue_bundle(
             "scada-1",
@@ -206,11 +200,8 @@ impl Plant {
             s(&dir.join("agent")),
         ]));
         let endpoint = front(&ca, &dir);
-        let (crl_file, ca_file, pid_file) = (
-            dir.join("crl.pem"),
-            dir.join("ca.pem"),
-            dir.join("mosquitto.pid"),
-        );
+        let (crl_file, ca_file, pid_file) =
+            (dir.join("crl.pem"), dir.join("ca.pem"), pid_file(&dir));
         // First files before the broker starts (Mosquitto needs its crlfile at start); the pid
         // file does not exist yet, so this first reload fails and that is fine.
         let _ = Self::agent_command(&dir, &endpoint, &["--once"])
@@ -258,7 +249,20 @@ fn mosquitto_conf(dir: &Path, port: u16) -> String {
     let read = |f: &str| std::fs::read_to_string(shipped.join(f)).unwrap();
     let acl = read("acl") + "\nuser scada-1\ntopic write plant/+/commands/#\n";
     std::fs::write(dir.join("acl"), acl).unwrap();
-    std::fs::write(dir.join("dynsec.json"), read("dynamic-security.json")).unwrap();
+    // What Debian's package gives the `mosquitto` user: its state directory (the plugin
+    // rewrites its file there), its run directory (pid file) and its log.
+    let mosquitto = nix::unistd::User::from_name("mosquitto")
+        .unwrap()
+        .expect("the mosquitto package made the mosquitto user");
+    let own = |p: &Path| nix::unistd::chown(p, Some(mosquitto.uid), Some(mosquitto.gid)).unwrap();
+    for sub in ["lib", "run"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        own(&dir.join(sub));
+    }
+    std::fs::write(dir.join("lib/dynsec.json"), read("dynamic-security.json")).unwrap();
+    own(&dir.join("lib/dynsec.json"));
+    std::fs::write(dir.join("mosquitto.log"), "").unwrap();
+    own(&dir.join("mosquitto.log"));
     let plugin = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
         .iter()
         .map(|t| format!("/usr/lib/{t}/mosquitto_dynamic_security.so"))
@@ -273,25 +277,25 @@ fn mosquitto_conf(dir: &Path, port: u16) -> String {
         )
         .replace(
             "/var/lib/mosquitto/dynamic-security.json",
-            &format!("{d}dynsec.json"),
+            &format!("{d}lib/dynsec.json"),
         )
-        .replace("/var/lib/mosquitto/", &d)
-        .replace("/run/mosquitto/", &d)
         .replace("/etc/mosquitto/hallmark/", &d)
         .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
     for line in conf
         .lines()
-        .filter(|l| l.contains('/') && !l.starts_with("plugin "))
+        .filter(|l| l.contains('/') && !l.starts_with("plugin ") && !l.starts_with('#'))
     {
         assert!(
             !replaced.contains(line),
             "not replaced for the test: {line}"
         );
     }
-    // The tests run as root; Mosquitto would otherwise drop to a `mosquitto` user that cannot
-    // read the temp dir.
+    // What Debian's stock mosquitto.conf sets and the drop-in leaves to it. Started as root,
+    // Mosquitto drops to the `mosquitto` user as Debian's service does.
     format!(
-        "user root\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n{replaced}",
+        "pid_file {}\nlog_dest file {}\nlog_type error\nlog_type warning\n\
+         log_type notice\n{replaced}",
+        s(&pid_file(dir)),
         s(&dir.join("mosquitto.log"))
     )
 }
@@ -671,7 +675,7 @@ fn crl_issuer(der: &[u8]) -> String {
 
 /// Sends SIGHUP to the plant's Mosquitto (as a cron job after `hallmark crl fetch` would).
 fn reload_broker(dir: &Path) {
-    let pid = std::fs::read_to_string(dir.join("mosquitto.pid")).unwrap();
+    let pid = std::fs::read_to_string(pid_file(dir)).unwrap();
     let status = Command::new("kill")
         .args(["-HUP", pid.trim()])
         .status()

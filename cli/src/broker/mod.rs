@@ -11,6 +11,7 @@ pub mod crlset;
 mod cuts;
 mod dynsec;
 pub mod fetch;
+pub(crate) mod reload;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +51,17 @@ pub struct SyncArgs {
     /// Run this shell command to make the broker reload.
     #[arg(long)]
     reload_command: Option<String>,
+    /// The broker's own certificate (its `certfile`). The broker reads it again at every
+    /// reload, as its own user: the agent reloads only when that user can read it.
+    #[arg(long, value_name = "FILE")]
+    broker_cert: Option<PathBuf>,
+    /// The broker's private key (its `keyfile`), checked like `--broker-cert`.
+    #[arg(long, value_name = "FILE")]
+    broker_key: Option<PathBuf>,
+    /// With `--reload-command`: the user the broker runs as, whose read access to the files is
+    /// checked before every reload (with `--reload-pid-file` it is the broker process's own).
+    #[arg(long, value_name = "USER", conflicts_with = "reload_pid_file")]
+    broker_user: Option<String>,
     /// Apply the current CRLs once and exit.
     #[arg(long)]
     once: bool,
@@ -121,6 +133,10 @@ impl Age {
 
 struct Agent {
     args: SyncArgs,
+    /// How the broker is made to reload, and the user to check its files as (when it is not
+    /// that of the broker's process).
+    trigger: reload::Trigger,
+    broker_user: Option<reload::BrokerUser>,
     applied: Applied,
     /// With `--dynsec`: serials newly listed on an applied CRL whose devices' sessions are
     /// still to be cut, and where to cut them.
@@ -217,7 +233,7 @@ impl Agent {
             match self.reload() {
                 Ok(()) => self.reload_pending = false,
                 Err(e) => {
-                    eprintln!("the broker has not reloaded yet: {e:#}");
+                    eprintln!("error: the broker has not reloaded yet: {e:#}");
                     return;
                 }
             }
@@ -227,25 +243,23 @@ impl Agent {
         }
     }
 
+    /// Whether the broker's CRL and CA files are on disk (written by this agent or before).
+    fn files_in_place(&self) -> bool {
+        self.args.crl_file.exists() && self.args.broker_ca_file.exists()
+    }
+
+    /// Makes the broker reload, once its user can read every file it will load again.
     fn reload(&self) -> Result<()> {
-        if let Some(pid_file) = &self.args.reload_pid_file {
-            let text = std::fs::read_to_string(pid_file)
-                .with_context(|| format!("reading pid file {}", pid_file.display()))?;
-            let pid: i32 = text
-                .trim()
-                .parse()
-                .with_context(|| format!("{} does not hold a pid", pid_file.display()))?;
-            let pid = rustix::process::Pid::from_raw(pid)
-                .with_context(|| format!("pid {pid} in {} is not valid", pid_file.display()))?;
-            rustix::process::kill_process(pid, rustix::process::Signal::HUP)
-                .with_context(|| format!("sending SIGHUP to {}", pid.as_raw_nonzero()))?;
-        } else if let Some(cmd) = &self.args.reload_command {
-            let status = std::process::Command::new("sh")
-                .args(["-c", cmd])
-                .status()
-                .with_context(|| format!("running `{cmd}`"))?;
-            if !status.success() {
-                bail!("reload command `{cmd}` failed: {status}");
+        let mut files = vec![
+            self.args.crl_file.as_path(),
+            self.args.broker_ca_file.as_path(),
+        ];
+        files.extend(self.args.broker_cert.as_deref());
+        files.extend(self.args.broker_key.as_deref());
+        match reload::reload(&self.trigger, self.broker_user.as_ref(), &files)? {
+            reload::Reloaded::Sent => {}
+            reload::Reloaded::NotRunning(why) => {
+                eprintln!("the broker is not running ({why}); it reads the files when it starts")
             }
         }
         Ok(())
@@ -389,8 +403,22 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
             },
         )
     });
+    let trigger = match (&args.reload_pid_file, &args.reload_command) {
+        (Some(f), _) => reload::Trigger::PidFile(f.clone()),
+        (None, Some(c)) => reload::Trigger::Command(c.clone()),
+        (None, None) => bail!("give --reload-pid-file or --reload-command"),
+    };
+    let broker_user = match &args.broker_user {
+        Some(u) => Some(reload::BrokerUser::of_user(u).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    // Files already on disk: the broker can start now (systemd orders it after this unit);
+    // otherwise it is told once the first complete set is written.
+    let files_in_place = args.crl_file.exists() && args.broker_ca_file.exists();
     let mut agent = Agent {
         args,
+        trigger,
+        broker_user,
         applied,
         cuts,
         reload_pending: false,
@@ -403,6 +431,9 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
         let changed = agent.apply(&ders, &ca_pem);
         agent.warn_expiry();
+        if changed.is_ok() {
+            notify_ready();
+        }
         let changed = changed?;
         agent.cut_sessions(conn).await;
         println!("{}", if changed { "applied" } else { "up to date" });
@@ -413,6 +444,10 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let (tx, mut events) = tokio::sync::mpsc::channel(2);
     let watcher = tokio::spawn(watch::run(conn.clone(), agent.args.watch_timeout, tx));
     let _stop_watcher = AbortOnDrop(watcher);
+    let mut ready = files_in_place;
+    if ready {
+        notify_ready();
+    }
     let mut stream_up = false;
     // When a CRL last came (pushed, or every distribution point answered a poll).
     let mut fresh = Instant::now();
@@ -431,6 +466,10 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                     match agent.apply(&crls, &bundle) {
                         Ok(_) => fresh = Instant::now(),
                         Err(e) => eprintln!("error: {e:#}"),
+                    }
+                    if !ready && agent.files_in_place() {
+                        ready = true;
+                        notify_ready();
                     }
                     agent.cut_sessions(conn).await;
                 }
@@ -457,12 +496,28 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                     if agent.poll().await {
                         fresh = Instant::now();
                     }
+                    if !ready && agent.files_in_place() {
+                        ready = true;
+                        notify_ready();
+                    }
+                    agent.cut_sessions(conn).await;
+                } else if agent.reload_pending {
+                    // A reload refused or failed (say, the broker could not read its key):
+                    // retried at every interval, so a fix by the admin takes effect at once.
                     agent.cut_sessions(conn).await;
                 }
                 next_poll = Instant::now() + agent.args.poll_interval;
             }
             _ = term.recv() => return Ok(()),
         }
+    }
+}
+
+/// Tells systemd (`Type=notify`) that the broker's files are in place, so that the broker,
+/// ordered after this unit, starts with them. Without `NOTIFY_SOCKET` this does nothing.
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        eprintln!("error: telling systemd the files are in place: {e}");
     }
 }
 
