@@ -12,6 +12,10 @@ requirements=(
   "mosquitto_pub:mosquitto-clients"      # the MQTT client the tests connect devices with
   "/usr/lib/softhsm/libsofthsm2.so:softhsm2"  # PKCS#11 tokens standing in for secure elements
   "gcc:gcc"           # aws-lc-sys compiles C
+  "dpkg-deb:dpkg"     # the Debian package test builds and inspects hallmark_*.deb
+  "dpkg-shlibdeps:dpkg-dev"              # cargo-deb computes the package's Depends with it
+  "systemd-analyze:systemd"              # verifies the packaged systemd units
+  "man:man-db"        # systemd-analyze verify checks the units' man: documentation
   "make:make"
 )
 
@@ -45,6 +49,13 @@ fi
 command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolchain (rustup)" >&2; exit 1; }
 
 jobs="${CARGO_BUILD_JOBS:-2}"
+# cargo-deb builds the Debian package in tests/tests/debian_package.rs. Pinned: installed
+# once into ~/.cargo/bin and kept while its version matches.
+cargo_deb_version=3.8.0
+if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]]; then
+  echo "==> installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --version "$cargo_deb_version" --locked -j "$jobs"
+fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> building the binaries the end-to-end tests drive"

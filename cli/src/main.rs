@@ -5,6 +5,8 @@ mod cert;
 mod crl;
 mod device;
 mod enroll;
+#[cfg(test)]
+mod man_pages;
 mod output;
 mod revoke;
 mod rotate;
