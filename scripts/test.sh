@@ -49,8 +49,8 @@ fi
 command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolchain (rustup)" >&2; exit 1; }
 
 jobs="${CARGO_BUILD_JOBS:-2}"
-# cargo-deb builds the Debian package in tests/tests/debian_package.rs. Pinned: installed
-# once into ~/.cargo/bin and kept while its version matches.
+# cargo-deb builds the Debian package the tests check and install (tests/src/debian.rs, which
+# names the same version). Pinned: installed once into ~/.cargo/bin, kept while it matches.
 cargo_deb_version=3.8.0
 if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]]; then
   echo "==> installing cargo-deb $cargo_deb_version"

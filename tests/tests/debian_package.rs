@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hallmark_tests::bin;
-
-/// The cargo-deb release scripts/test.sh installs.
-const CARGO_DEB_VERSION: &str = "3.8.0";
+use hallmark_tests::debian;
 
 const UNIT_DIR: &str = "./usr/lib/systemd/system/";
 const UNITS: [&str; 3] = [
@@ -73,51 +70,6 @@ fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the package from the already built `hallmark` into `out`; returns the .deb.
-fn build_package(out: &Path) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let version = Command::new(&cargo).args(["deb", "--version"]).output();
-    let installed = version
-        .as_ref()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("deb"));
-    assert!(
-        installed,
-        "cargo-deb is missing: run scripts/test.sh (it installs it), or \
-         `cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked`"
-    );
-    // The binary the suite built: target/<profile>/hallmark. cargo-deb packages it as is
-    // (`--no-build`) from the same target dir, with the profile that built it; it strips it.
-    let binary = bin("hallmark");
-    let profile_dir = binary.parent().expect("profile dir");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => panic!("unexpected binary path {}", binary.display()),
-    };
-    ok(Command::new(&cargo)
-        .current_dir(workspace())
-        .env("CARGO_TARGET_DIR", target_dir)
-        .args([
-            "deb",
-            "-p",
-            "hallmark-cli",
-            "--no-build",
-            "--fast",
-            "--profile",
-        ])
-        .arg(&profile)
-        .arg("--output")
-        .arg(out));
-    let debs: Vec<PathBuf> = std::fs::read_dir(out)
-        .expect("reading the output dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-        .collect();
-    assert_eq!(debs.len(), 1, "one package expected in {}", out.display());
-    debs[0].clone()
-}
-
 /// One line of `dpkg-deb --contents`: mode string, owner/group, path.
 struct Entry {
     mode: String,
@@ -163,9 +115,7 @@ fn exec_starts(unit: &str) -> Vec<Vec<String>> {
 #[test]
 fn debian_package_ships_binary_units_drop_in_and_docs() {
     let work = tempfile::tempdir().expect("temp dir");
-    let out = work.path().join("out");
-    std::fs::create_dir(&out).expect("output dir");
-    let deb = build_package(&out);
+    let deb = debian::package(&work.path().join("out"));
 
     // Control fields: the name the guide installs, only libc as a dependency.
     let info = ok(Command::new("dpkg-deb").arg("--info").arg(&deb));
