@@ -365,6 +365,16 @@ mod tests {
     }
 
     #[test]
+    fn a_named_user_is_looked_up_with_its_groups() {
+        let root = BrokerUser::of_user("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(root.groups.contains(&0));
+        assert_eq!(BrokerUser::of_user("0").unwrap(), root);
+        let e = BrokerUser::of_user("no-such-user-hallmark").unwrap_err();
+        assert!(e.contains("no user no-such-user-hallmark"), "{e}");
+    }
+
+    #[test]
     fn no_pid_file_or_no_such_process_is_a_broker_that_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("mosquitto.pid");
