@@ -19,6 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::api::TrustMaterial;
 use crate::authority::ca::{self, CaImportError, ISSUING_LIFETIME, ROOT_LIFETIME, der_to_pem};
+use crate::authority::crl::distribution_point;
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{ProfileSet, SERVER_PROFILE};
 use crate::authority::server_identity::has_ca_server_eku;
@@ -31,6 +32,7 @@ use crate::config::Config;
 use crate::fsutil;
 use crate::identity::DeviceId;
 use crate::keys::{KeyFileError, Passphrase, file as keyfile};
+use crate::root_crl::{self, RootCrlError};
 use crate::store::{
     DB_FILE, DeviceClaim, IssuerKind, IssuerRecord, NewCertificate, Store, StoreError, WriteOp,
 };
@@ -86,6 +88,9 @@ pub enum BootstrapError {
     /// The request was refused; nothing was changed.
     #[error("{0}")]
     Refused(String),
+    /// The root's CRL could not be signed or stored.
+    #[error(transparent)]
+    RootCrl(#[from] RootCrlError),
 }
 
 impl From<rcgen::Error> for BootstrapError {
@@ -156,11 +161,15 @@ impl DataDir {
     pub fn db(&self) -> PathBuf {
         self.root.join(DB_FILE)
     }
-    fn ca(&self, name: &str) -> PathBuf {
+    pub(crate) fn ca(&self, name: &str) -> PathBuf {
         self.root.join("ca").join(name)
     }
-    fn server(&self, name: &str) -> PathBuf {
+    pub(crate) fn server(&self, name: &str) -> PathBuf {
         self.root.join("server").join(name)
+    }
+    /// The root CA key when it is kept in the data dir (`init` without `--root-key-out`).
+    pub fn root_key(&self) -> PathBuf {
+        self.ca("root.key")
     }
     /// The trust bundle file.
     pub fn trust_bundle(&self) -> PathBuf {
@@ -196,14 +205,14 @@ impl DataDir {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
     move |source| BootstrapError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn read_cert_pem(path: &Path) -> Result<Vec<u8>, BootstrapError> {
+pub(crate) fn read_cert_pem(path: &Path) -> Result<Vec<u8>, BootstrapError> {
     let text = std::fs::read(path).map_err(io_err(path))?;
     let der = CertificateDer::from_pem_slice(&text).map_err(|e| {
         BootstrapError::Inconsistent(format!("{}: not a PEM certificate ({e})", path.display()))
@@ -219,6 +228,11 @@ fn naming(config: &Config) -> NamingPolicy {
     }
 }
 
+/// The URL of root `root_id`'s CRL, which the issuing CAs it signs carry as CDP.
+pub(crate) fn root_crl_url(config: &Config, root_id: &str) -> String {
+    distribution_point(&config.crl_base(config.http_listen), root_id)
+}
+
 fn subject_of(der: &[u8]) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
     X509Certificate::from_der(der)
@@ -226,7 +240,11 @@ fn subject_of(der: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-fn issuer_record(kind: IssuerKind, id: String, der: &[u8]) -> Result<IssuerRecord, BootstrapError> {
+pub(crate) fn issuer_record(
+    kind: IssuerKind,
+    id: String,
+    der: &[u8],
+) -> Result<IssuerRecord, BootstrapError> {
     let (not_before, not_after) = ca::validity(der)?;
     Ok(IssuerRecord {
         id,
@@ -236,6 +254,8 @@ fn issuer_record(kind: IssuerKind, id: String, der: &[u8]) -> Result<IssuerRecor
         not_before,
         not_after,
         active: true,
+        revoked_at: None,
+        revocation_reason: None,
     })
 }
 
@@ -463,30 +483,36 @@ async fn init_inner(
     let ca_dir = dir.path().join("ca");
     fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
 
-    // 1. The CA pair: created, or imported.
-    let (root_der, issuing_der, issuing_key, root_key_path) = match &opts.import {
+    // 1. The CA pair: created (the root kept at hand to sign its first CRL below, before its
+    // key leaves), or imported (its root publishes its own CRLs, not through Hallmark).
+    let (root_der, issuing_der, issuing_key, root_key_path, root_ca) = match &opts.import {
         Some(imp) => {
             let root_der = read_cert_pem(&imp.root)?;
             let issuing_der = read_cert_pem(&imp.cert)?;
             let key = keyfile::read_key(&imp.key, pass)?;
             ca::check_import(&issuing_der, &root_der, &key, now)?;
-            (root_der, issuing_der, key, None)
+            (root_der, issuing_der, key, None, None)
         }
         None => {
             let (root_der, root_key) = ca::create_root(&config.organisation, now, ROOT_LIFETIME)?;
-            let root_key_path = opts
-                .root_key_out
-                .clone()
-                .unwrap_or_else(|| dir.ca("root.key"));
+            let root_key_path = opts.root_key_out.clone().unwrap_or_else(|| dir.root_key());
             keyfile::write_key(&root_key_path, &root_key, pass)?;
-            let (issuing_der, issuing_key) = ca::create_issuing(
-                &root_der,
-                root_key,
+            let root_id = ca::ca_id("root", &root_der);
+            let root_ca = IssuingCa::new(root_id.clone(), root_der.clone(), root_key)?;
+            let (issuing_der, issuing_key) = ca::create_issuing_under(
+                &root_ca,
                 &config.organisation,
                 now,
                 ISSUING_LIFETIME,
+                Some(root_crl_url(config, &root_id)),
             )?;
-            (root_der, issuing_der, issuing_key, Some(root_key_path))
+            (
+                root_der,
+                issuing_der,
+                issuing_key,
+                Some(root_key_path),
+                Some(root_ca),
+            )
         }
     };
     for (name, der) in [("root.crt", &root_der), ("issuing.crt", &issuing_der)] {
@@ -544,7 +570,23 @@ async fn init_inner(
             now,
         ),
     ]);
-    let written = store.write(write).await;
+    let written = async {
+        store.write(write).await?;
+        if let Some(root_ca) = &root_ca {
+            root_crl::sign(
+                &store,
+                root_ca,
+                &issuers,
+                config.root_crl_validity,
+                now,
+                "system",
+                Vec::new(),
+            )
+            .await?;
+        }
+        Ok::<(), BootstrapError>(())
+    }
+    .await;
     store.close().await;
     written?;
     write_server_dir(dir, &server_leaf, &server_key)?;
@@ -610,8 +652,9 @@ pub async fn load(
     let authority = Authority::new(Arc::new(issuing), naming(config), clock.clone());
     let now = clock.now();
 
-    // Renew the server certificate when a third of its life is left, its names changed, or
-    // it lacks the CA-server marker (made before clients checked it: they would refuse it).
+    // Renew the server certificate when a third of its life is left, its names changed, it
+    // lacks the CA-server marker (made before clients checked it: they would refuse it), or its
+    // issuing CA was revoked.
     let server_cert = dir.server("cert.pem");
     let due = match read_cert_pem(&server_cert) {
         Ok(der) => {
@@ -620,6 +663,9 @@ pub async fn load(
             left < SERVER_RENEW_FRACTION
                 || !ca::has_names(&der, &server_names(config))
                 || !has_ca_server_eku(&der)
+                || issuers
+                    .iter()
+                    .any(|i| i.is_revoked() && root_crl::signed_by(&der, &i.cert_der))
         }
         Err(_) => true,
     };
@@ -666,7 +712,7 @@ fn active_issuing<'a>(
 ) -> Result<&'a IssuerRecord, BootstrapError> {
     issuers
         .iter()
-        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+        .filter(|i| i.kind == IssuerKind::Issuing && i.active && !i.is_revoked())
         .max_by_key(|i| i.not_before)
         .ok_or_else(|| {
             BootstrapError::Inconsistent(format!("{} has no active issuing CA", dir.db().display()))
@@ -697,127 +743,6 @@ pub fn load_issuing(
         record.cert_der.clone(),
         ca_key,
     )?)
-}
-
-/// Options of `hallmark-ca issuer rotate`.
-#[derive(Debug, Clone)]
-pub struct RotateIssuerOptions {
-    /// The data dir.
-    pub data_dir: PathBuf,
-    /// The root key; `None` uses `ca/root.key` of the data dir when it is there.
-    pub root_key: Option<PathBuf>,
-    /// Passphrase of the CA keys (the new issuing key is written with it).
-    pub passphrase: Option<Passphrase>,
-    /// Passphrase of the root key when it differs.
-    pub root_passphrase: Option<Passphrase>,
-}
-
-/// Rolls the issuing CA over: a new issuing CA signed by the root becomes the signer, the old
-/// one is retired (still valid, still trusted, until it expires). A running `serve` picks the
-/// new one up within seconds. Returns the new issuer.
-pub async fn rotate_issuer(
-    opts: &RotateIssuerOptions,
-    config: &Config,
-    clock: SharedClock,
-) -> Result<IssuerRecord, BootstrapError> {
-    let dir = DataDir::new(&opts.data_dir);
-    if !dir.is_initialised() {
-        return Err(BootstrapError::NotInitialised(opts.data_dir.clone()));
-    }
-    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
-    let result = rotate_issuer_inner(&dir, &store, opts, config, clock).await;
-    store.close().await;
-    result
-}
-
-async fn rotate_issuer_inner(
-    dir: &DataDir,
-    store: &Store,
-    opts: &RotateIssuerOptions,
-    config: &Config,
-    clock: SharedClock,
-) -> Result<IssuerRecord, BootstrapError> {
-    let now = clock.now();
-    let issuers = store.issuers().await?;
-    let root = issuers
-        .iter()
-        .filter(|i| i.kind == IssuerKind::Root && i.active && i.not_after > now)
-        .max_by_key(|i| i.not_before)
-        .ok_or_else(|| BootstrapError::Inconsistent("no valid root CA in the store".into()))?;
-    let old = issuers
-        .iter()
-        .filter(|i| i.kind == IssuerKind::Issuing && i.active)
-        .max_by_key(|i| i.not_before)
-        .ok_or_else(|| BootstrapError::Inconsistent("no active issuing CA in the store".into()))?;
-    let root_key_path = opts.root_key.clone().unwrap_or_else(|| dir.ca("root.key"));
-    if !root_key_path.exists() {
-        return Err(BootstrapError::Inconsistent(format!(
-            "the root CA key is needed to sign a new issuing CA and {} does not exist; \
-             give it with --root-key FILE (an imported CA is rolled over by its own root)",
-            root_key_path.display()
-        )));
-    }
-    let root_pass = opts.root_passphrase.as_ref().or(opts.passphrase.as_ref());
-    let root_key = keyfile::read_key(&root_key_path, root_pass)?;
-    ca::check_key_matches(&root.cert_der, &root_key).map_err(|e| {
-        BootstrapError::Inconsistent(format!(
-            "{}: {e} (root {})",
-            root_key_path.display(),
-            root.id
-        ))
-    })?;
-    let (der, key) = ca::create_issuing(
-        &root.cert_der,
-        root_key,
-        &config.organisation,
-        now,
-        ISSUING_LIFETIME,
-    )?;
-    let id = ca::ca_id("issuing", &der);
-    // Files first, under their own names; the store switch below is what makes it live.
-    let (old_crt, old_key) = dir.issuing_files(&old.id);
-    for (from, to, mode) in [
-        (&old_crt, dir.ca(&format!("{}.crt", old.id)), 0o644),
-        (&old_key, dir.ca(&format!("{}.key", old.id)), 0o600),
-    ] {
-        if *from != to {
-            let bytes = std::fs::read(from).map_err(io_err(from))?;
-            fsutil::write_atomic(&to, &bytes, mode).map_err(io_err(&to))?;
-        }
-    }
-    let crt_path = dir.ca(&format!("{id}.crt"));
-    fsutil::write_atomic(&crt_path, der_to_pem(&der).as_bytes(), 0o644)
-        .map_err(io_err(&crt_path))?;
-    keyfile::write_key(
-        &dir.ca(&format!("{id}.key")),
-        &key,
-        opts.passphrase.as_ref(),
-    )?;
-
-    let record = issuer_record(IssuerKind::Issuing, id.clone(), &der)?;
-    store
-        .write(WriteOp::All(vec![
-            WriteOp::AddIssuer {
-                issuer: record.clone(),
-                at: now,
-                actor: "system:issuer-rotate".into(),
-            },
-            WriteOp::RetireIssuer {
-                id: old.id.clone(),
-                at: now,
-                actor: "system:issuer-rotate".into(),
-            },
-        ]))
-        .await?;
-    // Convenience copies for people and scripts: ca/issuing.* is always the active CA.
-    let active_crt = dir.ca("issuing.crt");
-    fsutil::write_atomic(&active_crt, der_to_pem(&der).as_bytes(), 0o644)
-        .map_err(io_err(&active_crt))?;
-    keyfile::write_key(&dir.ca("issuing.key"), &key, opts.passphrase.as_ref())?;
-    let trust = TrustMaterial::from_issuers(&store.issuers().await?, now);
-    let tb = dir.trust_bundle();
-    fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
-    Ok(record)
 }
 
 /// Options of `hallmark-ca admin create`.

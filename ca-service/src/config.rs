@@ -41,6 +41,12 @@ pub struct Config {
     /// How long a CRL is valid (`nextUpdate - thisUpdate`); rebuilt at half of it.
     #[serde(with = "humantime_serde")]
     pub crl_validity: std::time::Duration,
+    /// How long a CRL of the root is valid. Long, for a root whose key is kept offline: the
+    /// CA re-signs it at half of it when the root key is in its data dir, else an operator does
+    /// with `hallmark-ca issuer root-crl --root-key FILE` (the CA warns when under a quarter
+    /// is left).
+    #[serde(with = "humantime_serde")]
+    pub root_crl_validity: std::time::Duration,
     /// Most certificates one group commit writes in one transaction.
     pub max_commit_batch: usize,
     /// Profile overrides and additions, by name.
@@ -74,6 +80,7 @@ impl Default for Config {
             max_commit_batch: 256,
             crl_base_url: None,
             crl_validity: std::time::Duration::from_secs(24 * 3600),
+            root_crl_validity: crate::root_crl::DEFAULT_VALIDITY,
             profiles: BTreeMap::new(),
             zones: BTreeMap::new(),
             limits: Limits::default(),
@@ -289,6 +296,13 @@ impl Config {
         if self.crl_validity < std::time::Duration::from_secs(60) {
             return Err(ConfigError::Invalid(
                 "crl_validity must be at least 1m".to_owned(),
+            ));
+        }
+        if self.root_crl_validity < std::time::Duration::from_secs(60)
+            || self.root_crl_validity > std::time::Duration::from_secs(366 * 86_400)
+        {
+            return Err(ConfigError::Invalid(
+                "root_crl_validity must be between 1m and 366d".to_owned(),
             ));
         }
         if self.max_commit_batch == 0 {

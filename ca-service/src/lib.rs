@@ -3,8 +3,8 @@
 //!
 //! Modules by concern: [`authority`] (policy and signing, no I/O), [`keys`] (CA key sources),
 //! [`store`] (the only place with SQL), [`api`] (tonic services, authentication, authorization),
-//! [`http`] (trust bundle, health), [`net`] (listeners and their limits), [`audit`], [`config`], [`bootstrap`] (first-start
-//! initialisation) and [`server`] (wiring it all together).
+//! [`http`] (trust bundle, health), [`revocation`] and [`root_crl`] (CRLs), [`net`] (listeners and their limits), [`audit`], [`config`], [`bootstrap`] (first-start
+//! initialisation), [`hierarchy`] (issuer rollover and revocation) and [`server`] (wiring it all together).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,10 +17,12 @@ pub mod bundle;
 pub mod clock;
 pub mod config;
 pub mod fsutil;
+pub mod hierarchy;
 pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod net;
 pub mod revocation;
+pub mod root_crl;
 pub mod server;
 pub mod store;

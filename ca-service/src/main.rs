@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hallmark_ca::bootstrap::{self, ImportIssuing, InitOptions, InitReport, RotateIssuerOptions};
+use hallmark_ca::bootstrap::{self, ImportIssuing, InitOptions, InitReport};
 use hallmark_ca::clock::SystemClock;
 use hallmark_ca::config::Config;
+use hallmark_ca::hierarchy::{self, RevokeIssuerOptions, RootKeyOptions};
 use hallmark_ca::keys::{Passphrase, file::PASSPHRASE_ENV};
 use hallmark_ca::server::{self, ServeOptions};
 
@@ -28,7 +29,7 @@ enum Command {
     Serve(ServeArgs),
     /// Initialise a data dir: root and issuing CA, API server certificate, first admin.
     Init(InitArgs),
-    /// Issuing CAs: roll over to a new one, list them.
+    /// Issuing CAs: roll over to a new one, revoke one, list them; sign the root's CRL.
     #[command(subcommand)]
     Issuer(IssuerCommand),
     /// Admin credentials made on the CA host (break-glass).
@@ -63,6 +64,17 @@ enum IssuerCommand {
     /// Create a new issuing CA signed by the root and sign with it from now on; the old one
     /// stays valid and trusted until it expires. A running CA switches within seconds.
     Rotate(IssuerRotateArgs),
+    /// Revoke a retired issuing CA: a new CRL of the root lists it (signed with the root key),
+    /// it signs nothing more, leaves the trust bundle, and every certificate it signed is
+    /// refused from then on (devices enroll again). Roll over first (`issuer rotate`) and give
+    /// admins and broker agents credentials of the new issuing CA: the last valid admin
+    /// credential is never taken. A running CA serves the new root CRL within seconds.
+    Revoke(IssuerRevokeArgs),
+    /// Sign a fresh CRL of the root and store it for the CA to serve: for a root key kept
+    /// offline, before the served one reaches its nextUpdate (the CA warns when under a
+    /// quarter of `root_crl_validity` is left). With the root key in the data dir the CA does
+    /// it itself.
+    RootCrl(IssuerRotateArgs),
     /// List root and issuing CAs.
     List(IssuerListArgs),
 }
@@ -77,6 +89,45 @@ struct IssuerRotateArgs {
     /// Passphrase file of the root key, when it differs from --passphrase-file.
     #[arg(long)]
     root_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IssuerRevokeArgs {
+    /// The issuing CA: its id (`issuing-1a2b3c4d`, see `issuer list`) or its serial (hex).
+    issuer: String,
+    /// Why (RFC 5280): unspecified, key-compromise, ca-compromise, affiliation-changed,
+    /// superseded, cessation-of-operation (RFC 5280 spellings such as cACompromise work too).
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    reason: IssuerReason,
+    #[command(flatten)]
+    root: IssuerRotateArgs,
+}
+
+/// The RFC 5280 reason code of an issuing CA's revocation; `None` for unspecified.
+#[derive(Clone, Copy, Debug)]
+struct IssuerReason(Option<i64>);
+
+/// An RFC 5280 reason by name.
+fn parse_reason(given: &str) -> Result<IssuerReason, String> {
+    let name: String = given
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    Ok(IssuerReason(Some(match name.as_str() {
+        "unspecified" => return Ok(IssuerReason(None)),
+        "keycompromise" => 1,
+        "cacompromise" => 2,
+        "affiliationchanged" => 3,
+        "superseded" => 4,
+        "cessationofoperation" => 5,
+        _ => {
+            return Err(format!(
+                "`{given}` is not a reason for an issuing CA; use unspecified, key-compromise, \
+                 ca-compromise, affiliation-changed, superseded or cessation-of-operation"
+            ));
+        }
+    })))
 }
 
 #[derive(Args)]
@@ -288,19 +339,26 @@ async fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
+impl IssuerRotateArgs {
+    fn options(self) -> Result<(RootKeyOptions, Config)> {
+        let config = load_config(&self.common)?;
+        let opts = RootKeyOptions {
+            data_dir: self.common.data_dir.clone(),
+            passphrase: passphrase(&self.common)?,
+            root_key: self.root_key,
+            root_passphrase: self
+                .root_passphrase_file
+                .as_deref()
+                .map(Passphrase::from_file)
+                .transpose()?,
+        };
+        Ok((opts, config))
+    }
+}
+
 async fn issuer_rotate(args: IssuerRotateArgs) -> Result<()> {
-    let config = load_config(&args.common)?;
-    let opts = RotateIssuerOptions {
-        data_dir: args.common.data_dir.clone(),
-        passphrase: passphrase(&args.common)?,
-        root_key: args.root_key,
-        root_passphrase: args
-            .root_passphrase_file
-            .as_deref()
-            .map(Passphrase::from_file)
-            .transpose()?,
-    };
-    let new = bootstrap::rotate_issuer(&opts, &config, Arc::new(SystemClock))
+    let (opts, config) = args.options()?;
+    let new = hierarchy::rotate_issuer(&opts, &config, Arc::new(SystemClock))
         .await
         .context("rolling the issuing CA over")?;
     println!(
@@ -308,6 +366,57 @@ async fn issuer_rotate(args: IssuerRotateArgs) -> Result<()> {
         new.id,
         new.subject,
         hallmark_ca::clock::rfc3339(new.not_after)
+    );
+    Ok(())
+}
+
+async fn issuer_revoke(args: IssuerRevokeArgs) -> Result<()> {
+    let (root, config) = args.root.options()?;
+    let opts = RevokeIssuerOptions {
+        root,
+        issuer: args.issuer,
+        reason: args.reason.0,
+    };
+    let done = hierarchy::revoke_issuer(&opts, &config, Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("revoking issuing CA {}", opts.issuer))?;
+    println!(
+        "issuing CA {} ({}) is revoked: it signs nothing more and has left the trust bundle",
+        done.issuer.id, done.issuer.subject
+    );
+    println!(
+        "root CRL number {} lists it, valid until {} (a running CA serves it within seconds)",
+        done.root_crl.number,
+        hallmark_ca::clock::rfc3339(done.root_crl.next_update)
+    );
+    if done.valid_certificates > 0 {
+        println!(
+            "{} certificates it signed were still valid: they are refused from now on (holders \
+             cannot renew; devices enroll again, operators need new credentials)",
+            done.valid_certificates
+        );
+    }
+    if done.server_certificate {
+        println!(
+            "the CA's own API certificate was signed by it: restart hallmark-ca, which renews it \
+             from the active issuing CA at start"
+        );
+    }
+    Ok(())
+}
+
+async fn issuer_root_crl(args: IssuerRotateArgs) -> Result<()> {
+    let (opts, config) = args.options()?;
+    let crl = hierarchy::sign_root_crl(&opts, &config, Arc::new(SystemClock))
+        .await
+        .context("signing the root's CRL")?;
+    println!(
+        "root CRL of {} signed: number {}, {} entries, valid until {} (a running CA serves it \
+         within seconds)",
+        crl.issuer_id,
+        crl.number,
+        crl.entries,
+        hallmark_ca::clock::rfc3339(crl.next_update)
     );
     Ok(())
 }
@@ -354,7 +463,7 @@ async fn issuer_list(args: IssuerListArgs) -> Result<()> {
             "{:<18} {:<8} {:<8} {:<21} {}",
             i.id,
             i.kind.as_str(),
-            if i.active { "active" } else { "retired" },
+            i.status_text(),
             hallmark_ca::clock::rfc3339(i.not_after),
             i.subject
         );
@@ -376,6 +485,8 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(a) => serve(a).await,
         Command::Init(a) => init(a).await,
         Command::Issuer(IssuerCommand::Rotate(a)) => issuer_rotate(a).await,
+        Command::Issuer(IssuerCommand::Revoke(a)) => issuer_revoke(a).await,
+        Command::Issuer(IssuerCommand::RootCrl(a)) => issuer_root_crl(a).await,
         Command::Issuer(IssuerCommand::List(a)) => issuer_list(a).await,
         Command::Admin(AdminCommand::Create(a)) => admin_create(a).await,
     };

@@ -183,6 +183,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             passphrase: opts.passphrase.clone(),
             clock: opts.clock.clone(),
             validity: config.crl_validity,
+            root_validity: config.root_crl_validity,
             base_url: config.crl_base(http_addr),
         },
         shutdown_rx.clone(),
@@ -319,14 +320,21 @@ struct IssuerWatch {
 
 /// Follows issuer rollovers made by `hallmark-ca issuer rotate` (possibly in another process):
 /// switches signing to the new active issuing CA and refreshes the trust bundle, without a
-/// restart. A new CA whose key cannot be loaded is logged and retried; signing stays with the
+/// restart; has revocations of issuers and new root CRLs published. A new CA whose key cannot be loaded is logged and retried; signing stays with the
 /// previous one meanwhile.
 async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
     let mut failed_id: Option<String> = None;
+    let mut root_crls = w.store.root_crl_numbers().await.ok();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ISSUER_POLL) => {}
             _ = shutdown.wait_for(|v| *v) => return,
+        }
+        // A root CRL signed by another process (`hallmark-ca issuer root-crl`) is served now.
+        let numbers = w.store.root_crl_numbers().await.ok();
+        if numbers.is_some() && numbers != root_crls {
+            root_crls = numbers;
+            w.crls.request_rebuild();
         }
         let issuers = match w.store.issuers().await {
             Ok(i) => i,
@@ -339,12 +347,13 @@ async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
             .set(TrustMaterial::from_issuers(&issuers, w.clock.now()))
         {
             tracing::info!("trust bundle updated");
-            // A new (or expired) issuer: its CRL appears (or goes) now, not at the next refresh.
+            // A new (or expired, or revoked) issuer: its CRL appears (or goes), and its root's
+            // new CRL is served, now, not at the next refresh.
             w.crls.request_rebuild();
         }
         let Some(active) = issuers
             .iter()
-            .filter(|i| i.kind == IssuerKind::Issuing && i.active)
+            .filter(|i| i.kind == IssuerKind::Issuing && i.active && !i.is_revoked())
             .max_by_key(|i| i.not_before)
         else {
             continue;

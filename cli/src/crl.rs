@@ -1,7 +1,8 @@
 //! `hallmark crl show` and `hallmark crl fetch`: the CRLs the CA publishes right now.
 //! `fetch` writes its file only with a valid, current CRL for every issuing CA of the CA's trust
 //! bundle (a broker reloading an empty or incomplete CRL file would let revoked devices in or
-//! refuse whole issuers), never below the CRL numbers the file already holds.
+//! refuse whole issuers), never below the CRL numbers the file already holds. The root's CRL
+//! goes along when the CA publishes one and it verifies (see [`crlset`]).
 
 use std::path::PathBuf;
 
@@ -17,10 +18,12 @@ use crate::output::{self, Format};
 /// `hallmark crl`.
 #[derive(Subcommand, Debug)]
 pub enum CrlCommand {
-    /// Show the CRL of every valid issuing CA: issuer, number, dates, entries.
+    /// Show the CRL of every valid issuing CA and of the root (when it publishes one): issuer,
+    /// number, dates, entries.
     Show(ShowArgs),
-    /// Write the CRLs of every valid issuing CA into one PEM file (atomically), only when there
-    /// is a valid, current CRL for each; otherwise the file stays as it was.
+    /// Write the CRLs of every valid issuing CA (and the root's, when it publishes one) into one
+    /// PEM file (atomically), only when there is a valid, current CRL for each issuing CA;
+    /// otherwise the file stays as it was.
     Fetch(FetchArgs),
 }
 

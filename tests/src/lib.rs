@@ -432,22 +432,44 @@ impl CaProcess {
 
     /// A plain HTTP/1.1 GET with extra header lines; `(status line and headers, body)`.
     pub fn http_get_raw(&self, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
-        let mut conn = std::net::TcpStream::connect(&self.http).unwrap();
-        write!(
-            conn,
-            "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        conn.read_to_end(&mut out).unwrap();
-        let split = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("an HTTP response");
-        (
-            String::from_utf8_lossy(&out[..split]).into_owned(),
-            out[split + 4..].to_vec(),
-        )
+        http_get_raw(&self.http, path, extra_headers)
+    }
+
+    /// GETs the CRL at `path` (`/crl/<issuer>.crl`, DER) and writes it as PEM to `out`;
+    /// `Ok(head)` of a 200 answer, `Err(head)` of any other (nothing is written then).
+    pub fn fetch_crl(&self, path: &str, out: &Path) -> Result<String, String> {
+        let (head, body) = self.http_get_raw(path, "");
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head);
+        }
+        let der = out.with_extension("der");
+        std::fs::write(&der, body).unwrap();
+        openssl(&["crl", "-inform", "DER", "-in", s(&der), "-out", s(out)]);
+        Ok(head)
+    }
+
+    /// [`CaProcess::fetch_crl`] until `done` holds for the CRL (within 10 s), asserting every
+    /// answer is a 200 with the DER content type.
+    pub fn fetch_crl_until(&self, path: &str, out: &Path, done: impl Fn(&Path) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let head = self
+                .fetch_crl(path, out)
+                .unwrap_or_else(|head| panic!("{path}: {head}"));
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/pkix-crl"),
+                "{head}"
+            );
+            if done(out) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the CRL at {path} did not change in time"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A plain HTTP/1.1 GET on the HTTP side; the whole response.
@@ -471,6 +493,80 @@ impl Drop for CaProcess {
         }
         let _ = self.child.kill();
     }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after `limit`. Returns how
+/// long it took.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// The CRL number of the (first) CRL of a PEM file, as OpenSSL reads it.
+pub fn crl_number(pem: &Path) -> u64 {
+    let text = openssl(&["crl", "-in", s(pem), "-noout", "-crlnumber"]);
+    let hex = text
+        .trim()
+        .trim_start_matches("crlNumber=")
+        .trim_start_matches("0x");
+    u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crl number in `{text}`"))
+}
+
+/// A plain HTTP/1.1 GET of `path` at `addr` (`host:port`) with extra header lines; `(status
+/// line and headers, body)`.
+pub fn http_get_raw(addr: &str, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    (
+        String::from_utf8_lossy(&out[..split]).into_owned(),
+        out[split + 4..].to_vec(),
+    )
+}
+
+/// `hallmark` with only the endpoint: what a device has (its bundle brings the trust bundle).
+pub fn as_device(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(bin("hallmark"))
+        .args(args)
+        .env_clear()
+        .env("HALLMARK_ENDPOINT", endpoint)
+        .output()
+        .expect("run hallmark")
+}
+
+/// Asserts that OpenSSL verifies the signature of the CRL file `crl` (PEM) with a CA of
+/// `ca_file`.
+pub fn assert_crl_verifies(crl: &Path, ca_file: &Path) {
+    let v = openssl_output(&[
+        "crl",
+        "-in",
+        s(crl),
+        "-CAfile",
+        s(ca_file),
+        "-noout",
+        "-verify",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("verify OK"),
+        "{}: {v:?}",
+        crl.display()
+    );
 }
 
 /// Asserts a command succeeded and returns its stdout.
@@ -561,18 +657,4 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Polls `cond` every 50 ms until it holds; panics naming `what` after `limit`. How long it
-/// took.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use hallmark_tests::{CaProcess, bin, ok, refused, s};
+use hallmark_tests::{CaProcess, as_device, ok, refused, s};
 
 /// The broker profile may renew at any time here, so one test can rotate twice.
 const CONFIG: &str = r#"
@@ -36,16 +36,6 @@ fn gid_of(name: &str) -> u32 {
 
 fn serial(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("cert.pem")).unwrap()
-}
-
-/// `hallmark` with only the endpoint, as the broker host's rotation runs.
-fn as_device(endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::new(bin("hallmark"))
-        .args(args)
-        .env_clear()
-        .env("HALLMARK_ENDPOINT", endpoint)
-        .output()
-        .unwrap()
 }
 
 fn start(work: &Path) -> CaProcess {

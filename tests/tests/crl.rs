@@ -4,38 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{CaProcess, cdp_path, ok, openssl, openssl_output, s};
-
-fn crl_number(pem: &Path) -> u64 {
-    let text = openssl(&["crl", "-in", s(pem), "-noout", "-crlnumber"]);
-    let hex = text
-        .trim()
-        .trim_start_matches("crlNumber=")
-        .trim_start_matches("0x");
-    u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crl number in `{text}`"))
-}
-
-/// Fetches the CRL as PEM into `out` until `done` holds for it (bounded).
-fn fetch_until(ca: &CaProcess, path: &str, out: &Path, done: impl Fn(&Path) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (head, body) = ca.http_get_raw(path, "");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: application/pkix-crl"),
-            "{head}"
-        );
-        let der = out.with_extension("der");
-        std::fs::write(&der, body).unwrap();
-        openssl(&["crl", "-inform", "DER", "-in", s(&der), "-out", s(out)]);
-        if done(out) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the CRL did not change in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use hallmark_tests::{CaProcess, cdp_path, crl_number, ok, openssl, openssl_output, s};
 
 #[test]
 fn crls_are_signed_published_and_understood_by_openssl() {
@@ -53,28 +22,16 @@ fn crls_are_signed_published_and_understood_by_openssl() {
     let trust = data.join("trust-bundle.pem");
 
     let first = work.path().join("first.pem");
-    fetch_until(&ca, &path, &first, |_| true);
+    ca.fetch_crl_until(&path, &first, |_| true);
     let n0 = crl_number(&first);
 
     ok(&ca.hallmark(&["revoke", "--device", "s1", "--reason", "key-compromise"]));
     let revoked = work.path().join("revoked.pem");
-    fetch_until(&ca, &path, &revoked, |p| crl_number(p) > n0);
+    ca.fetch_crl_until(&path, &revoked, |p| crl_number(p) > n0);
     let n1 = crl_number(&revoked);
 
     // Signed by the issuer, verified against the trust bundle.
-    let v = openssl_output(&[
-        "crl",
-        "-in",
-        s(&revoked),
-        "-CAfile",
-        s(&trust),
-        "-noout",
-        "-verify",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&v.stderr).contains("verify OK"),
-        "{v:?}"
-    );
+    hallmark_tests::assert_crl_verifies(&revoked, &trust);
     // The IDP of the CRL is the CDP of the certificates.
     let text = openssl(&["crl", "-in", s(&revoked), "-noout", "-text"]);
     assert!(
@@ -134,7 +91,7 @@ fn crls_are_signed_published_and_understood_by_openssl() {
     drop(ca);
     let ca = CaProcess::start(&data, &[]);
     let after = work.path().join("after.pem");
-    fetch_until(&ca, &path, &after, |_| true);
+    ca.fetch_crl_until(&path, &after, |_| true);
     let n2 = crl_number(&after);
     assert!(n2 > n1 && n1 > n0, "CRL numbers {n0}, {n1}, {n2}");
     assert!(
@@ -265,8 +222,16 @@ async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
         .await
         .unwrap()
         .expect("the current CRLs on connect");
-    assert_eq!(first.crls.len(), 1);
-    let n0 = first.crls[0].number;
+    // The issuing CA's CRL and the root's.
+    assert_eq!(first.crls.len(), 2, "{first:?}");
+    let issuing = |set: &pb::CrlSet| {
+        set.crls
+            .iter()
+            .find(|c| c.issuer_id.starts_with("issuing-"))
+            .cloned()
+            .expect("the issuing CA's CRL")
+    };
+    let n0 = issuing(&first).number;
 
     let mut revocation = RevocationClient::new(ca.channel(Some(ca.admin_identity())).await);
     let started = Instant::now();
@@ -291,8 +256,8 @@ async fn watchers_get_every_new_crl_and_lose_the_stream_when_revoked() {
     .await
     .expect("a new CRL in time");
     println!("revocation to pushed CRL: {:?}", started.elapsed());
-    assert!(next.crls[0].number > n0);
-    assert_eq!(next.crls[0].entries, 1);
+    assert!(issuing(&next).number > n0);
+    assert_eq!(issuing(&next).entries, 1);
 
     // While nothing changes the CA sends heartbeats (no CRLs), so a dead stream can be told
     // from a quiet CA.
@@ -388,12 +353,12 @@ fn device_suspend_resume_and_decommission_follow_in_the_crl() {
     let path = cdp_path(&s1.join("cert.pem"));
     let trust = data.join("trust-bundle.pem");
     let crl = work.path().join("crl.pem");
-    fetch_until(&ca, &path, &crl, |_| true);
+    ca.fetch_crl_until(&path, &crl, |_| true);
     assert!(passes_crl_check(&trust, &crl, &s1));
     let mut n = crl_number(&crl);
     // Fetches the CRL until it is newer than the last one seen.
     let mut next = || {
-        fetch_until(&ca, &path, &crl, |p| crl_number(p) > n);
+        ca.fetch_crl_until(&path, &crl, |p| crl_number(p) > n);
         n = crl_number(&crl);
         openssl(&["crl", "-in", s(&crl), "-noout", "-text"])
     };

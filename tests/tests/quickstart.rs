@@ -273,6 +273,21 @@ fn imported_issuing_ca_with_passphrase_caps_leaf_lifetimes() {
         issuing.validity().not_after.timestamp(),
         "a 30-day sensor certificate is capped by the 10-day issuing CA"
     );
+    // The corporate root publishes its own CRL, not through Hallmark: only the issuing CA's is
+    // served, and that set is complete for `crl fetch`.
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&ca.hallmark(&["crl", "show", "-o", "json"]))).unwrap();
+    let shown = shown.as_array().unwrap();
+    assert!(
+        shown.len() == 1
+            && shown[0]["issuer_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("issuing-"),
+        "{shown:?}"
+    );
+    let crls = d.join("crls.pem");
+    ok(&ca.hallmark(&["crl", "fetch", "--out", s(&crls)]));
 }
 
 #[test]

@@ -9,7 +9,8 @@ use hallmark_ca::bundle::CredentialBundle;
 use hallmark_ca::config::Config;
 use hallmark_proto::v1 as pb;
 use hallmark_tests::{
-    CaProcess, TestCa, assert_bundle_verifies, assert_refused, bin, ok, openssl, p256_csr, s,
+    CaProcess, TestCa, as_device, assert_bundle_verifies, assert_refused, bin, ok, openssl,
+    p256_csr, s,
 };
 use tonic::Code;
 use x509_parser::prelude::*;
@@ -551,19 +552,7 @@ fn issuing_ca_rolls_over_without_downtime() {
         assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
         let crl = work.path().join("crl.pem");
         std::fs::write(&crl, body).unwrap();
-        let v = hallmark_tests::openssl_output(&[
-            "crl",
-            "-in",
-            s(&crl),
-            "-CAfile",
-            s(&served),
-            "-noout",
-            "-verify",
-        ]);
-        assert!(
-            String::from_utf8_lossy(&v.stderr).contains("verify OK"),
-            "{path}: {v:?}"
-        );
+        hallmark_tests::assert_crl_verifies(&crl, &served);
     }
     let list = ok(&Command::new(bin("hallmark-ca"))
         .args(["issuer", "list", "--data-dir", s(&data)])
@@ -598,16 +587,6 @@ fn served_count(path: &Path) -> usize {
         .unwrap()
         .matches("BEGIN CERTIFICATE")
         .count()
-}
-
-/// `hallmark` with only the endpoint: what a device has (its bundle brings the trust bundle).
-fn as_device(endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::new(bin("hallmark"))
-        .args(args)
-        .env_clear()
-        .env("HALLMARK_ENDPOINT", endpoint)
-        .output()
-        .unwrap()
 }
 
 fn refused(out: &std::process::Output) -> String {

@@ -155,9 +155,11 @@ impl Authenticator {
             .certificate_of_caller(&serial)
             .await
             .map_err(super::store_status)?;
-        let (record, device_status) = match found {
-            Some((r, d)) if r.der == leaf.as_ref() => (Some(r), d),
-            _ => (None, DeviceStatus::Active),
+        let (record, device_status, issuer_revoked) = match found {
+            Some(c) if c.record.der == leaf.as_ref() => {
+                (Some(c.record), c.device_status, c.issuer_revoked)
+            }
+            _ => (None, DeviceStatus::Active, false),
         };
         let Some(record) = record else {
             if let Some(chain) = certs.as_deref()
@@ -185,6 +187,15 @@ impl Authenticator {
                     record.device_id
                 )));
             }
+        }
+        if issuer_revoked {
+            // A revoked issuing CA takes every certificate it signed with it (RFC 5280 path
+            // validation refuses them through the root's CRL).
+            return Err(Status::unauthenticated(format!(
+                "client certificate {serial} of {} was signed by issuing CA {}, which is revoked; \
+                 get a new credential (devices enroll again)",
+                record.device_id, record.issuer_id
+            )));
         }
         if device_status != DeviceStatus::Active {
             return Err(Status::unauthenticated(format!(

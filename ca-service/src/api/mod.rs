@@ -34,10 +34,14 @@ pub struct TrustMaterial {
 }
 
 impl TrustMaterial {
-    /// Builds it from the store's issuers (retired issuing CAs included while they are valid).
+    /// Builds it from the store's issuers (retired issuing CAs included while they are valid,
+    /// revoked ones left out).
     pub fn from_issuers(issuers: &[IssuerRecord], now: i64) -> Self {
         let mut t = Self::default();
-        for i in issuers.iter().filter(|i| i.not_after > now) {
+        for i in issuers
+            .iter()
+            .filter(|i| i.not_after > now && !i.is_revoked())
+        {
             let pem = der_to_pem(&i.cert_der);
             match i.kind {
                 IssuerKind::Root => t.roots_pem.push_str(&pem),
@@ -152,6 +156,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::Duplicate(m) => Status::already_exists(m),
         StoreError::NotFound(m) => Status::not_found(m),
         StoreError::Conflict(m) => Status::failed_precondition(m),
+        StoreError::Changed(m) => Status::aborted(m),
         StoreError::TooSoon(m) => Status::resource_exhausted(m),
         StoreError::Superseded(m) => Status::permission_denied(m),
         StoreError::Closed => Status::unavailable("the CA is shutting down; retry"),

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyUsagePurpose, PublicKeyData,
-    SerialNumber,
+    BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, PublicKeyData, SerialNumber,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{BACKDATE_SECONDS, random_serial};
+use super::{BACKDATE_SECONDS, IssuingCa, random_serial};
 use crate::clock::to_offset;
 use crate::keys::CaKey;
 
@@ -75,6 +74,13 @@ pub fn validity(der: &[u8]) -> Result<(i64, i64), rcgen::Error> {
         cert.validity().not_before.timestamp(),
         cert.validity().not_after.timestamp(),
     ))
+}
+
+/// Serial of a certificate as the store writes serials: lower-case hex of the number, without
+/// leading zero bytes.
+pub fn serial_hex_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(hex::encode(cert.serial.to_bytes_be()))
 }
 
 /// Short stable id of a CA certificate: `<prefix>-` + 8 hex digits of its key identifier.
@@ -155,7 +161,19 @@ pub fn create_issuing(
     now: i64,
     lifetime: Duration,
 ) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
-    let (_, root_not_after) = validity(root_der)?;
+    let root = IssuingCa::new(ca_id("root", root_der), root_der.to_vec(), root_key)?;
+    create_issuing_under(&root, org, now, lifetime, None)
+}
+
+/// Creates an issuing CA (P-256, pathlen 0) signed by `root`, capped by the root's expiry,
+/// carrying `crl_distribution_point` (the URL of the root's CRL) when given.
+pub fn create_issuing_under(
+    root: &IssuingCa,
+    org: &str,
+    now: i64,
+    lifetime: Duration,
+    crl_distribution_point: Option<String>,
+) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
     let key = CaKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
@@ -165,9 +183,11 @@ pub fn create_issuing(
         lifetime,
         Some(0),
     )?;
-    params.not_after = to_offset((now + lifetime.as_secs() as i64).min(root_not_after));
-    let issuer = Issuer::from_ca_cert_der(&root_der.into(), root_key)?;
-    let cert = params.signed_by(&key, &issuer)?;
+    params.not_after = to_offset((now + lifetime.as_secs() as i64).min(root.not_after));
+    if let Some(uri) = crl_distribution_point {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![uri] }];
+    }
+    let cert = params.signed_by(&key, &root.issuer)?;
     Ok((cert.der().to_vec(), key))
 }
 

@@ -1,6 +1,7 @@
 //! What a broker agent checks before it lets a CRL near the broker (Mosquitto turns revocation
-//! checking off when its CRL file is bad): it parses, its signature verifies with a known
-//! issuing CA, its `nextUpdate` is in the future, and it carries a CRL number.
+//! checking off when its CRL file is bad): it parses, its signature verifies with a known CA
+//! (an issuing CA, or the root for the root's CRL), its `nextUpdate` is in the future, and it
+//! carries a CRL number.
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
@@ -24,6 +25,8 @@ pub struct CheckedCrl {
     pub superseded: Vec<String>,
     /// URIs of the issuing distribution point.
     pub distribution_points: Vec<String>,
+    /// Whether a root (a self-issued CA) signed it: it lists revoked CAs, not devices.
+    pub root: bool,
 }
 
 impl CheckedCrl {
@@ -66,6 +69,7 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
     let issuer_raw = crl.issuer().as_raw().to_vec();
     let mut same_name = false;
     let mut verified = false;
+    let mut root = false;
     for ca in issuers {
         let Ok((_, cert)) = X509Certificate::from_der(ca) else {
             continue;
@@ -76,6 +80,7 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         same_name = true;
         if crl.verify_signature(cert.public_key()).is_ok() {
             verified = true;
+            root = cert.subject().as_raw() == cert.issuer().as_raw();
             break;
         }
     }
@@ -136,5 +141,6 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         serials,
         superseded,
         distribution_points,
+        root,
     })
 }

@@ -1,9 +1,12 @@
 //! CRL publication: one CRL per valid issuing CA (the active one and retired ones until they
-//! expire), rebuilt shortly after every revocation (debounced) and at half of its validity, and
-//! handed to the HTTP distribution point and watchers through a watch channel.
+//! expire or are revoked), rebuilt shortly after every revocation (debounced) and at half of
+//! its validity, and the root's CRL ([`crate::root_crl`]: stored, re-signed here when the root
+//! key is in the data dir), handed to the HTTP distribution point and watchers through a watch
+//! channel.
 
 pub mod check;
 pub mod list;
+mod root;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub struct CrlSources {
     pub clock: SharedClock,
     /// `nextUpdate - now`.
     pub validity: Duration,
+    /// `nextUpdate - now` of the root's CRL.
+    pub root_validity: Duration,
     /// Base URL of the distribution points.
     pub base_url: String,
 }
@@ -93,11 +98,12 @@ impl CrlPublisher {
             sources,
             keys: HashMap::new(),
             list: RevocationList::new(),
+            roots: root::Roots::default(),
         };
         let first = builder.rebuild(&CrlSet::new()).await;
         let (tx, rx) = watch::channel(Arc::new(first));
         let (trigger, mut triggers) = mpsc::channel::<()>(1);
-        let refresh = builder.sources.validity / 2;
+        let refresh = builder.sources.validity.min(builder.sources.root_validity) / 2;
         let task = tokio::spawn(async move {
             let mut feed_open = true;
             // An interval, not a sleep per loop: steady revocation traffic must not keep
@@ -172,6 +178,7 @@ struct Builder {
     sources: CrlSources,
     keys: HashMap<String, Arc<IssuingCa>>,
     list: RevocationList,
+    roots: root::Roots,
 }
 
 impl Builder {
@@ -202,9 +209,11 @@ impl Builder {
             }
         };
         let mut out = CrlSet::new();
+        // A revoked issuing CA signs nothing more, its CRL included: its root's CRL refuses
+        // everything below it.
         for rec in issuers
             .iter()
-            .filter(|i| i.kind == IssuerKind::Issuing && i.not_after > now)
+            .filter(|i| i.kind == IssuerKind::Issuing && i.not_after > now && !i.is_revoked())
         {
             match self.build_one(rec, now).await {
                 Ok(crl) => {
@@ -216,6 +225,14 @@ impl Builder {
                         out.insert(rec.id.clone(), p.clone());
                     }
                 }
+            }
+        }
+        for rec in issuers
+            .iter()
+            .filter(|i| i.kind == IssuerKind::Root && i.not_after > now)
+        {
+            if let Some(crl) = self.roots.crl(&self.sources, rec, &issuers, now).await {
+                out.insert(rec.id.clone(), crl);
             }
         }
         out

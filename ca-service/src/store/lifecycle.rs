@@ -137,7 +137,9 @@ async fn valid_admins(
     let rows = sqlx::query(
         "SELECT c.device_id, c.serial FROM certificates c JOIN devices d ON d.id = c.device_id \
          WHERE c.profile IN (SELECT value FROM json_each(?1)) AND c.status = 'active' \
-         AND c.not_before <= ?2 AND c.not_after > ?2 AND d.status = 'active' ORDER BY c.seq",
+         AND c.not_before <= ?2 AND c.not_after > ?2 AND d.status = 'active' \
+         AND NOT EXISTS (SELECT 1 FROM issuers i WHERE i.id = c.issuer_id AND i.revoked_at IS NOT NULL) \
+         ORDER BY c.seq",
     )
     .bind(serde_json::Value::from(admin_profiles.to_vec()).to_string())
     .bind(now)

@@ -3,6 +3,7 @@
 //! certificate is returned only after its row is durably committed, without one fsync per row.
 
 mod batch;
+mod issuers;
 mod lifecycle;
 mod ops;
 mod records;
@@ -59,6 +60,10 @@ pub enum StoreError {
     /// A unique value exists already.
     #[error("{0}")]
     Duplicate(String),
+    /// What the write was prepared from changed meanwhile (another signer of a root CRL got
+    /// there first): prepare it again from a fresh read.
+    #[error("{0}")]
+    Changed(String),
     /// The writer task has stopped (shutdown in progress).
     #[error("the store is shutting down")]
     Closed,
@@ -134,8 +139,8 @@ impl Store {
     /// All issuers, roots first, oldest first.
     pub async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, subject, cert_der, not_before, not_after, status FROM issuers \
-             ORDER BY kind DESC, created_at, id",
+            "SELECT id, kind, subject, cert_der, not_before, not_after, status, revoked_at, \
+             revocation_reason FROM issuers ORDER BY kind DESC, created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -153,8 +158,59 @@ impl Store {
                 not_before: r.get("not_before"),
                 not_after: r.get("not_after"),
                 active: r.get::<String, _>("status") == "active",
+                revoked_at: r.get("revoked_at"),
+                revocation_reason: r.get("revocation_reason"),
             })
             .collect())
+    }
+
+    /// The newest stored CRL of root `issuer_id`, if it has one.
+    pub async fn root_crl(&self, issuer_id: &str) -> Result<Option<RootCrlRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT issuer_id, crl_number, this_update, next_update, entries, der, signed_at, \
+             signed_by FROM root_crls WHERE issuer_id = ?1",
+        )
+        .bind(issuer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RootCrlRecord {
+            issuer_id: r.get("issuer_id"),
+            number: r.get::<i64, _>("crl_number") as u64,
+            this_update: r.get("this_update"),
+            next_update: r.get("next_update"),
+            entries: r.get::<i64, _>("entries") as usize,
+            der: r.get("der"),
+            signed_at: r.get("signed_at"),
+            signed_by: r.get("signed_by"),
+        }))
+    }
+
+    /// `(root id, CRL number)` of every stored root CRL: what a serving CA polls to notice a
+    /// root CRL signed by another process.
+    pub async fn root_crl_numbers(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT issuer_id, crl_number FROM root_crls ORDER BY issuer_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("issuer_id"), r.get::<i64, _>("crl_number") as u64))
+            .collect())
+    }
+
+    /// How many certificates of issuer `issuer_id` are active and unexpired at `now`.
+    pub async fn valid_certificates_of(
+        &self,
+        issuer_id: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND status = 'active' \
+             AND not_after > ?2",
+        )
+        .bind(issuer_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// One device.
@@ -281,16 +337,17 @@ impl Store {
         row.as_ref().map(cert_from_row).transpose()
     }
 
-    /// The certificate with this serial and the registry status of its device, in one query
-    /// (the per-call caller check).
+    /// The certificate with this serial, the registry status of its device and whether its
+    /// issuing CA is revoked, in one query (the per-call caller check).
     pub async fn certificate_of_caller(
         &self,
         serial: &str,
-    ) -> Result<Option<(CertificateRecord, DeviceStatus)>, StoreError> {
+    ) -> Result<Option<CallerCertificate>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             cert_columns!(),
-            ", (SELECT status FROM devices WHERE devices.id = certificates.device_id) AS device_status \
+            ", (SELECT status FROM devices WHERE devices.id = certificates.device_id) AS device_status, \
+             (SELECT revoked_at FROM issuers WHERE issuers.id = certificates.issuer_id) AS issuer_revoked_at \
              FROM certificates WHERE serial = ?1"
         ))
         .bind(serial.to_ascii_lowercase())
@@ -300,10 +357,15 @@ impl Store {
             None => Ok(None),
             Some(r) => {
                 let status: Option<String> = r.get("device_status");
-                let status = status
+                let device_status = status
                     .as_deref()
                     .map_or(DeviceStatus::Decommissioned, DeviceStatus::parse);
-                Ok(Some((cert_from_row(&r)?, status)))
+                let issuer_revoked_at: Option<i64> = r.get("issuer_revoked_at");
+                Ok(Some(CallerCertificate {
+                    record: cert_from_row(&r)?,
+                    device_status,
+                    issuer_revoked: issuer_revoked_at.is_some(),
+                }))
             }
         }
     }

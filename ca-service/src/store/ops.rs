@@ -353,6 +353,30 @@ pub(super) async fn apply(
             audit(conn, &event, chain).await?;
             Ok(WriteOutput::Done)
         }
+        WriteOp::RevokeIssuer {
+            id,
+            reason,
+            admin_profiles,
+            at,
+            actor,
+            details,
+        } => {
+            super::issuers::revoke_issuer(
+                conn,
+                id,
+                *reason,
+                admin_profiles,
+                *at,
+                actor,
+                details,
+                chain,
+            )
+            .await
+        }
+        WriteOp::StoreRootCrl {
+            crl,
+            revoked_issuers,
+        } => super::issuers::store_root_crl(conn, crl, revoked_issuers, chain).await,
         WriteOp::AddIssuer { issuer, at, actor } => {
             sqlx::query(
                 "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, created_at) \
@@ -913,7 +937,10 @@ async fn insert_certificate(
     .bind(c.issued_at)
     .execute(&mut *conn)
     .await
-    .map_err(|e| unique_or(e, || format!("serial {} exists already", c.serial)))?;
+    .map_err(|e| match super::issuers::revoked_issuer(&e, &c.issuer_id) {
+        Some(refused) => refused,
+        None => unique_or(e, || format!("serial {} exists already", c.serial)),
+    })?;
     Ok(())
 }
 

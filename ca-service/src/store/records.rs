@@ -38,6 +38,59 @@ pub struct IssuerRecord {
     pub not_after: i64,
     /// Whether it is the active signer (`true`) or retired.
     pub active: bool,
+    /// When it was revoked (`hallmark-ca issuer revoke`), Unix seconds: a revoked issuing CA
+    /// signs nothing more, leaves the trust bundle and is listed on its root's CRL.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code of the revocation.
+    pub revocation_reason: Option<i64>,
+}
+
+impl IssuerRecord {
+    /// Whether it is revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// `active`, `retired` or `revoked`, as listings show it.
+    pub fn status_text(&self) -> &'static str {
+        match (self.is_revoked(), self.active) {
+            (true, _) => "revoked",
+            (false, true) => "active",
+            (false, false) => "retired",
+        }
+    }
+}
+
+/// A caller's certificate with what else the per-call check needs.
+#[derive(Debug, Clone)]
+pub struct CallerCertificate {
+    /// The certificate.
+    pub record: CertificateRecord,
+    /// Registry status of its device.
+    pub device_status: DeviceStatus,
+    /// Whether its issuing CA is revoked (then none of its certificates is valid).
+    pub issuer_revoked: bool,
+}
+
+/// The newest CRL of a root, as stored (see `hallmark_ca::root_crl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCrlRecord {
+    /// The root's issuer id.
+    pub issuer_id: String,
+    /// CRL number.
+    pub number: u64,
+    /// `thisUpdate`, Unix seconds.
+    pub this_update: i64,
+    /// `nextUpdate`, Unix seconds.
+    pub next_update: i64,
+    /// Number of entries (revoked issuing CAs).
+    pub entries: usize,
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+    /// When it was signed, Unix seconds.
+    pub signed_at: i64,
+    /// Who signed it (`system`, `system:issuer-revoke`...).
+    pub signed_by: String,
 }
 
 /// Registry state of a device.

@@ -45,6 +45,8 @@ async fn store() -> (tempfile::TempDir, Store) {
                 not_before: 0,
                 not_after: 100,
                 active: true,
+                revoked_at: None,
+                revocation_reason: None,
             },
             at: 0,
             actor: "test".into(),
@@ -299,5 +301,156 @@ async fn an_admin_revocation_with_reason_superseded_keeps_the_idevid_out() {
     assert!(
         matches!(refused, Err(StoreError::Conflict(ref m)) if m.contains("readmit")),
         "the IDevID enrolled again after an admin's revocation: {refused:?}"
+    );
+}
+
+fn issuer(id: &str, kind: IssuerKind, active: bool) -> WriteOp {
+    WriteOp::AddIssuer {
+        issuer: IssuerRecord {
+            id: id.into(),
+            kind,
+            subject: format!("CN={id}"),
+            cert_der: vec![1],
+            not_before: 0,
+            not_after: 100,
+            active,
+            revoked_at: None,
+            revocation_reason: None,
+        },
+        at: 0,
+        actor: "test".into(),
+    }
+}
+
+fn revoke_issuer(id: &str, admin_profiles: &[&str]) -> WriteOp {
+    WriteOp::RevokeIssuer {
+        id: id.into(),
+        reason: Some(2),
+        admin_profiles: admin_profiles.iter().map(|p| p.to_string()).collect(),
+        at: 5,
+        actor: "test".into(),
+        details: serde_json::json!({}),
+    }
+}
+
+fn root_crl(number: u64) -> RootCrlRecord {
+    RootCrlRecord {
+        issuer_id: "root-1".into(),
+        number,
+        this_update: 1,
+        next_update: 50,
+        entries: 0,
+        der: vec![number as u8],
+        signed_at: 1,
+        signed_by: "test".into(),
+    }
+}
+
+/// A revoked issuing CA: only a retired one, once; no certificate of it is recorded from then
+/// on (the trigger also refuses one a serving CA signed before it noticed); its certificates
+/// are refused as callers and count for no admin.
+#[tokio::test]
+async fn a_revoked_issuer_records_nothing_more_and_takes_its_certificates_along() {
+    let (_dir, store) = store().await;
+    store
+        .write(issuer("root-1", IssuerKind::Root, true))
+        .await
+        .unwrap();
+    store
+        .write(issuer("issuing-2", IssuerKind::Issuing, true))
+        .await
+        .unwrap();
+    store.write(issue("aa01", "d-1", "field")).await.unwrap();
+    // The active issuing CA and roots are never revoked.
+    for (id, needle) in [
+        ("issuing-1", "the active one"),
+        ("root-1", "root CA"),
+        ("nope", "no issuer"),
+    ] {
+        let refused = store.write(revoke_issuer(id, &[])).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Conflict(m) | StoreError::NotFound(m)) if m.contains(needle)),
+            "{id}: {refused:?}"
+        );
+    }
+    store
+        .write(WriteOp::RetireIssuer {
+            id: "issuing-1".into(),
+            at: 3,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+    // d-1's certificate is the only valid one of profile `sensor`: as if it were the last admin.
+    let refused = store.write(revoke_issuer("issuing-1", &["sensor"])).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("last valid admin")),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .issuers()
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| !i.is_revoked())
+    );
+    let before = store.verify_audit_chain().await.unwrap().unwrap();
+    store.write(revoke_issuer("issuing-1", &[])).await.unwrap();
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(before + 1));
+    let revoked = store.issuers().await.unwrap();
+    let revoked = revoked.iter().find(|i| i.id == "issuing-1").unwrap();
+    assert_eq!(
+        (revoked.revoked_at, revoked.revocation_reason),
+        (Some(5), Some(2))
+    );
+    assert_eq!(revoked.status_text(), "revoked");
+    assert!(matches!(
+        store.write(revoke_issuer("issuing-1", &[])).await,
+        Err(StoreError::Conflict(m)) if m.contains("revoked already")
+    ));
+    // Its certificate is refused as a caller; a new one of it is never recorded, in a batch
+    // or alone.
+    let caller = store.certificate_of_caller("aa01").await.unwrap().unwrap();
+    assert!(caller.issuer_revoked);
+    let refused = store.write(issue("aa02", "d-2", "field")).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("issuing-1 is revoked")),
+        "{refused:?}"
+    );
+    assert!(store.certificate("aa02").await.unwrap().is_none());
+}
+
+/// Root CRLs: only a higher number replaces the stored one, and one signed while the revoked
+/// issuing CAs changed is refused.
+#[tokio::test]
+async fn a_root_crl_is_stored_only_newer_and_only_for_what_is_revoked_now() {
+    let (_dir, store) = store().await;
+    store
+        .write(issuer("root-1", IssuerKind::Root, true))
+        .await
+        .unwrap();
+    assert!(store.root_crl("root-1").await.unwrap().is_none());
+    let put = |number, revoked: &[&str]| WriteOp::StoreRootCrl {
+        crl: root_crl(number),
+        revoked_issuers: revoked.iter().map(|r| r.to_string()).collect(),
+    };
+    store.write(put(3, &[])).await.unwrap();
+    for number in [2, 3] {
+        assert!(matches!(
+            store.write(put(number, &[])).await,
+            Err(StoreError::Changed(m)) if m.contains("or higher is stored")
+        ));
+    }
+    assert!(matches!(
+        store.write(put(4, &["issuing-1"])).await,
+        Err(StoreError::Changed(m)) if m.contains("revoked issuing CAs changed")
+    ));
+    store.write(put(4, &[])).await.unwrap();
+    let stored = store.root_crl("root-1").await.unwrap().unwrap();
+    assert_eq!(stored, root_crl(4));
+    assert_eq!(
+        store.root_crl_numbers().await.unwrap(),
+        [("root-1".to_owned(), 4)]
     );
 }

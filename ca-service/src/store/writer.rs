@@ -118,6 +118,34 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
+    /// Revoke a retired issuing CA: it signs nothing more (no certificate of it is recorded
+    /// from now on) and leaves the trust bundle. Refused for the active issuing CA, a root, an
+    /// issuer revoked already, and when it would take the last valid admin credential (every
+    /// certificate of a revoked issuer is refused as a caller).
+    RevokeIssuer {
+        /// Issuer id.
+        id: String,
+        /// RFC 5280 reason code.
+        reason: Option<i64>,
+        /// Profiles whose role is `admin`.
+        admin_profiles: Vec<String>,
+        /// Unix seconds.
+        at: i64,
+        /// Caller.
+        actor: String,
+        /// Particulars for the audit event (serial, who ran it).
+        details: serde_json::Value,
+    },
+    /// Store a newly signed CRL of a root as the one it publishes. Refused with
+    /// [`super::StoreError::Changed`] when a CRL with a number as high is stored already, or
+    /// when the revoked issuing CAs are no longer `revoked_issuers` (another signer got there
+    /// first, or a revocation committed while it was signed: sign again).
+    StoreRootCrl {
+        /// The CRL.
+        crl: super::RootCrlRecord,
+        /// Ids of every revoked issuing CA, sorted, as the signer saw them.
+        revoked_issuers: Vec<String>,
+    },
     /// Change a certificate's status (revoke, suspend, resume).
     SetCertificateStatus {
         /// Serial, hex.

@@ -2,6 +2,13 @@
 //! Mosquitto turns revocation checking off when its CRL file is empty or broken at a reload,
 //! and refuses every device of an issuer it has no current CRL for; so a set is written only
 //! when it is complete: a valid, current CRL for every issuing CA of the CA file written with it.
+//!
+//! A root's CRL (it lists revoked issuing CAs) is carried along whenever one verifies with a
+//! root of the CA file, so that verifiers checking the whole chain (`openssl verify
+//! -crl_check_all`) find it in the file, but it is never required: Mosquitto checks only the
+//! device's certificate, a revoked issuing CA reaches the broker by leaving the CA file, an
+//! imported corporate root has no CRL from Hallmark, and a late CRL of a root kept offline must
+//! not hold back device revocations. See docs/decisions.md.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +30,8 @@ pub fn certs_of(pem: &str) -> Vec<Vec<u8>> {
 }
 
 /// The issuing CAs of a bundle at `now`, as (subject DER, subject text): the certificates that
-/// are valid and not self-issued. Roots sign issuing CAs, never devices, and have no CRL.
+/// are valid and not self-issued. Roots sign issuing CAs, never devices: their CRLs are not
+/// required (see the module docs).
 fn issuing_cas(bundle_pem: &str, now: i64) -> Vec<(Vec<u8>, String)> {
     certs_of(bundle_pem)
         .iter()
@@ -52,9 +60,13 @@ pub fn load(crl_file: &Path, bundle_pem: &str) -> CrlMap {
     crls
 }
 
-/// The CRLs as one PEM file.
+/// The CRLs as one PEM file, the issuing CAs' first (tools that read one CRL of a file, such
+/// as `openssl crl -in`, read the first), the roots' last.
 pub fn to_pem(crls: &CrlMap) -> String {
-    crls.values()
+    let (roots, issuing): (Vec<_>, Vec<_>) = crls.values().partition(|(c, _)| c.root);
+    issuing
+        .into_iter()
+        .chain(roots)
         .map(|(_, der)| {
             pem::encode_config(
                 &pem::Pem::new("X509 CRL", der.clone()),
@@ -133,14 +145,17 @@ pub fn merge(
                     hallmark_ca::clock::human_duration(now - c.built_at())
                 ));
                 // Entries new on this CRL, but not those replaced by a newer certificate
-                // (re-provisioning): their devices are connected with the new one.
-                m.new_serials.extend(
-                    c.serials
-                        .iter()
-                        .filter(|s| old.serials.binary_search(s).is_err())
-                        .filter(|s| c.superseded.binary_search(s).is_err())
-                        .cloned(),
-                );
+                // (re-provisioning): their devices are connected with the new one. A root's
+                // entries are issuing CAs, which have no sessions.
+                if !c.root {
+                    m.new_serials.extend(
+                        c.serials
+                            .iter()
+                            .filter(|s| old.serials.binary_search(s).is_err())
+                            .filter(|s| c.superseded.binary_search(s).is_err())
+                            .cloned(),
+                    );
+                }
                 m.crls.insert(c.issuer.clone(), (c, der.clone()));
                 m.changed = true;
             }
@@ -175,7 +190,8 @@ impl std::fmt::Display for Incomplete {
 impl std::error::Error for Incomplete {}
 
 /// Checks that `crls` holds a valid, current CRL for every issuing CA of `bundle_pem` at `now`
-/// (and that the bundle has one): the condition for writing the set with that bundle.
+/// (and that the bundle has one): the condition for writing the set with that bundle. Roots'
+/// CRLs are not required.
 pub fn complete(crls: &CrlMap, bundle_pem: &str, now: i64) -> Result<(), Incomplete> {
     let issuing = issuing_cas(bundle_pem, now);
     if issuing.is_empty() {
@@ -209,7 +225,7 @@ pub fn complete(crls: &CrlMap, bundle_pem: &str, now: i64) -> Result<(), Incompl
 mod tests {
     use super::*;
     use hallmark_ca::authority::IssuingCa;
-    use hallmark_ca::authority::ca::{create_issuing, create_root, der_to_pem};
+    use hallmark_ca::authority::ca::{create_issuing_under, create_root, der_to_pem};
     use hallmark_ca::authority::crl::{CrlRequest, build_crl};
     use std::time::Duration;
 
@@ -218,6 +234,7 @@ mod tests {
     struct Pki {
         root_pem: String,
         issuing_pem: String,
+        root: IssuingCa,
         issuing: IssuingCa,
         now: i64,
     }
@@ -225,16 +242,18 @@ mod tests {
     fn pki() -> Pki {
         let now = 1_800_000_000;
         let (root, root_key) = create_root("T", now, DAY * 10).unwrap();
-        let (der, key) = create_issuing(&root, root_key, "T", now, DAY * 5).unwrap();
+        let root = IssuingCa::new("root-x".into(), root, root_key).unwrap();
+        let (der, key) = create_issuing_under(&root, "T", now, DAY * 5, None).unwrap();
         Pki {
-            root_pem: der_to_pem(&root),
+            root_pem: der_to_pem(&root.cert_der),
             issuing_pem: der_to_pem(&der),
+            root,
             issuing: IssuingCa::new("issuing-x".into(), der, key).unwrap(),
             now,
         }
     }
 
-    fn crl(p: &Pki, number: u64, at: i64) -> Vec<u8> {
+    fn crl_by(ca: &IssuingCa, number: u64, at: i64) -> Vec<u8> {
         let req = CrlRequest {
             number,
             now: at,
@@ -242,7 +261,81 @@ mod tests {
             distribution_point: None,
             entries: &[],
         };
-        build_crl(&p.issuing, &req).unwrap()
+        build_crl(ca, &req).unwrap()
+    }
+
+    fn crl(p: &Pki, number: u64, at: i64) -> Vec<u8> {
+        crl_by(&p.issuing, number, at)
+    }
+
+    #[test]
+    fn a_root_crl_is_carried_along_but_never_required() {
+        let p = pki();
+        let bundle = format!("{}{}", p.root_pem, p.issuing_pem);
+        let root_crl = crl_by(&p.root, 2, p.now);
+        let m = merge(
+            &CrlMap::new(),
+            &[crl(&p, 3, p.now), root_crl],
+            &bundle,
+            false,
+            p.now,
+        );
+        assert!(m.refused.is_empty(), "{:?}", m.refused);
+        assert_eq!(m.crls.len(), 2);
+        assert_eq!(to_pem(&m.crls).matches("BEGIN X509 CRL").count(), 2);
+        assert_eq!(
+            m.crls.values().filter(|(c, _)| c.root).count(),
+            1,
+            "the root's CRL is in the set"
+        );
+        // The issuing CA's CRL comes first in the file (what `openssl crl -in` reads).
+        let pem = to_pem(&m.crls);
+        let first = CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert!(
+            !check_crl(first.as_ref(), &certs_of(&bundle), p.now)
+                .unwrap()
+                .root
+        );
+        complete(&m.crls, &bundle, p.now).unwrap();
+        // Without a root CRL (an imported corporate root), and with an expired one (a root
+        // kept offline, running late), the set of a fresh issuing CRL is still complete.
+        let issuing_only = merge(&CrlMap::new(), &[crl(&p, 3, p.now)], &bundle, false, p.now);
+        complete(&issuing_only.crls, &bundle, p.now).unwrap();
+        let later = p.now + 7200;
+        let m = merge(&m.crls, &[crl(&p, 4, later)], &bundle, false, later);
+        assert!(m.changed && m.crls.len() == 2);
+        complete(&m.crls, &bundle, later).unwrap();
+    }
+
+    /// Attacker side: a CRL naming the root (name and key identifier) but signed by another key
+    /// is refused and never reaches the file.
+    #[test]
+    fn a_root_crl_signed_by_another_key_is_refused() {
+        let p = pki();
+        let bundle = format!("{}{}", p.root_pem, p.issuing_pem);
+        let genuine = merge(
+            &CrlMap::new(),
+            &[crl(&p, 3, p.now), crl_by(&p.root, 2, p.now)],
+            &bundle,
+            false,
+            p.now,
+        );
+        // The root's name and key identifier, another key.
+        let key = hallmark_ca::keys::CaKey::generate_p256().unwrap();
+        let lookalike = IssuingCa::new("root-x".into(), p.root.cert_der.clone(), key).unwrap();
+        let forged = crl_by(&lookalike, 99, p.now);
+        let m = merge(&genuine.crls, &[forged], &bundle, false, p.now);
+        assert!(!m.changed, "{:?}", m.taken);
+        assert!(
+            m.refused.len() == 1 && m.refused[0].contains("bad signature"),
+            "{:?}",
+            m.refused
+        );
+        let root_number = m.crls.values().find(|(c, _)| c.root).map(|(c, _)| c.number);
+        assert_eq!(root_number, Some(2), "the genuine root CRL stays");
     }
 
     #[test]

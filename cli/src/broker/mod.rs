@@ -325,7 +325,23 @@ impl Agent {
             }
             self.warned.insert(issuer.clone(), (c.number, age));
             let when = hallmark_ca::clock::rfc3339(c.next_update);
-            if age == Age::Expired {
+            if c.root {
+                // Mosquitto checks device certificates only: a root's CRL is for verifiers that
+                // check the whole chain.
+                eprintln!(
+                    "WARNING: the applied CRL of root `{}` (number {}) {} {when} and no newer \
+                     one came from the CA: verifiers that check the whole chain refuse every \
+                     certificate below this root once it has expired (Mosquitto does not check \
+                     it); the CA operator signs a new one with `hallmark-ca issuer root-crl`",
+                    c.issuer_name,
+                    c.number,
+                    if age == Age::Expired {
+                        "EXPIRED at"
+                    } else {
+                        "reaches its nextUpdate at"
+                    },
+                );
+            } else if age == Age::Expired {
                 eprintln!(
                     "error: the applied CRL of `{}` (number {}) EXPIRED at {when}: Mosquitto \
                      refuses every device of this issuer until a newer CRL is applied; no newer \
@@ -545,6 +561,7 @@ mod tests {
             serials: Vec::new(),
             superseded: Vec::new(),
             distribution_points: Vec::new(),
+            root: false,
         };
         assert_eq!(Age::of(&c, 0), Age::Fresh);
         assert_eq!(Age::of(&c, 300), Age::Fresh);

@@ -1,0 +1,143 @@
+//! Writes about CAs beyond adding and retiring them: revoking an issuing CA and storing the CRL
+//! of a root that lists it.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::lifecycle::AdminGuard;
+use super::ops::audit;
+use super::writer::WriteOutput;
+use super::{RootCrlRecord, StoreError};
+use crate::audit::AuditEvent;
+
+/// What the trigger of migration 0007 says when a certificate of a revoked issuer is inserted.
+const REVOKED_ISSUER_TRIGGER: &str = "the issuing CA is revoked";
+
+/// The refusal of the revoked-issuer trigger, as a conflict a caller can act on; `None` for
+/// any other error.
+pub(super) fn revoked_issuer(e: &sqlx::Error, issuer_id: &str) -> Option<StoreError> {
+    match e {
+        sqlx::Error::Database(db) if db.message().contains(REVOKED_ISSUER_TRIGGER) => {
+            Some(StoreError::Conflict(format!(
+                "issuing CA {issuer_id} is revoked and signs nothing more; nothing was recorded, \
+                 retry (the CA switches to the active issuing CA within seconds)"
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Revokes the retired issuing CA `id` (see [`super::WriteOp::RevokeIssuer`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn revoke_issuer(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: Option<i64>,
+    admin_profiles: &[String],
+    at: i64,
+    actor: &str,
+    details: &serde_json::Value,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let row = sqlx::query("SELECT kind, status, revoked_at FROM issuers WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no issuer {id}")))?;
+    let (kind, status, revoked_at): (String, String, Option<i64>) =
+        (row.get("kind"), row.get("status"), row.get("revoked_at"));
+    if kind != "issuing" {
+        return Err(StoreError::Conflict(format!(
+            "{id} is a root CA; only issuing CAs are revoked (on their root's CRL)"
+        )));
+    }
+    if revoked_at.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "issuing CA {id} is revoked already"
+        )));
+    }
+    if status == "active" {
+        return Err(StoreError::Conflict(format!(
+            "issuing CA {id} is the active one, which signs every new certificate; roll over \
+             first (`hallmark-ca issuer rotate`), then revoke it"
+        )));
+    }
+    let guard = AdminGuard::before(conn, admin_profiles, at).await?;
+    sqlx::query("UPDATE issuers SET revoked_at = ?1, revocation_reason = ?2 WHERE id = ?3")
+        .bind(at)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let mut details = details.clone();
+    if let Some(map) = details.as_object_mut() {
+        map.insert("reason".into(), reason.into());
+    }
+    audit(
+        conn,
+        &AuditEvent::new(at, actor, "issuer.revoke", id, details),
+        chain,
+    )
+    .await?;
+    guard.check(conn).await?;
+    Ok(WriteOutput::Done)
+}
+
+/// Stores `crl` as the CRL root `crl.issuer_id` publishes (see
+/// [`super::WriteOp::StoreRootCrl`]).
+pub(super) async fn store_root_crl(
+    conn: &mut SqliteConnection,
+    crl: &RootCrlRecord,
+    revoked_issuers: &[String],
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let now_revoked: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM issuers WHERE kind = 'issuing' AND revoked_at IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if now_revoked != revoked_issuers {
+        return Err(StoreError::Changed(format!(
+            "the revoked issuing CAs changed while the CRL of {} was signed (now: [{}]); sign it again",
+            crl.issuer_id,
+            now_revoked.join(", ")
+        )));
+    }
+    let stored = sqlx::query(
+        "INSERT INTO root_crls (issuer_id, crl_number, this_update, next_update, entries, der, \
+         signed_at, signed_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (issuer_id) DO UPDATE SET crl_number = excluded.crl_number, \
+         this_update = excluded.this_update, next_update = excluded.next_update, \
+         entries = excluded.entries, der = excluded.der, signed_at = excluded.signed_at, \
+         signed_by = excluded.signed_by WHERE excluded.crl_number > root_crls.crl_number",
+    )
+    .bind(&crl.issuer_id)
+    .bind(crl.number as i64)
+    .bind(crl.this_update)
+    .bind(crl.next_update)
+    .bind(crl.entries as i64)
+    .bind(&crl.der)
+    .bind(crl.signed_at)
+    .bind(&crl.signed_by)
+    .execute(&mut *conn)
+    .await?;
+    if stored.rows_affected() != 1 {
+        return Err(StoreError::Changed(format!(
+            "a CRL of {} numbered {} or higher is stored already; sign it again",
+            crl.issuer_id, crl.number
+        )));
+    }
+    let event = AuditEvent::new(
+        crl.signed_at,
+        crl.signed_by.as_str(),
+        "root_crl.sign",
+        crl.issuer_id.as_str(),
+        serde_json::json!({
+            "number": crl.number,
+            "next_update": crl.next_update,
+            "entries": crl.entries,
+            "revoked_issuers": revoked_issuers,
+        }),
+    );
+    audit(conn, &event, chain).await?;
+    Ok(WriteOutput::Done)
+}
