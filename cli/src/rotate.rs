@@ -113,7 +113,17 @@ impl ServiceReload {
         .filter(|p| p.exists())
         .collect();
         let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        match reload(&self.trigger, self.user.as_ref(), &files) {
+        // A service still starting has no SIGHUP handler yet (a SIGHUP would kill it): wait
+        // for it, 10 s at most; it is loading files that are already the new ones anyway.
+        let mut outcome = reload(&self.trigger, self.user.as_ref(), &files);
+        for _ in 0..50 {
+            if !matches!(outcome, Ok(Reloaded::Starting)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            outcome = reload(&self.trigger, self.user.as_ref(), &files);
+        }
+        match outcome {
             Ok(Reloaded::Sent) => {
                 println!("{}: reloaded the service that uses it", dir.display());
                 Ok(())
@@ -121,6 +131,13 @@ impl ServiceReload {
             Ok(Reloaded::NotRunning(why)) => {
                 println!(
                     "{}: the service is not running ({why}); it loads the new files when it starts",
+                    dir.display()
+                );
+                Ok(())
+            }
+            Ok(Reloaded::Starting) => {
+                println!(
+                    "{}: the service is starting; it loads the new files now",
                     dir.display()
                 );
                 Ok(())

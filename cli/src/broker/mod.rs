@@ -192,8 +192,7 @@ impl Agent {
             Err(e) => bail!("NOT APPLIED, the broker keeps its last good files: {e}"),
         };
         if !merged.changed && !write_ca {
-            if self.reload_pending {
-                self.reload()?;
+            if self.reload_pending && self.reload()? {
                 self.reload_pending = false;
             }
             return Ok(false);
@@ -212,6 +211,15 @@ impl Agent {
         if write_ca {
             write_atomic(&self.args.broker_ca_file, ca_pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", self.args.broker_ca_file.display()))?;
+            if !self.applied.ca_pem.is_empty() {
+                // Mosquitto 2.0 reloads certificate, key and CRL file on SIGHUP, but not its
+                // cafile.
+                eprintln!(
+                    "WARNING: the trust bundle changed; Mosquitto reads its CA file only when \
+                     it starts: restart it (systemctl restart mosquitto) so that devices of a \
+                     new issuing CA are accepted and those of a removed one refused"
+                );
+            }
             self.applied.ca_pem = ca_pem.to_owned();
         }
         self.applied.crls = merged.crls;
@@ -221,8 +229,9 @@ impl Agent {
         // Until the broker has reloaded, no cut (a cut device could come back in) and the
         // reload is retried at the next apply.
         self.reload_pending = true;
-        self.reload()?;
-        self.reload_pending = false;
+        if self.reload()? {
+            self.reload_pending = false;
+        }
         Ok(true)
     }
 
@@ -231,7 +240,8 @@ impl Agent {
     async fn cut_sessions(&mut self, conn: &Connection) {
         if self.reload_pending {
             match self.reload() {
-                Ok(()) => self.reload_pending = false,
+                Ok(true) => self.reload_pending = false,
+                Ok(false) => return,
                 Err(e) => {
                     eprintln!("error: the broker has not reloaded yet: {e:#}");
                     return;
@@ -243,26 +253,39 @@ impl Agent {
         }
     }
 
-    /// Whether the broker's CRL and CA files are on disk (written by this agent or before).
+    /// Whether the broker's CRL and CA files on disk form a complete, current set (written by
+    /// this agent, or before it started): a broker may start with them.
     fn files_in_place(&self) -> bool {
-        self.args.crl_file.exists() && self.args.broker_ca_file.exists()
+        !self.applied.ca_pem.is_empty()
+            && crlset::complete(&self.applied.crls, &self.applied.ca_pem, now()).is_ok()
     }
 
-    /// Makes the broker reload, once its user can read every file it will load again.
-    fn reload(&self) -> Result<()> {
+    /// Makes the broker reload, once its user can read every file it will load again. False
+    /// when the broker is still starting (the reload stays due).
+    fn reload(&self) -> Result<bool> {
         let mut files = vec![
             self.args.crl_file.as_path(),
             self.args.broker_ca_file.as_path(),
         ];
         files.extend(self.args.broker_cert.as_deref());
         files.extend(self.args.broker_key.as_deref());
-        match reload::reload(&self.trigger, self.broker_user.as_ref(), &files)? {
-            reload::Reloaded::Sent => {}
-            reload::Reloaded::NotRunning(why) => {
-                eprintln!("the broker is not running ({why}); it reads the files when it starts")
-            }
-        }
-        Ok(())
+        Ok(
+            match reload::reload(&self.trigger, self.broker_user.as_ref(), &files)? {
+                reload::Reloaded::Sent => true,
+                reload::Reloaded::NotRunning(why) => {
+                    eprintln!(
+                        "the broker is not running ({why}); it reads the files when it starts"
+                    );
+                    true
+                }
+                reload::Reloaded::Starting => {
+                    eprintln!(
+                        "the broker is starting (no SIGHUP handler yet); reloading it shortly"
+                    );
+                    false
+                }
+            },
+        )
     }
 
     /// URLs of the HTTP distribution points of the applied CRLs.
@@ -428,9 +451,6 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         Some(u) => Some(reload::BrokerUser::of_user(u).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    // Files already on disk: the broker can start now (systemd orders it after this unit);
-    // otherwise it is told once the first complete set is written.
-    let files_in_place = args.crl_file.exists() && args.broker_ca_file.exists();
     let mut agent = Agent {
         args,
         trigger,
@@ -441,6 +461,12 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         etags: HashMap::new(),
         warned: BTreeMap::new(),
     };
+    // A complete set already on disk: the broker can start now (systemd orders it after this
+    // unit); otherwise it is told once the first complete set is written. And the files may
+    // be newer than what a running broker loaded (a reload refused or lost before a restart
+    // of this agent): reload once.
+    let files_in_place = agent.files_in_place();
+    agent.reload_pending = files_in_place;
     if agent.args.once {
         let ca_pem = trust_bundle_bounded(conn).await?;
         let set = current_crls(conn).await?;

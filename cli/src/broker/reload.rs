@@ -1,16 +1,21 @@
 //! Making the broker reload its files, and only when it will be able to read them.
 //!
-//! Mosquitto reads its certificate, key, CA file and CRL file at start, as root, and again at
-//! every SIGHUP, by then as the user it dropped to (`mosquitto` on Debian). A file that only
-//! root can read therefore goes unnoticed until the next reload, which then fails: every new
-//! TLS handshake fails and open sessions stop. So before a reload the files are checked as
-//! the broker's user, with the identity of the running broker process, and a reload that
-//! would fail is not sent.
+//! Mosquitto 2.0 reads its certificate, key and CRL file again at every SIGHUP, as the user it
+//! dropped to (`mosquitto` on Debian). A file that user cannot read (say, a renewal wrote a
+//! root-only key) makes that reload fail: every new TLS handshake fails and open sessions
+//! stop. So before a reload the files are checked as the broker's user, with the identity of
+//! the running broker process, and a reload that would fail is not sent.
+//!
+//! The pid file lies in a directory the broker's user owns (`/run/mosquitto`), so its content
+//! is not trusted: it must be a regular file (no symbolic link, no FIFO), is read bounded, and
+//! the process it names is signalled only when it runs as the pid file's owner (or the file is
+//! root's) and has a SIGHUP handler installed (Mosquitto installs it only after loading its
+//! files at start: a SIGHUP before that would kill it).
 //!
 //! The check evaluates owner, group and mode bits along the whole path (search permission on
 //! every directory, read permission on the file) with the process's file-system uid, gid and
-//! supplementary groups. POSIX ACLs are not evaluated: a file readable only through an ACL
-//! entry is reported unreadable (give access through owner or group instead).
+//! supplementary groups. POSIX ACLs are not evaluated: a file or directory that has one is
+//! reported as not checkable (give access through owner or group instead).
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -28,13 +33,6 @@ pub struct BrokerUser {
 }
 
 impl BrokerUser {
-    /// The identity of the running process `pid`, from `/proc/<pid>/status`; `None` when no
-    /// such process runs.
-    pub fn of_process(pid: i32) -> Option<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        Self::parse_status(&status)
-    }
-
     /// The identity of the user `name` (or numeric id): its uid, primary group and the groups
     /// it is a member of, as the broker gets them when it drops to that user.
     pub fn of_user(name: &str) -> Result<Self, String> {
@@ -112,6 +110,20 @@ impl BrokerUser {
                 }
             }
         }
+        for p in dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([path, real.as_path()])
+        {
+            if has_acl(p) {
+                return Some(format!(
+                    "{} has a POSIX ACL, which this check does not evaluate: give {} access \
+                     through owner, group and mode instead",
+                    p.display(),
+                    self.name()
+                ));
+            }
+        }
         for dir in &dirs {
             let Ok(m) = std::fs::metadata(dir) else {
                 continue;
@@ -137,6 +149,11 @@ impl BrokerUser {
     }
 }
 
+/// Whether `path` carries a POSIX access ACL (whose entries can deny what the mode bits show).
+fn has_acl(path: &Path) -> bool {
+    rustix::fs::getxattr_query(path, "system.posix_acl_access").is_ok()
+}
+
 /// "owner root, group mosquitto, mode 0640".
 fn describe(meta: &std::fs::Metadata) -> String {
     let owner = nix::unistd::User::from_uid(meta.uid().into())
@@ -151,6 +168,71 @@ fn describe(meta: &std::fs::Metadata) -> String {
         "owner {owner}, group {group}, mode {:04o}",
         meta.mode() & 0o7777
     )
+}
+
+/// What the check needs of the process a pid file names.
+struct Process {
+    user: BrokerUser,
+    real_uid: u32,
+    /// Whether it has a SIGHUP handler (bit 0 of `SigCgt`).
+    catches_hup: bool,
+}
+
+impl Process {
+    fn of(pid: i32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
+        let real_uid = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
+        let caught = u64::from_str_radix(field("SigCgt:")?.trim(), 16).ok()?;
+        Some(Self {
+            user: BrokerUser::parse_status(&status)?,
+            real_uid,
+            catches_hup: caught & 1 == 1,
+        })
+    }
+}
+
+/// The pid in `pid_file` and the file's owner; `None` when there is no such file. The file
+/// must be a regular file (not a symbolic link, FIFO or device), and is read bounded; its
+/// content is never echoed (it could be another file's, through a planted link).
+fn read_pid_file(pid_file: &Path) -> Result<Option<(i32, u32)>, ReloadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(pid_file)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ReloadError::Failed(format!(
+                "opening pid file {} (it must be a regular file, not a symbolic link): {e}",
+                pid_file.display()
+            )));
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ReloadError::Failed(format!("{}: {e}", pid_file.display())))?;
+    if !meta.is_file() {
+        return Err(ReloadError::Failed(format!(
+            "{} is not a regular file",
+            pid_file.display()
+        )));
+    }
+    let mut text = String::new();
+    file.take(32)
+        .read_to_string(&mut text)
+        .map_err(|e| ReloadError::Failed(format!("reading {}: {e}", pid_file.display())))?;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => Ok(Some((pid, meta.uid()))),
+        _ => Err(ReloadError::Failed(format!(
+            "{} does not hold a process id",
+            pid_file.display()
+        ))),
+    }
 }
 
 /// How the broker is made to reload.
@@ -171,6 +253,9 @@ pub enum Reloaded {
     /// starts, so there is nothing to reload. This is the normal case at boot, when the agent
     /// starts before the broker.
     NotRunning(String),
+    /// The broker is starting and has no SIGHUP handler yet: it is reading its files now, and
+    /// a SIGHUP would kill it. The reload is to be retried.
+    Starting,
 }
 
 /// Why a reload was not sent or failed.
@@ -210,43 +295,30 @@ pub fn reload(
 ) -> Result<Reloaded, ReloadError> {
     let (pid, running_as) = match trigger {
         Trigger::PidFile(pid_file) => {
-            let text = match std::fs::read_to_string(pid_file) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(Reloaded::NotRunning(format!(
-                        "no pid file {}",
-                        pid_file.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(ReloadError::Failed(format!(
-                        "reading pid file {}: {e}",
-                        pid_file.display()
-                    )));
-                }
-            };
-            let pid: i32 = text.trim().parse().map_err(|_| {
-                ReloadError::Failed(format!(
-                    "{} does not hold a pid: {:?}",
-                    pid_file.display(),
-                    text.trim()
-                ))
-            })?;
-            if pid <= 0 {
-                return Err(ReloadError::Failed(format!(
-                    "pid {pid} in {} is not valid",
+            let Some((pid, owner)) = read_pid_file(pid_file)? else {
+                return Ok(Reloaded::NotRunning(format!(
+                    "no pid file {}",
                     pid_file.display()
                 )));
+            };
+            let Some(process) = Process::of(pid) else {
+                return Ok(Reloaded::NotRunning(format!(
+                    "no process {pid} (from {})",
+                    pid_file.display()
+                )));
+            };
+            if owner != 0 && owner != process.real_uid {
+                return Err(ReloadError::Failed(format!(
+                    "not signalling process {pid} from {}: it runs as uid {}, the pid file \
+                     belongs to uid {owner} (a stale or planted pid)",
+                    pid_file.display(),
+                    process.real_uid
+                )));
             }
-            match BrokerUser::of_process(pid) {
-                Some(u) => (Some(pid), Some(u)),
-                None => {
-                    return Ok(Reloaded::NotRunning(format!(
-                        "no process {pid} (from {})",
-                        pid_file.display()
-                    )));
-                }
+            if !process.catches_hup {
+                return Ok(Reloaded::Starting);
             }
+            (Some(pid), Some(process.user))
         }
         Trigger::Command(_) => (None, None),
     };
@@ -303,7 +375,7 @@ mod tests {
                 groups: vec![108, 111]
             })
         );
-        let me = BrokerUser::of_process(std::process::id() as i32).unwrap();
+        let me = Process::of(std::process::id() as i32).unwrap().user;
         assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
     }
 
@@ -391,6 +463,64 @@ mod tests {
         ));
         std::fs::write(&pid_file, "mosquitto\n").unwrap();
         let e = reload(&trigger, None, &[]).unwrap_err();
-        assert!(e.to_string().contains("does not hold a pid"), "{e}");
+        assert!(e.to_string().contains("does not hold a process id"), "{e}");
+    }
+
+    #[test]
+    fn a_planted_pid_file_is_neither_followed_nor_echoed_nor_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("mosquitto.pid");
+        let trigger = Trigger::PidFile(pid_file.clone());
+        // A link to a secret: refused, and the secret is not in the error.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "TOP-SECRET").unwrap();
+        std::os::unix::fs::symlink(&secret, &pid_file).unwrap();
+        let e = reload(&trigger, None, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("symbolic link") && !e.contains("TOP-SECRET"),
+            "{e}"
+        );
+        std::fs::remove_file(&pid_file).unwrap();
+        // A FIFO: refused at once instead of blocking the agent.
+        nix::unistd::mkfifo(&pid_file, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = reload(&trigger, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&pid_file).unwrap();
+
+        // A process with a SIGHUP handler, running as root (these tests run as root).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "trap : HUP; sleep 30 & wait; wait"])
+            .spawn()
+            .unwrap();
+        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while reload(&trigger, None, &[]).unwrap() == Reloaded::Starting {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sh installed its trap"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // A pid file owned by another user naming it: a planted or stale pid, not signalled.
+        nix::unistd::chown(&pid_file, Some(65534.into()), None).unwrap();
+        let e = reload(&trigger, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("stale or planted"), "{e}");
+        let _ = child.kill();
+        let _ = child.wait();
+
+        // A process without a SIGHUP handler (a broker still loading its files): not signalled.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::remove_file(&pid_file).unwrap();
+        std::fs::write(&pid_file, format!("{}\n", sleeper.id())).unwrap();
+        assert_eq!(reload(&trigger, None, &[]).unwrap(), Reloaded::Starting);
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "not killed by a SIGHUP"
+        );
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 }
