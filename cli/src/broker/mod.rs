@@ -143,6 +143,8 @@ struct Agent {
     cuts: Option<(cuts::PendingCuts, cuts::CutConfig)>,
     /// The files were written but the broker could not be made to reload them.
     reload_pending: bool,
+    /// systemd has been told the broker's files are in place.
+    ready: bool,
     /// ETag of the last body each distribution point gave that was applied.
     etags: HashMap<String, String>,
     /// Per issuer: the CRL number and age last warned about.
@@ -258,6 +260,15 @@ impl Agent {
     fn files_in_place(&self) -> bool {
         !self.applied.ca_pem.is_empty()
             && crlset::complete(&self.applied.crls, &self.applied.ca_pem, now()).is_ok()
+    }
+
+    /// Tells systemd, once, that the broker may start: when the files on disk form a complete,
+    /// current set.
+    fn announce_ready(&mut self) {
+        if !self.ready && self.files_in_place() {
+            self.ready = true;
+            notify_ready();
+        }
     }
 
     /// Makes the broker reload, once its user can read every file it will load again. False
@@ -458,24 +469,20 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         applied,
         cuts,
         reload_pending: false,
+        ready: false,
         etags: HashMap::new(),
         warned: BTreeMap::new(),
     };
-    // A complete set already on disk: the broker can start now (systemd orders it after this
-    // unit); otherwise it is told once the first complete set is written. And the files may
-    // be newer than what a running broker loaded (a reload refused or lost before a restart
-    // of this agent): reload once.
-    let files_in_place = agent.files_in_place();
-    agent.reload_pending = files_in_place;
+    // The files on disk may be newer than what a running broker loaded (a reload refused or
+    // lost before a restart of this agent): reload once.
+    agent.reload_pending = agent.files_in_place();
     if agent.args.once {
         let ca_pem = trust_bundle_bounded(conn).await?;
         let set = current_crls(conn).await?;
         let ders: Vec<Vec<u8>> = set.crls.into_iter().map(|c| c.der).collect();
         let changed = agent.apply(&ders, &ca_pem);
         agent.warn_expiry();
-        if changed.is_ok() {
-            notify_ready();
-        }
+        agent.announce_ready();
         let changed = changed?;
         agent.cut_sessions(conn).await;
         println!("{}", if changed { "applied" } else { "up to date" });
@@ -486,10 +493,9 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let (tx, mut events) = tokio::sync::mpsc::channel(2);
     let watcher = tokio::spawn(watch::run(conn.clone(), agent.args.watch_timeout, tx));
     let _stop_watcher = AbortOnDrop(watcher);
-    let mut ready = files_in_place;
-    if ready {
-        notify_ready();
-    }
+    // A complete set already on disk: the broker can start now (systemd orders it after this
+    // unit); otherwise it is told once the first complete set is written.
+    agent.announce_ready();
     let mut stream_up = false;
     // When a CRL last came (pushed, or every distribution point answered a poll).
     let mut fresh = Instant::now();
@@ -509,10 +515,7 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                         Ok(_) => fresh = Instant::now(),
                         Err(e) => eprintln!("error: {e:#}"),
                     }
-                    if !ready && agent.files_in_place() {
-                        ready = true;
-                        notify_ready();
-                    }
+                    agent.announce_ready();
                     agent.cut_sessions(conn).await;
                 }
                 Some(watch::Event::Down(why)) => {
@@ -538,10 +541,7 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                     if agent.poll().await {
                         fresh = Instant::now();
                     }
-                    if !ready && agent.files_in_place() {
-                        ready = true;
-                        notify_ready();
-                    }
+                    agent.announce_ready();
                     agent.cut_sessions(conn).await;
                 } else if agent.reload_pending {
                     // A reload refused or failed (say, the broker could not read its key):
