@@ -37,8 +37,7 @@ use crate::store::{
     DB_FILE, DeviceClaim, IssuerKind, IssuerRecord, NewCertificate, Store, StoreError, WriteOp,
 };
 
-/// Registry id of the CA's own API server certificate.
-pub const SERVER_DEVICE: &str = "hallmark-ca";
+pub use crate::authority::profile::SERVER_DEVICE;
 /// Name of the first admin credential.
 pub const FIRST_ADMIN: &str = "admin";
 /// Profile of admin credentials made on the CA host (the first admin, break-glass admins).

@@ -331,7 +331,7 @@ impl Config {
         let names = server_names
             .iter()
             .map(String::as_str)
-            .chain([crate::bootstrap::SERVER_DEVICE]);
+            .chain([crate::authority::profile::SERVER_DEVICE]);
         HostNamePolicy::new(names, &suffixes).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 

@@ -25,4 +25,6 @@ pub mod net;
 pub mod revocation;
 pub mod root_crl;
 pub mod server;
+pub mod service;
 pub mod store;
+pub mod trust;

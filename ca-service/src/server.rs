@@ -16,10 +16,7 @@ use tokio::task::JoinHandle;
 use crate::api::devices::DevicesService;
 use crate::api::enrollment::EnrollmentService;
 use crate::api::revocation::RevocationService;
-use crate::api::{
-    ApiState, TrustHandle, TrustMaterial, auth::Authenticator, ca::CaService,
-    throttle::EnrollThrottle, tls,
-};
+use crate::api::{ApiState, certificate_authority::CaService, tls};
 use crate::authority::Authority;
 use crate::bootstrap::{self, BootstrapError, DataDir, InitOptions, InitReport};
 use crate::clock::SharedClock;
@@ -28,7 +25,9 @@ use crate::http::{self, HttpState};
 use crate::keys::Passphrase;
 use crate::net::{self, message_limit::service_limit};
 use crate::revocation::{CrlPublisher, CrlSources};
+use crate::service::{Service, ServiceParts};
 use crate::store::{IssuerKind, Store};
+use crate::trust::{TrustHandle, TrustMaterial};
 
 /// How long shutdown waits for in-flight calls.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -191,18 +190,14 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     .await;
     let host_names = Arc::new(config.host_names(&bootstrap::server_names(&config))?);
     let state = ApiState {
-        host_names,
-        auth: Authenticator::new(
-            loaded.store.clone(),
-            loaded.profiles.clone(),
-            opts.clock.clone(),
-        ),
-        store: loaded.store.clone(),
-        authority: loaded.authority,
-        profiles: loaded.profiles,
-        default_zone: opts.config.default_zone.clone(),
-        trust: trust.clone(),
-        throttle: Arc::new(EnrollThrottle::default()),
+        service: Service::new(ServiceParts {
+            store: loaded.store.clone(),
+            authority: loaded.authority,
+            profiles: loaded.profiles,
+            host_names,
+            default_zone: opts.config.default_zone.clone(),
+            trust: trust.clone(),
+        }),
         crls: crls.clone(),
     };
 

@@ -1,144 +1,63 @@
-//! The gRPC API: thin tonic services that authenticate the caller, check its rights and
-//! translate to [`crate::authority`] and [`crate::store`] calls. Nothing here builds
-//! certificates or runs SQL.
+//! The gRPC API: thin tonic services that authenticate the caller's connection, decode the
+//! request, call one use case of [`crate::service`] and render its result (or map its error to
+//! a gRPC status). Nothing here checks CSRs, signs, or writes to the store.
 
 pub mod auth;
-pub mod ca;
+pub mod certificate_authority;
 pub mod devices;
-pub mod enroll;
 pub mod enrollment;
-pub mod issuance;
+pub mod messages;
 pub mod revocation;
-pub mod throttle;
 pub mod tls;
-
-use std::sync::Arc;
 
 use tonic::Status;
 
-use crate::authority::ca::der_to_pem;
-use crate::authority::csr::CsrError;
-use crate::authority::hostnames::{HostNamePolicy, ReservedName};
-use crate::authority::profile::ProfileSet;
-use crate::authority::{Authority, AuthorityError};
-use crate::identity::NameError;
-use crate::store::{IssuerKind, IssuerRecord, Operators, Store, StoreError};
+use crate::authority::AuthorityError;
+use crate::service::{Service, ServiceError};
+use crate::store::StoreError;
 
-/// The trust material handed to clients.
-#[derive(Debug, Clone, Default)]
-pub struct TrustMaterial {
-    /// Root CA certificates, PEM.
-    pub roots_pem: String,
-    /// Issuing CA certificates, PEM.
-    pub intermediates_pem: String,
-}
+pub use crate::trust::{TrustHandle, TrustMaterial};
 
-impl TrustMaterial {
-    /// Builds it from the store's issuers (retired issuing CAs included while they are valid,
-    /// revoked ones left out).
-    pub fn from_issuers(issuers: &[IssuerRecord], now: i64) -> Self {
-        let mut t = Self::default();
-        for i in issuers
-            .iter()
-            .filter(|i| i.not_after > now && !i.is_revoked())
-        {
-            let pem = der_to_pem(&i.cert_der);
-            match i.kind {
-                IssuerKind::Root => t.roots_pem.push_str(&pem),
-                IssuerKind::Issuing => t.intermediates_pem.push_str(&pem),
-            }
-        }
-        t
-    }
-
-    /// Roots followed by issuing CAs: the `ca.pem` of credential bundles and the broker's
-    /// CA file (Mosquitto needs the issuing CA to verify clients that send only their leaf).
-    pub fn bundle_pem(&self) -> String {
-        format!("{}{}", self.roots_pem, self.intermediates_pem)
-    }
-}
-
-/// The trust material in force, shared by the API and the HTTP side and replaced when the
-/// set of issuers changes.
-#[derive(Debug, Clone, Default)]
-pub struct TrustHandle(Arc<std::sync::RwLock<Arc<TrustMaterial>>>);
-
-impl TrustHandle {
-    /// A handle holding `trust`.
-    pub fn new(trust: TrustMaterial) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(Arc::new(trust))))
-    }
-
-    /// The current trust material.
-    pub fn get(&self) -> Arc<TrustMaterial> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces it; returns whether it changed.
-    pub fn set(&self, trust: TrustMaterial) -> bool {
-        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if current.roots_pem == trust.roots_pem
-            && current.intermediates_pem == trust.intermediates_pem
-        {
-            return false;
-        }
-        *current = Arc::new(trust);
-        true
-    }
-}
-
-/// What every service shares.
+/// What every gRPC service shares.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    /// The store.
-    pub store: Store,
-    /// The signing authority.
-    pub authority: Authority,
-    /// Profiles in force.
-    pub profiles: Arc<ProfileSet>,
-    /// Per-call caller authentication.
-    pub auth: auth::Authenticator,
-    /// Zone of new devices registered without one.
-    pub default_zone: String,
-    /// Trust bundle.
-    pub trust: TrustHandle,
-    /// Failed-enrollment counters per peer.
-    pub throttle: Arc<throttle::EnrollThrottle>,
-    /// CRL publication.
+    /// The CA's use cases.
+    pub service: Service,
+    /// CRL publication (`GetCrl`, `WatchCrl`).
     pub crls: crate::revocation::CrlPublisher,
-    /// Which device ids may be used and which may become DNS names.
-    pub host_names: Arc<HostNamePolicy>,
 }
 
-/// INVALID_ARGUMENT for a device id that names the CA, the local host or an IP address.
-pub(crate) fn reserved_name(e: ReservedName) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-/// Operator credentials as `profiles` define them: every profile whose role is not `device`,
-/// and the admin profiles among them; `include_in_bulk` says whether a lot, zone or profile
-/// selection takes them.
-pub(crate) fn operators(profiles: &ProfileSet, include_in_bulk: bool) -> Operators {
-    use crate::authority::profile::Role;
-    Operators {
-        profiles: profiles.names_where(|p| p.role != Role::Device),
-        admin_profiles: profiles.names_where(|p| p.role == Role::Admin),
-        include_in_bulk,
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => Status::invalid_argument(m),
+            ServiceError::Name(e) => Status::invalid_argument(e.to_string()),
+            ServiceError::ReservedName(e) => Status::invalid_argument(e.to_string()),
+            ServiceError::Csr(e) => Status::invalid_argument(e.to_string()),
+            ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
+            ServiceError::Denied(m) => Status::permission_denied(m),
+            ServiceError::Precondition(m) => Status::failed_precondition(m),
+            ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::AlreadyExists(m) => Status::already_exists(m),
+            ServiceError::Throttled(m) => Status::resource_exhausted(m),
+            ServiceError::Authority(e) => authority_status(e),
+            ServiceError::Store(e) => store_status(e),
+            ServiceError::BadCredential(inner) => Status::from(*inner),
+            ServiceError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::internal(m)
+            }
+        }
     }
 }
 
 /// INVALID_ARGUMENT for a bad name.
-pub(crate) fn invalid_name(e: NameError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-/// INVALID_ARGUMENT for a refused CSR.
-pub(crate) fn invalid_csr(e: CsrError) -> Status {
+pub(crate) fn invalid_name(e: crate::identity::NameError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
 /// Maps authority failures.
-pub(crate) fn authority_status(e: AuthorityError) -> Status {
+fn authority_status(e: AuthorityError) -> Status {
     match e {
         AuthorityError::LifetimeTooLong { .. } => Status::invalid_argument(e.to_string()),
         AuthorityError::IssuerNotValid { .. } => Status::failed_precondition(e.to_string()),

@@ -10,11 +10,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::ca::certificate_message;
-use super::{ApiState, invalid_name, operators, parse_serial, store_status};
+use super::auth::rpc_span;
+use super::messages::certificate_message;
+use super::{ApiState, invalid_name, parse_serial};
 use crate::authority::profile::Role;
 use crate::identity::validate_name;
-use crate::store::{CertSelector, StatusChange, WriteOp, WriteOutput};
+use crate::service::revocation::ChangeRequest;
+use crate::store::{CertSelector, StatusChange};
 
 /// How often `WatchCrl` sends a heartbeat while the CRLs do not change: a watcher that hears
 /// nothing for several intervals knows its connection is dead.
@@ -77,80 +79,42 @@ impl RevocationService {
     async fn change(
         &self,
         request: Request<pb::RevokeRequest>,
-        rpc: &str,
+        span: tracing::Span,
+        rpc: &'static str,
         change: impl FnOnce(&pb::RevokeRequest) -> Result<StatusChange, Status>,
-    ) -> Result<pb::RevokeResponse, Status> {
-        let st = &self.state;
-        let caller = st.auth.caller(&request).await?;
-        caller.require(&[Role::Admin], rpc)?;
-        let req = request.into_inner();
-        let selector = selector(&req)?;
-        let change = change(&req)?;
-        let now = st.authority.clock().now();
-        let operators = operators(&st.profiles, req.include_operators);
-        let selection = st
-            .store
-            .certificates_selected(&selector, change, &operators, now)
-            .await
-            .map_err(store_status)?;
-        let (operators_left_out, device_holds_left_out) = (
-            selection.operators_left_out,
-            selection.device_holds_left_out,
-        );
-        let matching = selection.certificates;
-        if req.dry_run {
-            return Ok(pb::RevokeResponse {
-                certificates: matching.iter().map(certificate_message).collect(),
-                dry_run: true,
-                operators_left_out,
-                device_holds_left_out,
-            });
-        }
-        let out = st
-            .store
-            .write(WriteOp::ChangeStatus {
-                selector: selector.clone(),
-                change,
-                operators,
-                at: now,
-                actor: caller.actor(),
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        self.state
+            .authenticated(span, request, |caller, req| async move {
+                // The caller's rights first: a non-admin learns nothing about its request.
+                caller.require(&[Role::Admin], rpc)?;
+                let selector = selector(&req)?;
+                let change = change(&req)?;
+                let outcome = self
+                    .state
+                    .service
+                    .change_status(
+                        &caller,
+                        ChangeRequest {
+                            selector,
+                            change,
+                            include_operators: req.include_operators,
+                            dry_run: req.dry_run,
+                        },
+                        rpc,
+                    )
+                    .await?;
+                Ok(pb::RevokeResponse {
+                    certificates: outcome
+                        .certificates
+                        .iter()
+                        .map(certificate_message)
+                        .collect(),
+                    dry_run: outcome.dry_run,
+                    operators_left_out: outcome.operators_left_out,
+                    device_holds_left_out: outcome.device_holds_left_out,
+                })
             })
             .await
-            .map_err(store_status)?;
-        let WriteOutput::StatusChanged(changed) = out else {
-            return Err(Status::internal("unexpected store answer"));
-        };
-        // The CRL publisher hears of the change from the store's status feed.
-        let changed: std::collections::HashSet<String> =
-            changed.into_iter().map(|c| c.serial).collect();
-        let (revoked_at, reason) = match change {
-            StatusChange::Resume => (None, None),
-            _ => (Some(now), change.reason()),
-        };
-        let certificates = matching
-            .into_iter()
-            .filter(|c| changed.contains(&c.serial))
-            .map(|mut c| {
-                c.status = change.to_status();
-                c.revoked_at = revoked_at;
-                c.revocation_reason = reason;
-                certificate_message(&c)
-            })
-            .collect::<Vec<_>>();
-        tracing::info!(
-            selector = selector.kind(),
-            value = selector.value(),
-            count = certificates.len(),
-            operators_left_out,
-            device_holds_left_out,
-            "{rpc}"
-        );
-        Ok(pb::RevokeResponse {
-            certificates,
-            dry_run: false,
-            operators_left_out,
-            device_holds_left_out,
-        })
     }
 }
 
@@ -191,10 +155,10 @@ impl Revocation for RevocationService {
         request: Request<pb::WatchCrlRequest>,
     ) -> Result<Response<Self::WatchCrlStream>, Status> {
         let certs = request.peer_certs();
-        let caller = self.state.auth.caller_from_certs(certs.clone()).await?;
+        let auth = self.state.service.authenticator().clone();
+        let caller = auth.caller_from_certs(certs.clone()).await?;
         caller.require(&[Role::BrokerAgent, Role::Admin], "WatchCrl")?;
         tracing::info!(caller = %caller.actor(), "CRL watcher connected");
-        let auth = self.state.auth.clone();
         let mut updates = self.state.crls.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(
@@ -211,7 +175,7 @@ impl Revocation for RevocationService {
                     };
                     // A watcher revoked meanwhile gets its refusal instead of the next message.
                     if let Err(status) = auth.caller_from_certs(certs.clone()).await {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(Status::from(status))).await;
                         return;
                     }
                     if tx.send(Ok(message)).await.is_err() {
@@ -239,34 +203,29 @@ impl Revocation for RevocationService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let span = tracing::info_span!("Revoke");
-        self.change(request, "Revoke", |r| {
+        self.change(request, rpc_span!("Revoke"), "Revoke", |r| {
             revocation_reason(r.reason).map(StatusChange::Revoke)
         })
-        .instrument(span)
         .await
-        .map(Response::new)
     }
 
     async fn suspend(
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let span = tracing::info_span!("Suspend");
-        self.change(request, "Suspend", |_| Ok(StatusChange::Suspend))
-            .instrument(span)
-            .await
-            .map(Response::new)
+        self.change(request, rpc_span!("Suspend"), "Suspend", |_| {
+            Ok(StatusChange::Suspend)
+        })
+        .await
     }
 
     async fn resume(
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let span = tracing::info_span!("Resume");
-        self.change(request, "Resume", |_| Ok(StatusChange::Resume))
-            .instrument(span)
-            .await
-            .map(Response::new)
+        self.change(request, rpc_span!("Resume"), "Resume", |_| {
+            Ok(StatusChange::Resume)
+        })
+        .await
     }
 }

@@ -1,0 +1,314 @@
+//! The one way a certificate leaves the CA: a [`Plan`] (made by an enrollment method) is
+//! signed per policy and recorded durably (with its audit event, and whatever the plan's
+//! [`Rule`] consumes or replaces) before anyone sees the certificate.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use super::methods::{AdminRequest, EnrollmentMethod, IdevidEnrollment, Renewal, TokenEnrollment};
+use super::throttle::FailureOutcome;
+use super::{Caller, Service, ServiceError, ServiceResult};
+use crate::audit::AuditEvent;
+use crate::authority::LeafRequest;
+use crate::authority::ca::der_to_pem;
+use crate::authority::csr::CheckedCsr;
+use crate::authority::profile::Profile;
+use crate::identity::DeviceId;
+use crate::store::{CertStatus, CertificateRecord, DeviceClaim, NewCertificate, Scope, WriteOp};
+
+/// What an enrollment method decided: which certificate to sign for whom, and under which
+/// rule to record it. The service applies every plan the same way.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// Subject CN.
+    pub device_id: DeviceId,
+    /// Subject OU.
+    pub zone: String,
+    /// The authorised profile.
+    pub profile: &'a Profile,
+    /// The checked CSR.
+    pub csr: CheckedCsr,
+    /// Requested lifetime (`None`: the profile's default).
+    pub lifetime: Option<Duration>,
+    /// Provisioner scope to record.
+    pub scope: Option<Scope>,
+    /// Who asked (audit).
+    pub actor: String,
+    /// Serial number to record when the device registers itself (IDevID).
+    pub serial_number: Option<String>,
+    /// Manufacturer whose IDevID enrolls the device (binds the registry entry to it).
+    pub manufacturer: Option<String>,
+    /// What the record consumes, replaces or is limited by.
+    pub rule: Rule,
+    /// Whether the device id may become a DNS name (where the profile has `dns_san`).
+    pub dns_name: DnsName,
+}
+
+/// Under which rule a certificate is recorded (all checked inside the recording transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Recorded beside the device's other certificates.
+    Add,
+    /// The device's other unexpired certificates are revoked (superseded) with it: a
+    /// re-provisioned device keeps exactly one.
+    ReplaceOthers,
+    /// This one-time enrollment token (its SHA-256) is consumed with it; a token used, revoked
+    /// or expired by then fails the whole write.
+    ConsumeToken(Vec<u8>),
+    /// At most one certificate per device per `min_interval` seconds (renewals and IDevID
+    /// enrollments).
+    Limited {
+        /// Serial of the certificate this one renews, which must still be active.
+        supersedes: Option<String>,
+        /// Minimum seconds between two certificates of one device.
+        min_interval: i64,
+        /// The renewed certificate's key may be exposed: revoke it (keyCompromise), exempt
+        /// from `min_interval` once.
+        key_compromise: bool,
+    },
+}
+
+/// Whether a certificate may carry the device id as a DNS-name SAN (where its profile has
+/// `dns_san`): a DNS name is a claim on a host, so only an admin's word grants it freely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsName {
+    /// Requested by an admin, or enrolled with a token (an admin made it): as the profile says.
+    AsProfile,
+    /// Requested by a provisioner, or enrolled with an IDevID: only when the device id lies
+    /// under one of the zone's `dns_suffixes`.
+    UnderZoneSuffix,
+    /// A renewal: as the certificate it renews had it (`true` when that carried one).
+    AsRenewed(bool),
+}
+
+/// A certificate that left the CA, recorded.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Its record, as stored.
+    pub record: CertificateRecord,
+    /// The certificate followed by its issuing CA, PEM.
+    pub chain_pem: String,
+    /// Roots and issuing CAs in force, PEM.
+    pub trust_bundle_pem: String,
+}
+
+/// `Issue`: an admin or provisioner asks for a certificate for a device or an operator.
+#[derive(Debug, Clone, Default)]
+pub struct IssueRequest {
+    /// Device id (or credential name).
+    pub device_id: String,
+    /// Profile name.
+    pub profile: String,
+    /// Zone (empty: the registry's, or the default zone for a new device).
+    pub zone: String,
+    /// The CSR, DER or PEM.
+    pub csr: Vec<u8>,
+    /// Requested lifetime.
+    pub lifetime: Option<Duration>,
+    /// Scope of a provisioner credential (required for those, refused for others).
+    pub scope: Option<Scope>,
+    /// Revoke the device's other certificates with this one.
+    pub replace_active: bool,
+}
+
+/// `Renew`: a caller renews its own credential.
+#[derive(Debug, Clone, Default)]
+pub struct RenewRequest {
+    /// The CSR with the new key, DER or PEM.
+    pub csr: Vec<u8>,
+    /// Requested lifetime.
+    pub lifetime: Option<Duration>,
+    /// The current key may be exposed: revoke the current certificate (keyCompromise).
+    pub key_compromise: bool,
+}
+
+/// `Enroll`: a device commissions itself with a token or its manufacturer certificate.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollRequest {
+    /// One-time enrollment token (empty: enroll with the IDevID).
+    pub token: String,
+    /// Device id the device believes it has (optional; checked when given).
+    pub device_id: String,
+    /// The CSR, DER or PEM.
+    pub csr: Vec<u8>,
+    /// The TLS client chain (the IDevID), if any.
+    pub peer_chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The peer's address, for throttling failed attempts.
+    pub peer: Option<IpAddr>,
+}
+
+impl Service {
+    /// Issues a certificate on an admin's or provisioner's request.
+    pub async fn issue(&self, caller: &Caller, req: IssueRequest) -> ServiceResult<Issued> {
+        self.issue_with(AdminRequest { caller, req }).await
+    }
+
+    /// Renews the caller's own credential.
+    pub async fn renew(&self, caller: &Caller, req: RenewRequest) -> ServiceResult<Issued> {
+        self.issue_with(Renewal { caller, req }).await
+    }
+
+    /// Enrolls a device with a token or its IDevID. Failures that look like credential
+    /// guessing count against the peer's address (see [`super::throttle`]).
+    pub async fn enroll(&self, req: EnrollRequest) -> ServiceResult<Issued> {
+        let peer = req.peer;
+        if let Some(ip) = peer
+            && let Err(secs) = self.throttle.check(ip)
+        {
+            return Err(ServiceError::Throttled(format!(
+                "too many failed enrollment attempts from {ip}; retry in {}",
+                crate::clock::human_duration(secs as i64)
+            )));
+        }
+        let result = if req.token.is_empty() {
+            self.issue_with(IdevidEnrollment { req }).await
+        } else {
+            self.issue_with(TokenEnrollment { req }).await
+        };
+        match result {
+            Err(ServiceError::BadCredential(e)) => {
+                if let Some(ip) = peer
+                    && self.throttle.record_failure(ip) == FailureOutcome::ThrottleStarted
+                {
+                    tracing::warn!(%ip, "enrollment throttled after repeated failures");
+                    let event = AuditEvent::new(
+                        self.clock().now(),
+                        format!("peer:{ip}"),
+                        "enroll.throttled",
+                        ip.to_string(),
+                        serde_json::json!({"last_error": e.to_string()}),
+                    );
+                    if let Err(e) = self.store.write(WriteOp::Audit(event)).await {
+                        tracing::error!(error = %e, "cannot audit the throttle");
+                    }
+                }
+                Err(*e)
+            }
+            other => other,
+        }
+    }
+
+    /// Plans with `method`, then signs and records the plan.
+    pub async fn issue_with<M: EnrollmentMethod>(&self, method: M) -> ServiceResult<Issued> {
+        let plan = method.plan(self).await?;
+        self.issue_plan(plan).await
+    }
+
+    /// Signs and records `plan`, and returns the certificate with its chain and the trust
+    /// bundle. Nothing is returned before the record is durably committed.
+    pub async fn issue_plan(&self, plan: Plan<'_>) -> ServiceResult<Issued> {
+        // Also catches devices registered before reserved names were refused.
+        self.host_names.check_device_id(plan.device_id.as_str())?;
+        let dns_san_allowed = match plan.dns_name {
+            DnsName::AsProfile => true,
+            DnsName::UnderZoneSuffix => self
+                .host_names
+                .dns_name_allowed(&plan.zone, plan.device_id.as_str()),
+            DnsName::AsRenewed(had) => had,
+        };
+        let leaf = self.authority.sign_leaf(&LeafRequest {
+            device_id: &plan.device_id,
+            zone: &plan.zone,
+            profile: plan.profile,
+            csr: &plan.csr,
+            lifetime: plan.lifetime,
+            dns_san_allowed,
+        })?;
+        let issued_at = self.clock().now();
+        let spki_sha256 = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &plan.csr.spki_der,
+        ));
+        let cert = NewCertificate {
+            serial: leaf.serial.clone(),
+            device_id: plan.device_id.to_string(),
+            profile: plan.profile.name.clone(),
+            zone: plan.zone.clone(),
+            issuer_id: leaf.issuer.id.clone(),
+            subject: leaf.subject.clone(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            scope: plan.scope,
+            requested_by: plan.actor.clone(),
+            spki_sha256,
+            der: leaf.der.clone(),
+            issued_at,
+        };
+        let device = DeviceClaim {
+            id: plan.device_id.to_string(),
+            zone: plan.zone,
+            profile: plan.profile.name.clone(),
+            serial_number: plan.serial_number,
+            manufacturer: plan.manufacturer,
+        };
+        let boxed = Box::new(cert.clone());
+        let actor = plan.actor;
+        let op = match plan.rule {
+            Rule::ConsumeToken(token_hash) => WriteOp::Enroll {
+                token_hash,
+                device,
+                cert: boxed,
+                actor,
+            },
+            Rule::Limited {
+                supersedes,
+                min_interval,
+                key_compromise,
+            } => WriteOp::IssueLimited {
+                supersedes,
+                min_interval,
+                key_compromise,
+                device,
+                cert: boxed,
+                actor,
+            },
+            Rule::ReplaceOthers => WriteOp::IssueReplacing {
+                device,
+                cert: boxed,
+                actor,
+            },
+            Rule::Add => WriteOp::Issue {
+                device,
+                cert: boxed,
+                actor,
+            },
+        };
+        self.store.write(op).await?;
+        tracing::info!(
+            serial = %leaf.serial,
+            device = %plan.device_id,
+            profile = %plan.profile.name,
+            capped = leaf.capped_by_issuer,
+            "issued"
+        );
+        let record = CertificateRecord {
+            seq: 0,
+            serial: cert.serial,
+            device_id: cert.device_id,
+            profile: cert.profile,
+            zone: cert.zone,
+            issuer_id: cert.issuer_id,
+            subject: cert.subject,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: None,
+            scope: cert.scope,
+            requested_by: cert.requested_by,
+            spki_sha256: cert.spki_sha256,
+            der: cert.der,
+            issued_at,
+            superseded_by: None,
+            first_authenticated_at: None,
+        };
+        Ok(Issued {
+            record,
+            chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),
+            trust_bundle_pem: self.trust.get().bundle_pem(),
+        })
+    }
+}
