@@ -12,10 +12,10 @@ use super::methods::{AdminRequest, EnrollmentMethod, IdevidEnrollment, Renewal, 
 use super::throttle::FailureOutcome;
 use super::{Caller, Service, ServiceError, ServiceResult};
 use crate::audit::AuditEvent;
-use crate::authority::LeafRequest;
 use crate::authority::ca::der_to_pem;
 use crate::authority::csr::CheckedCsr;
 use crate::authority::profile::Profile;
+use crate::authority::{IssuedLeaf, LeafRequest};
 use crate::identity::DeviceId;
 use crate::store::{CertStatus, CertificateRecord, DeviceClaim, NewCertificate, Scope, WriteOp};
 
@@ -43,8 +43,19 @@ pub struct Plan<'a> {
     pub manufacturer: Option<String>,
     /// What the record consumes, replaces or is limited by.
     pub rule: Rule,
-    /// Whether the device id may become a DNS name (where the profile has `dns_san`).
-    pub dns_name: DnsName,
+    /// What kind of certificate: a device's or operator's, or the CA's own server certificate.
+    pub kind: LeafKind,
+}
+
+/// What kind of certificate a plan is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafKind {
+    /// A device or operator credential; whether the device id may become a DNS name (where
+    /// the profile has `dns_san`).
+    Credential(DnsName),
+    /// The CA's own API server certificate, for these DNS names and IP addresses (with the
+    /// CA-server marker only it carries).
+    CaServer(Vec<String>),
 }
 
 /// Under which rule a certificate is recorded (all checked inside the recording transaction).
@@ -200,23 +211,37 @@ impl Service {
     /// Signs and records `plan`, and returns the certificate with its chain and the trust
     /// bundle. Nothing is returned before the record is durably committed.
     pub async fn issue_plan(&self, plan: Plan<'_>) -> ServiceResult<Issued> {
-        // Also catches devices registered before reserved names were refused.
-        self.host_names.check_device_id(plan.device_id.as_str())?;
-        let dns_san_allowed = match plan.dns_name {
-            DnsName::AsProfile => true,
-            DnsName::UnderZoneSuffix => self
-                .host_names
-                .dns_name_allowed(&plan.zone, plan.device_id.as_str()),
-            DnsName::AsRenewed(had) => had,
+        let signed = self.sign_plan(plan)?;
+        self.record(signed, Vec::new()).await
+    }
+
+    /// Signs `plan`. The result is not a certificate anyone can use yet: only
+    /// [`Service::record`] turns it into one, after committing its record.
+    pub fn sign_plan(&self, plan: Plan<'_>) -> ServiceResult<Signed> {
+        let leaf = match &plan.kind {
+            LeafKind::Credential(dns_name) => {
+                // Also catches devices registered before reserved names were refused.
+                self.host_names.check_device_id(plan.device_id.as_str())?;
+                let dns_san_allowed = match *dns_name {
+                    DnsName::AsProfile => true,
+                    DnsName::UnderZoneSuffix => self
+                        .host_names
+                        .dns_name_allowed(&plan.zone, plan.device_id.as_str()),
+                    DnsName::AsRenewed(had) => had,
+                };
+                self.authority.sign_leaf(&LeafRequest {
+                    device_id: &plan.device_id,
+                    zone: &plan.zone,
+                    profile: plan.profile,
+                    csr: &plan.csr,
+                    lifetime: plan.lifetime,
+                    dns_san_allowed,
+                })?
+            }
+            LeafKind::CaServer(names) => {
+                self.authority.sign_server(names, &plan.csr, plan.profile)?
+            }
         };
-        let leaf = self.authority.sign_leaf(&LeafRequest {
-            device_id: &plan.device_id,
-            zone: &plan.zone,
-            profile: plan.profile,
-            csr: &plan.csr,
-            lifetime: plan.lifetime,
-            dns_san_allowed,
-        })?;
         let issued_at = self.clock().now();
         let spki_sha256 = hex::encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
@@ -244,13 +269,57 @@ impl Service {
             serial_number: plan.serial_number,
             manufacturer: plan.manufacturer,
         };
-        let boxed = Box::new(cert.clone());
-        let actor = plan.actor;
-        let op = match plan.rule {
+        Ok(Signed {
+            leaf,
+            cert,
+            device,
+            rule: plan.rule,
+            actor: plan.actor,
+        })
+    }
+
+    /// Records `signed` (with `events`, further audit events of the same change, in the same
+    /// transaction) and returns the certificate with its chain and the trust bundle.
+    pub async fn record(&self, signed: Signed, events: Vec<AuditEvent>) -> ServiceResult<Issued> {
+        let op = signed.write_op();
+        let op = if events.is_empty() {
+            op
+        } else {
+            let mut all = vec![op];
+            all.extend(events.into_iter().map(WriteOp::Audit));
+            WriteOp::All(all)
+        };
+        self.store.write(op).await?;
+        Ok(signed.into_issued(self.trust.get().bundle_pem()))
+    }
+}
+
+/// A signed certificate and the record it needs; see [`Service::sign_plan`].
+#[derive(Debug)]
+pub struct Signed {
+    leaf: IssuedLeaf,
+    cert: NewCertificate,
+    device: DeviceClaim,
+    rule: Rule,
+    actor: String,
+}
+
+impl Signed {
+    /// Its serial, lower-case hex.
+    pub fn serial(&self) -> &str {
+        &self.leaf.serial
+    }
+
+    /// The write that records it.
+    pub(super) fn write_op(&self) -> WriteOp {
+        let device = self.device.clone();
+        let cert = Box::new(self.cert.clone());
+        let actor = self.actor.clone();
+        match self.rule.clone() {
             Rule::ConsumeToken(token_hash) => WriteOp::Enroll {
                 token_hash,
                 device,
-                cert: boxed,
+                cert,
                 actor,
             },
             Rule::Limited {
@@ -262,25 +331,29 @@ impl Service {
                 min_interval,
                 key_compromise,
                 device,
-                cert: boxed,
+                cert,
                 actor,
             },
             Rule::ReplaceOthers => WriteOp::IssueReplacing {
                 device,
-                cert: boxed,
+                cert,
                 actor,
             },
             Rule::Add => WriteOp::Issue {
                 device,
-                cert: boxed,
+                cert,
                 actor,
             },
-        };
-        self.store.write(op).await?;
+        }
+    }
+
+    /// What the caller gets once the record is committed.
+    pub(super) fn into_issued(self, trust_bundle_pem: String) -> Issued {
+        let Signed { leaf, cert, .. } = self;
         tracing::info!(
             serial = %leaf.serial,
-            device = %plan.device_id,
-            profile = %plan.profile.name,
+            device = %cert.device_id,
+            profile = %cert.profile,
             capped = leaf.capped_by_issuer,
             "issued"
         );
@@ -301,14 +374,14 @@ impl Service {
             requested_by: cert.requested_by,
             spki_sha256: cert.spki_sha256,
             der: cert.der,
-            issued_at,
+            issued_at: cert.issued_at,
             superseded_by: None,
             first_authenticated_at: None,
         };
-        Ok(Issued {
+        Issued {
             record,
             chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),
-            trust_bundle_pem: self.trust.get().bundle_pem(),
-        })
+            trust_bundle_pem,
+        }
     }
 }

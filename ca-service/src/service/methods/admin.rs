@@ -6,7 +6,7 @@ use super::{EnrollmentMethod, unknown_profile};
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
-use crate::service::issuance::{DnsName, IssueRequest, Plan, Rule};
+use crate::service::issuance::{DnsName, IssueRequest, LeafKind, Plan, Rule};
 use crate::service::{Caller, Service, ServiceError, ServiceResult};
 use crate::store::{DeviceStatus, Scope};
 
@@ -128,11 +128,11 @@ impl EnrollmentMethod for AdminRequest<'_> {
             } else {
                 Rule::Add
             },
-            dns_name: if caller.role == Role::Admin {
+            kind: LeafKind::Credential(if caller.role == Role::Admin {
                 DnsName::AsProfile
             } else {
                 DnsName::UnderZoneSuffix
-            },
+            }),
         })
     }
 }

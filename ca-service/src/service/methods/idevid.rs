@@ -8,7 +8,7 @@ use crate::authority::csr::check_csr;
 use crate::authority::idevid::{IdevidError, auto_device_id, verify_idevid};
 use crate::authority::profile::Role;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, EnrollRequest, Plan, Rule};
+use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan, Rule};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::store::DeviceStatus;
 
@@ -125,7 +125,7 @@ impl EnrollmentMethod for IdevidEnrollment {
                 min_interval: min_interval(profile),
                 key_compromise: false,
             },
-            dns_name: DnsName::UnderZoneSuffix,
+            kind: LeafKind::Credential(DnsName::UnderZoneSuffix),
         })
     }
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod idevid;
 mod renewal;
+mod system;
 mod token;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::future::Future;
 pub use admin::AdminRequest;
 pub use idevid::IdevidEnrollment;
 pub use renewal::Renewal;
+pub use system::{ADMIN_PROFILE, SystemCredential};
 pub use token::TokenEnrollment;
 
 use super::issuance::Plan;

@@ -6,7 +6,7 @@ use crate::authority::ca::has_names;
 use crate::authority::csr::check_csr;
 use crate::authority::profile::Role;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, Plan, RenewRequest, Rule};
+use crate::service::issuance::{DnsName, LeafKind, Plan, RenewRequest, Rule};
 use crate::service::{Caller, Service, ServiceError, ServiceResult};
 
 /// A caller's renewal of the credential it called with.
@@ -67,7 +67,7 @@ impl EnrollmentMethod for Renewal<'_> {
                 min_interval: min_interval(profile),
                 key_compromise: req.key_compromise,
             },
-            dns_name: DnsName::AsRenewed(had_dns_name),
+            kind: LeafKind::Credential(DnsName::AsRenewed(had_dns_name)),
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::authority::profile::Role;
 use crate::authority::token::{hashes_equal, parse_token};
 use crate::clock::rfc3339;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, EnrollRequest, Plan, Rule};
+use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan, Rule};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::store::DeviceStatus;
 
@@ -103,7 +103,7 @@ impl EnrollmentMethod for TokenEnrollment {
             serial_number: None,
             manufacturer: None,
             rule: Rule::ConsumeToken(hash.to_vec()),
-            dns_name: DnsName::AsProfile,
+            kind: LeafKind::Credential(DnsName::AsProfile),
         })
     }
 }

@@ -1,0 +1,88 @@
+//! The CA's own credentials, asked for by the CA host itself (actor `system...`): its API
+//! server certificate (made at init, renewed at start) and admin credentials made on the CA
+//! host (the first admin at init, break-glass `hallmark-ca admin create`). They take the same
+//! path as every other certificate: a plan, signed and recorded by the service.
+
+use super::EnrollmentMethod;
+use crate::authority::csr::check_csr;
+use crate::authority::profile::{SERVER_DEVICE, SERVER_PROFILE};
+use crate::identity::DeviceId;
+use crate::service::issuance::{DnsName, LeafKind, Plan, Rule};
+use crate::service::{Service, ServiceError, ServiceResult};
+
+/// Profile of admin credentials made on the CA host.
+pub const ADMIN_PROFILE: &str = "admin";
+
+/// A credential the CA makes for itself.
+#[derive(Debug, Clone)]
+pub enum SystemCredential {
+    /// The API server certificate, for these DNS names and IP addresses.
+    CaServer {
+        /// DNS names and IP addresses.
+        names: Vec<String>,
+        /// CSR of the server's new key.
+        csr: Vec<u8>,
+    },
+    /// An admin credential.
+    Admin {
+        /// Its name (CN).
+        name: DeviceId,
+        /// Its zone.
+        zone: String,
+        /// CSR of its new key.
+        csr: Vec<u8>,
+        /// Who asks (audit), e.g. `system` or `system:admin-create`.
+        actor: String,
+    },
+}
+
+impl EnrollmentMethod for SystemCredential {
+    async fn plan(self, service: &Service) -> ServiceResult<Plan<'_>> {
+        match self {
+            SystemCredential::CaServer { names, csr } => {
+                let profile = service.profiles.get(SERVER_PROFILE).ok_or_else(|| {
+                    ServiceError::internal("the internal server profile is missing")
+                })?;
+                let csr = check_csr(&csr, profile)?;
+                Ok(Plan {
+                    device_id: DeviceId::parse(SERVER_DEVICE)?,
+                    zone: "ca".to_owned(),
+                    profile,
+                    csr,
+                    lifetime: None,
+                    scope: None,
+                    actor: "system".to_owned(),
+                    serial_number: None,
+                    manufacturer: None,
+                    rule: Rule::Add,
+                    kind: LeafKind::CaServer(names),
+                })
+            }
+            SystemCredential::Admin {
+                name,
+                zone,
+                csr,
+                actor,
+            } => {
+                let profile = service
+                    .profiles
+                    .get(ADMIN_PROFILE)
+                    .ok_or_else(|| ServiceError::internal("profile admin is missing"))?;
+                let csr = check_csr(&csr, profile)?;
+                Ok(Plan {
+                    device_id: name,
+                    zone,
+                    profile,
+                    csr,
+                    lifetime: None,
+                    scope: None,
+                    actor,
+                    serial_number: None,
+                    manufacturer: None,
+                    rule: Rule::Add,
+                    kind: LeafKind::Credential(DnsName::AsProfile),
+                })
+            }
+        }
+    }
+}
