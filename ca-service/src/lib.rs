@@ -13,16 +13,15 @@ pub mod api;
 pub mod audit;
 pub mod authority;
 pub mod bootstrap;
-pub mod bundle;
-pub mod clock;
 pub mod config;
-pub mod fsutil;
 pub mod hierarchy;
 pub mod http;
-pub mod identity;
 pub mod keys;
 pub mod net;
 pub mod revocation;
 pub mod root_crl;
 pub mod server;
 pub mod store;
+
+// Moved to hallmark-core (shared with the clients); re-exported so the old paths still work.
+pub use hallmark_core::{bundle, clock, fsutil, identity};
