@@ -13,13 +13,9 @@ pub mod api;
 pub mod audit;
 pub mod authority;
 pub mod bootstrap;
-pub mod bundle;
-pub mod clock;
 pub mod config;
-pub mod fsutil;
 pub mod hierarchy;
 pub mod http;
-pub mod identity;
 pub mod keys;
 pub mod net;
 pub mod revocation;
@@ -28,3 +24,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod trust;
+
+// Moved to hallmark-core (shared with the clients); re-exported so the old paths still work.
+pub use hallmark_core::{bundle, clock, fsutil, identity};

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use hallmark_ca::authority::ca::der_to_pem;
-use hallmark_ca::bundle::{self, BundleAccess, CredentialBundle};
-use hallmark_ca::fsutil;
-use hallmark_ca::identity::validate_name;
+use hallmark_core::bundle::{self, BundleAccess, CredentialBundle};
+use hallmark_core::fsutil;
+use hallmark_core::identity::validate_name;
+use hallmark_core::pem::der_to_pem;
 use hallmark_proto::v1 as pb;
 
-use crate::client::{Connection, status_error};
 use crate::output::{self, Format};
+use hallmark_core::client::{Connection, status_error};
 
 /// `hallmark cert`.
 #[derive(Subcommand, Debug)]
@@ -244,7 +244,7 @@ pub fn write_response(
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
-    hallmark_cli::trust::check_against_file(trusted, resp.trust_bundle_pem.as_bytes())?;
+    hallmark_core::trust::check_against_file(trusted, resp.trust_bundle_pem.as_bytes())?;
     let cert_pem = der_to_pem(&cert.der);
     match key_pem {
         Some(key_pem) => CredentialBundle {

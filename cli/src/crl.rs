@@ -11,9 +11,9 @@ use clap::{Args, Subcommand};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::broker::{crlset, current_crls, trust_bundle_bounded};
-use crate::client::Connection;
 use crate::output::{self, Format};
+use hallmark_cli::broker::{crlset, current_crls, trust_bundle_bounded};
+use hallmark_core::client::Connection;
 
 /// `hallmark crl`.
 #[derive(Subcommand, Debug)]
@@ -130,7 +130,7 @@ async fn fetch(conn: &Connection, a: &FetchArgs) -> Result<()> {
             a.out.display()
         )
     })?;
-    hallmark_ca::fsutil::write_atomic(&a.out, crlset::to_pem(&merged.crls).as_bytes(), 0o644)
+    hallmark_core::fsutil::write_atomic(&a.out, crlset::to_pem(&merged.crls).as_bytes(), 0o644)
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {} CRLs to {}", merged.crls.len(), a.out.display());
     Ok(())

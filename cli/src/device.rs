@@ -8,8 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use hallmark_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::{Connection, status_error};
 use crate::output::{self, Format};
+use hallmark_core::client::{Connection, status_error};
 
 /// Rows per `Import` call.
 const IMPORT_CHUNK: usize = 500;

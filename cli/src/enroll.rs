@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hallmark_ca::bundle;
+use hallmark_core::bundle;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 
 use crate::cert::{BundleAccessArgs, check_out_dir, print_issued, write_response};
-use crate::client::{Connection, status_error};
+use hallmark_core::client::{Connection, status_error};
 
 /// `hallmark enroll`.
 #[derive(Args, Debug)]

@@ -1,7 +1,9 @@
-//! What the `hallmark` command line shares with the other clients of the CA (the factory
-//! provisioner): the connection to the CA from flags or `HALLMARK_*` variables, TLS that
-//! accepts only the CA's own server certificate, and the check of a new trust bundle.
+//! The library side of the `hallmark` command line: the broker agent ([`broker`], run by
+//! `hallmark broker sync` and used by `hallmark rotate` and `hallmark crl`), kept here so that
+//! its unit tests run with `cargo test -p hallmark-cli --lib`. The connection to the CA, its
+//! TLS and the trust bundle check live in [`hallmark_core`], shared with the provisioner.
 
-pub mod client;
-pub mod tls;
-pub mod trust;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod broker;

@@ -1,6 +1,5 @@
 //! `hallmark`: the command line of operators, technicians, devices and broker hosts.
 
-mod broker;
 mod cert;
 mod crl;
 mod device;
@@ -12,7 +11,8 @@ mod revoke;
 mod rotate;
 
 use clap::{Parser, Subcommand};
-use hallmark_cli::client;
+use hallmark_cli::broker;
+use hallmark_core::client;
 
 #[derive(Parser)]
 #[command(name = "hallmark", version, about = "Hallmark device identity CLI")]

@@ -16,7 +16,7 @@ pub enum Format {
 
 /// RFC 3339 text of Unix seconds.
 pub fn time_text(unix: i64) -> String {
-    hallmark_ca::clock::rfc3339(unix)
+    hallmark_core::clock::rfc3339(unix)
 }
 
 /// Status as text.
@@ -55,7 +55,7 @@ pub fn cert_json(c: &pb::Certificate, with_pem: bool) -> serde_json::Value {
         v["scope"] = json!({"profiles": s.profiles, "zones": s.zones});
     }
     if with_pem {
-        v["pem"] = json!(hallmark_ca::authority::ca::der_to_pem(&c.der));
+        v["pem"] = json!(hallmark_core::pem::der_to_pem(&c.der));
     }
     v
 }

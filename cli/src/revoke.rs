@@ -8,8 +8,8 @@ use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::revocation_client::RevocationClient;
 use pb::revoke_request::Selector;
 
-use crate::client::{Connection, status_error};
 use crate::output::{self, Format};
+use hallmark_core::client::{Connection, status_error};
 
 /// Which certificates.
 #[derive(Args, Debug)]

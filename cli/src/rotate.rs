@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use futures::StreamExt;
-use hallmark_ca::bundle::{self, BundleAccess, CredentialBundle};
+use hallmark_core::bundle::{self, BundleAccess, CredentialBundle};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cert::BundleAccessArgs;
-use crate::client::{Connection, status_error};
 use crate::output::time_text;
+use hallmark_core::client::{Connection, status_error};
 
 /// Share of the lifetime after which a certificate is due for renewal.
 const RENEW_AT: f64 = 2.0 / 3.0;
@@ -79,13 +79,13 @@ pub struct RotateArgs {
 
 /// How the service using a renewed bundle is made to reload it.
 struct ServiceReload {
-    trigger: crate::broker::reload::Trigger,
-    user: Option<crate::broker::reload::BrokerUser>,
+    trigger: hallmark_cli::broker::reload::Trigger,
+    user: Option<hallmark_cli::broker::reload::BrokerUser>,
 }
 
 impl ServiceReload {
     fn from_args(a: &RotateArgs) -> Result<Option<Self>> {
-        use crate::broker::reload::{BrokerUser, Trigger};
+        use hallmark_cli::broker::reload::{BrokerUser, Trigger};
         let trigger = match (&a.reload_pid_file, &a.reload_command) {
             (Some(f), _) => Trigger::PidFile(f.clone()),
             (None, Some(c)) => Trigger::Command(c.clone()),
@@ -101,7 +101,7 @@ impl ServiceReload {
     /// Reloads the service after `dir` was renewed; an error says the renewal stands but the
     /// service still runs on the files it loaded before.
     fn after_renewal(&self, dir: &Path) -> Result<()> {
-        use crate::broker::reload::{Reloaded, reload};
+        use hallmark_cli::broker::reload::{Reloaded, reload};
         let files: Vec<PathBuf> = [
             bundle::CERT_FILE,
             bundle::CHAIN_FILE,
@@ -244,13 +244,13 @@ async fn rotate_bundle(conn: &Connection, dir: &Path, how: Renewal) -> Result<Ou
     let cert = resp
         .certificate
         .context("the CA answered without a certificate")?;
-    hallmark_cli::trust::check_against_file(
+    hallmark_core::trust::check_against_file(
         conn.trust_bundle_path()?,
         resp.trust_bundle_pem.as_bytes(),
     )?;
     let renewed = CredentialBundle {
         key_pem,
-        cert_pem: hallmark_ca::authority::ca::der_to_pem(&cert.der),
+        cert_pem: hallmark_core::pem::der_to_pem(&cert.der),
         chain_pem: resp.chain_pem,
         ca_pem: resp.trust_bundle_pem,
     };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use hallmark_cli::client::Connection;
+use hallmark_core::client::Connection;
 use hallmark_provisioner::journal::Journal;
 use hallmark_provisioner::manifest::Manifest;
 use hallmark_provisioner::report::Outcome;
@@ -94,7 +94,7 @@ async fn run(conn: &Connection, a: RunArgs) -> anyhow::Result<bool> {
         .await?;
     bar.finish_and_clear();
     let json = serde_json::to_string_pretty(&report)?;
-    hallmark_ca::fsutil::write_atomic(&report_path, json.as_bytes(), 0o644)
+    hallmark_core::fsutil::write_atomic(&report_path, json.as_bytes(), 0o644)
         .with_context(|| format!("writing the report {}", report_path.display()))?;
     print!("{}", report.summary());
     println!("report: {}", report_path.display());

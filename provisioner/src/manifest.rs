@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use hallmark_ca::identity::validate_name;
+use hallmark_core::identity::validate_name;
 
 /// Columns every manifest has.
 pub const REQUIRED_COLUMNS: [&str; 5] = ["device_id", "zone", "profile", "model", "serial_number"];

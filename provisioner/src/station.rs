@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use hallmark_cli::client::{Connection, status_error};
+use hallmark_core::client::{Connection, status_error};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_proto::v1::devices_client::DevicesClient;
@@ -240,7 +240,7 @@ impl Worker {
 
     /// Refuses a trust bundle that does not chain to the station's own (see [`Worker`]).
     fn check_trust(&self, trust_pem: &str) -> Result<(), Failure> {
-        hallmark_cli::trust::check_trust_bundle(&self.trusted_pem, trust_pem.as_bytes())
+        hallmark_core::trust::check_trust_bundle(&self.trusted_pem, trust_pem.as_bytes())
             .map_err(|e| format!("issue: {e}"))
     }
 

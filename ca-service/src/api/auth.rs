@@ -10,7 +10,8 @@ use tracing::{Instrument, Span};
 use super::ApiState;
 use crate::service::Caller;
 
-pub use crate::service::callers::serial_hex;
+// Moved to hallmark-core (CRL checks of the clients need it); re-exported at its old path.
+pub use hallmark_core::serial::serial_hex;
 
 /// A span for an RPC named `$name`, with a `caller` field that [`ApiState::authenticated`]
 /// fills in, and any further fields.

@@ -18,9 +18,8 @@ use crate::identity::validate_name;
 use crate::service::revocation::ChangeRequest;
 use crate::store::{CertSelector, StatusChange};
 
-/// How often `WatchCrl` sends a heartbeat while the CRLs do not change: a watcher that hears
-/// nothing for several intervals knows its connection is dead.
-pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+// How often `WatchCrl` sends a heartbeat, moved to hallmark-core (the broker agent uses it).
+pub use hallmark_core::crl::WATCH_HEARTBEAT;
 
 /// The service.
 #[derive(Debug, Clone)]

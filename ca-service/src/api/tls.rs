@@ -9,16 +9,14 @@
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, ServerConfig};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-/// The process-wide crypto provider: aws-lc-rs, the one provider of the whole project.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+// The process-wide crypto provider, moved to hallmark-core (shared with the clients).
+pub use hallmark_core::crypto::provider;
 
 /// Accepts any client certificate whose key signed the handshake; see the module docs.
 #[derive(Debug)]

@@ -12,6 +12,9 @@ use super::{BACKDATE_SECONDS, IssuingCa, random_serial};
 use crate::clock::to_offset;
 use crate::keys::CaKey;
 
+// Moved to hallmark-core (clients write PEM too); re-exported at its old path.
+pub use hallmark_core::pem::der_to_pem;
+
 /// Default root CA lifetime: 20 years.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// Default issuing CA lifetime: 5 years.
@@ -56,14 +59,6 @@ pub fn is_ca(cert: &X509Certificate<'_>) -> bool {
         .ok()
         .flatten()
         .is_some_and(|bc| bc.value.ca)
-}
-
-/// DER certificate to PEM.
-pub fn der_to_pem(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
 }
 
 /// `(notBefore, notAfter)` of a certificate, Unix seconds.

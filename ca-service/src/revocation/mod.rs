@@ -4,9 +4,11 @@
 //! key is in the data dir), handed to the HTTP distribution point and watchers through a watch
 //! channel.
 
-pub mod check;
 pub mod list;
 mod root;
+
+// CRL checks moved to hallmark-core (the broker agent runs them); re-exported here.
+pub use hallmark_core::crl::check;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

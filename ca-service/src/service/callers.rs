@@ -10,6 +10,7 @@ use super::error::{ServiceError, ServiceResult};
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
 use crate::store::{CertStatus, DeviceStatus, Scope, Store, WriteOp};
+use hallmark_core::serial::serial_hex;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -93,15 +94,6 @@ pub struct Authenticator {
     store: Store,
     profiles: Arc<ProfileSet>,
     clock: SharedClock,
-}
-
-/// Hex of a DER INTEGER's content without leading zero bytes: how serials are stored.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let trimmed = match raw.iter().position(|b| *b != 0) {
-        Some(i) => &raw[i..],
-        None => &raw[raw.len().saturating_sub(1)..],
-    };
-    hex::encode(trimmed)
 }
 
 impl Authenticator {
@@ -237,17 +229,5 @@ impl Authenticator {
             not_after: record.not_after,
             der: record.der,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::serial_hex;
-
-    #[test]
-    fn serial_hex_drops_sign_padding() {
-        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
-        assert_eq!(serial_hex(&[0x41, 0x02]), "4102");
-        assert_eq!(serial_hex(&[0x00]), "00");
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hallmark_ca::revocation::check::{CheckedCrl, check_crl};
+use hallmark_core::crl::check::{CheckedCrl, check_crl};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -142,7 +142,7 @@ pub fn merge(
                     c.issuer_name,
                     c.number,
                     c.serials.len(),
-                    hallmark_ca::clock::human_duration(now - c.built_at())
+                    hallmark_core::clock::human_duration(now - c.built_at())
                 ));
                 // Entries new on this CRL, but not those replaced by a newer certificate
                 // (re-provisioning): their devices are connected with the new one. A root's
@@ -206,7 +206,7 @@ pub fn complete(crls: &CrlMap, bundle_pem: &str, now: i64) -> Result<(), Incompl
             Some((c, _)) if c.next_update <= now => Some(format!(
                 "`{name}` (the newest, number {}, expired at {})",
                 c.number,
-                hallmark_ca::clock::rfc3339(c.next_update)
+                hallmark_core::clock::rfc3339(c.next_update)
             )),
             Some(_) => None,
         })

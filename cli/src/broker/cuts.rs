@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hallmark_ca::fsutil::write_atomic;
+use hallmark_core::fsutil::write_atomic;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 
 use super::dynsec;
-use crate::client::{Connection, status_error};
+use hallmark_core::client::{Connection, status_error};
 
 /// Attempts per serial before the agent gives up on it (and says so).
 const MAX_ATTEMPTS: u32 = 5;
@@ -137,7 +137,7 @@ impl PendingCuts {
         // The CN of the agent's certificate is its MQTT username.
         let own = std::fs::read(cert)
             .ok()
-            .and_then(|pem| hallmark_ca::bundle::certificate_cn(&pem));
+            .and_then(|pem| hallmark_core::bundle::certificate_cn(&pem));
         if let Some(own) = &own
             && by_device.remove(own).is_some()
         {

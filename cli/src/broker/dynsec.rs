@@ -94,7 +94,7 @@ fn client_config(cert: &Path, key: &Path, ca_pem: &str) -> Result<Arc<rustls::Cl
         .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("{} is not a PEM private key", key.display()))?;
-    let config = rustls::ClientConfig::builder_with_provider(hallmark_ca::api::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(hallmark_core::crypto::provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots)

@@ -3,15 +3,15 @@
 //! reads `crlfile` only at start and on SIGHUP, and a missing, empty or corrupt file at SIGHUP
 //! turns revocation checking off (fail open). So the files are written only when there is a
 //! valid, current CRL for every issuing CA of the CA file written (see [`crlset`]). CRLs come
-//! pushed over `WatchCrl` (with a watchdog on the CA's heartbeat, see [`watch`]) and polled
+//! pushed over `WatchCrl` (with a watchdog on the CA's heartbeat, see `watch`) and polled
 //! from the HTTP distribution points whenever none came for a while. With `--dynsec` it also
-//! cuts the sessions that newly revoked or suspended devices still have open (see [`dynsec`]).
+//! cuts the sessions that newly revoked or suspended devices still have open (see `dynsec`).
 
 pub mod crlset;
 mod cuts;
 mod dynsec;
 pub mod fetch;
-pub(crate) mod reload;
+pub mod reload;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,13 +20,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use hallmark_ca::fsutil::write_atomic;
+use hallmark_core::fsutil::write_atomic;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_proto::v1::revocation_client::RevocationClient;
 
-use crate::client::{Connection, status_error};
 use crlset::CrlMap;
+use hallmark_core::client::{Connection, status_error};
 
 /// `hallmark broker`.
 #[derive(Subcommand, Debug)]
@@ -119,7 +119,7 @@ enum Age {
 }
 
 impl Age {
-    fn of(c: &hallmark_ca::revocation::check::CheckedCrl, now: i64) -> Self {
+    fn of(c: &hallmark_core::crl::check::CheckedCrl, now: i64) -> Self {
         let left = c.next_update - now;
         if left <= 0 {
             Age::Expired
@@ -358,7 +358,7 @@ impl Agent {
                 continue;
             }
             self.warned.insert(issuer.clone(), (c.number, age));
-            let when = hallmark_ca::clock::rfc3339(c.next_update);
+            let when = hallmark_core::clock::rfc3339(c.next_update);
             if c.root {
                 // Mosquitto checks device certificates only: a root's CRL is for verifiers that
                 // check the whole chain.
@@ -407,7 +407,7 @@ pub async fn trust_bundle(conn: &Connection) -> Result<String> {
         .into_inner();
     let bundle = format!("{}{}", t.roots_pem, t.intermediates_pem);
     // Mosquitto trusts whatever lands in its CA file: only CAs chaining to the agent's own.
-    hallmark_cli::trust::check_against_file(conn.trust_bundle_path()?, bundle.as_bytes())?;
+    hallmark_core::trust::check_against_file(conn.trust_bundle_path()?, bundle.as_bytes())?;
     Ok(bundle)
 }
 
@@ -418,7 +418,7 @@ pub async fn current_crls(conn: &Connection) -> Result<pb::CrlSet> {
             .max_decoding_message_size(fetch::MAX_CRL_SET_BYTES)
             .get_crl(pb::GetCrlRequest {})
             .await
-            .map_err(status_error)
+            .map_err(|s| anyhow::Error::new(status_error(s)))
     };
     Ok(tokio::time::timeout(fetch::CRL_RPC_TIMEOUT, call)
         .await
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_crl_is_ending_under_a_quarter_of_its_validity_and_expired_at_next_update() {
-        let c = hallmark_ca::revocation::check::CheckedCrl {
+        let c = hallmark_core::crl::check::CheckedCrl {
             issuer: Vec::new(),
             issuer_name: "CN=x".into(),
             number: 1,

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::fetch::{MAX_CRL_SET_BYTES, RPC_TIMEOUT};
 use super::trust_bundle;
-use crate::client::{Connection, status_error};
+use hallmark_core::client::{Connection, status_error};
 
 /// Reconnect delays of the watch stream.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ async fn follow(
                     "no message from the CA within {} (it sends a heartbeat every {}s): the \
                      connection is dead or stalled",
                     humantime::format_duration(silence),
-                    hallmark_ca::api::revocation::WATCH_HEARTBEAT.as_secs()
+                    hallmark_core::crl::WATCH_HEARTBEAT.as_secs()
                 )
             })?
             .map_err(status_error)?;

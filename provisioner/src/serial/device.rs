@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use hallmark_ca::bundle::CredentialBundle;
+use hallmark_core::bundle::CredentialBundle;
 use rcgen::{KeyPair, PublicKeyData};
 
 use super::protocol::{
@@ -53,7 +53,7 @@ impl SimulatedDevice {
             IDENTIFY => {
                 let device_id = self
                     .confirmed()
-                    .and_then(|b| hallmark_ca::bundle::certificate_cn(b.cert_pem.as_bytes()));
+                    .and_then(|b| hallmark_core::bundle::certificate_cn(b.cert_pem.as_bytes()));
                 serde_json::to_vec(&Identity {
                     serial_number: self.serial_number.clone(),
                     model: self.model.clone(),
@@ -64,7 +64,7 @@ impl SimulatedDevice {
             GENERATE_KEY => {
                 let cn = std::str::from_utf8(payload).map_err(|_| "the device id is not UTF-8")?;
                 let (key, csr) =
-                    hallmark_ca::bundle::new_key_pair_and_csr(cn).map_err(|e| e.to_string())?;
+                    hallmark_core::bundle::new_key_pair_and_csr(cn).map_err(|e| e.to_string())?;
                 self.pending = Some((key, None));
                 Ok(csr)
             }

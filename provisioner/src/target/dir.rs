@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use hallmark_ca::bundle::{BundleAccess, CredentialBundle, KEY_FILE};
+use hallmark_core::bundle::{BundleAccess, CredentialBundle, KEY_FILE};
 use rcgen::{KeyPair, PublicKeyData};
 
 use super::software::PendingKeys;

@@ -108,7 +108,7 @@ pub fn parse(given: &str) -> Result<Box<dyn Target>, TargetSpecError> {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| v.as_str())
             };
-            let access = hallmark_ca::bundle::BundleAccess::resolve(
+            let access = hallmark_core::bundle::BundleAccess::resolve(
                 option("owner"),
                 option("group"),
                 option("key-mode"),

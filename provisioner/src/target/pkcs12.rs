@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use hallmark_ca::fsutil::write_atomic;
+use hallmark_core::fsutil::write_atomic;
 use p12_keystore::{
     Certificate, KeyStore, KeyStoreEntry, Pkcs12ImportPolicy, PrivateKey, PrivateKeyChain,
 };

@@ -20,7 +20,7 @@ pub struct PendingKeys {
 impl PendingKeys {
     /// A new P-256 key for `device` (replacing any pending one) and its CSR, DER.
     pub fn new_csr(&self, device: &str) -> Result<Vec<u8>, TargetError> {
-        let (key, csr) = hallmark_ca::bundle::new_key_pair_and_csr(device)
+        let (key, csr) = hallmark_core::bundle::new_key_pair_and_csr(device)
             .map_err(|e| TargetError::Failed(format!("generating a key: {e}")))?;
         self.keys
             .lock()

@@ -1,8 +1,8 @@
 //! TLS to the CA. A server is accepted as the CA only when its certificate chains to the trust
 //! bundle, names the host the client dialled (rustls's webpki verifier, as before) and carries
 //! the CA-server marker that only the CA's own server certificate has
-//! ([`hallmark_ca::authority::server_identity`]). Without the marker, any serverAuth
-//! certificate of the trust bundle, such as a gateway's, could pose as the CA for its DNS name.
+//! ([`crate::server_identity`]). Without the marker, any serverAuth certificate of the trust
+//! bundle, such as a gateway's, could pose as the CA for its DNS name.
 //!
 //! tonic's `ClientTlsConfig` takes no custom verifier, so [`CaConnector`] makes the TCP and
 //! TLS connection itself (ALPN h2) and tonic speaks HTTP/2 over it.
@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hallmark_ca::authority::server_identity::{CA_SERVER_EKU, has_ca_server_eku};
 use hyper_util::rt::TokioIo;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -24,6 +23,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
+
+use crate::server_identity::{CA_SERVER_EKU, has_ca_server_eku};
 
 /// Why the TLS set-up of a client was refused.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +122,7 @@ pub fn ca_client_config(
     trust_pem: &[u8],
     identity: Option<(Vec<u8>, Vec<u8>)>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let provider = hallmark_ca::api::tls::provider();
+    let provider = crate::crypto::provider();
     let mut roots = rustls::RootCertStore::empty();
     let mut refused = String::new();
     for cert in CertificateDer::pem_slice_iter(trust_pem) {

@@ -4,7 +4,7 @@
 //! root of its own. A new bundle is taken only when every certificate in it is a CA that chains
 //! to a certificate the client trusts already; a new root is an operator's decision.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -172,16 +172,38 @@ pub fn check_trust_bundle(trusted_pem: &[u8], offered_pem: &[u8]) -> Result<(), 
     }
 }
 
+/// Why [`check_against_file`] refused. Each reads as one sentence: the cause is part of the
+/// text, not a separate source.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustFileError {
+    /// The client's own trust bundle file could not be read.
+    #[error("reading trust bundle {}: {error}", path.display())]
+    Read {
+        /// The trust bundle file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The offered bundle does not pass [`check_trust_bundle`].
+    #[error("refused the CA's new trust bundle against {}: {error}", path.display())]
+    Refused {
+        /// The trust bundle file.
+        path: PathBuf,
+        /// Why.
+        error: TrustBundleError,
+    },
+}
+
 /// [`check_trust_bundle`] against the trust bundle file `trusted` (the one the client was
 /// started with), naming that file in the error.
-pub fn check_against_file(trusted: &Path, offered_pem: &[u8]) -> anyhow::Result<()> {
-    let trusted_pem = std::fs::read(trusted)
-        .map_err(|e| anyhow::anyhow!("reading trust bundle {}: {e}", trusted.display()))?;
-    check_trust_bundle(&trusted_pem, offered_pem).map_err(|e| {
-        anyhow::anyhow!(
-            "refused the CA's new trust bundle against {}: {e}",
-            trusted.display()
-        )
+pub fn check_against_file(trusted: &Path, offered_pem: &[u8]) -> Result<(), TrustFileError> {
+    let trusted_pem = std::fs::read(trusted).map_err(|error| TrustFileError::Read {
+        path: trusted.to_owned(),
+        error,
+    })?;
+    check_trust_bundle(&trusted_pem, offered_pem).map_err(|error| TrustFileError::Refused {
+        path: trusted.to_owned(),
+        error,
     })
 }
 

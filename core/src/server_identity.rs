@@ -1,11 +1,11 @@
 //! The mark of the CA's own API server certificate: a private extended key usage that only
-//! [`super::Authority::sign_server`] writes. Clients accept a server as the CA only when its
-//! certificate carries it, so a device certificate with a matching DNS name (any serverAuth
-//! certificate chaining to the trust bundle) cannot pose as the CA.
+//! hallmark-ca's `Authority::sign_server` writes. Clients accept a server as the CA only when
+//! its certificate carries it, so a device certificate with a matching DNS name (any
+//! serverAuth certificate chaining to the trust bundle) cannot pose as the CA.
 //!
 //! The OID sits under `2.25` (UUID-based OIDs, ITU-T X.667): no registration is needed, and no
 //! one else will pick the same UUID. Profiles cannot name it: their EKUs are the closed set
-//! [`super::profile::Eku`].
+//! `authority::profile::Eku` of hallmark-ca.
 
 use rcgen::CustomExtension;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};

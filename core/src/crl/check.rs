@@ -32,7 +32,7 @@ pub struct CheckedCrl {
 impl CheckedCrl {
     /// When the CA built it (its `thisUpdate` is backdated for clock skew).
     pub fn built_at(&self) -> i64 {
-        crate::authority::made_at(self.this_update, self.next_update)
+        crate::validity::made_at(self.this_update, self.next_update)
     }
 }
 
@@ -121,7 +121,7 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         .collect();
     let (mut serials, mut superseded) = (Vec::new(), Vec::new());
     for entry in crl.iter_revoked_certificates() {
-        let serial = crate::api::auth::serial_hex(entry.raw_serial());
+        let serial = crate::serial::serial_hex(entry.raw_serial());
         if entry
             .reason_code()
             .is_some_and(|(_, r)| r == x509_parser::x509::ReasonCode::Superseded)
