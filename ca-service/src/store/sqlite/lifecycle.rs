@@ -1,62 +1,67 @@
 //! Lifecycle rules, checked inside the write transaction: operator credentials stay out of bulk
-//! selections unless asked for, and no change takes the last valid admin credential; a device's
-//! registry status carries over to its certificates (suspend holds, resume releases those
-//! holds, decommission revokes); an IDevID enrollment of a device whose certificates were
-//! revoked since its last re-admission is refused.
+//! selections unless asked for (see [`Operators`]), and no change takes the last valid admin
+//! credential; a device's registry status carries over to its certificates (suspend holds,
+//! resume releases those holds, decommission revokes); an IDevID enrollment of a device whose
+//! certificates were revoked since its last re-admission is refused.
 
 use std::collections::HashSet;
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, SqliteConnection};
 
 use super::ops::{audit, audit_many};
+use super::rows::{cert_columns, cert_from_row};
 use super::writer::WriteOutput;
-use super::{
-    CertSelector, CertStatus, CertificateRecord, DeviceStatus, RevocationStatus, StatusChange,
-    Store, StoreError,
-};
 use crate::audit::AuditEvent;
 use crate::clock::rfc3339;
+use crate::store::{
+    CertSelector, CertStatus, CertificateRecord, DeviceStatus, Operators, RevocationStatus,
+    Selection, StatusChange, StoreError,
+};
 
 /// RFC 5280 reason cessationOfOperation: what decommissioning records.
 const CESSATION_OF_OPERATION: i64 = 5;
 /// RFC 5280 reason certificateHold: what suspending a device records.
 const CERTIFICATE_HOLD: i64 = 6;
 
-/// Operator credentials as the profiles in force define them (the store does not know roles).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Operators {
-    /// Profiles whose role is not `device`: admin, provisioner, broker-agent, the CA's own.
-    pub profiles: Vec<String>,
-    /// Profiles whose role is `admin`: a change that leaves none of their certificates valid
-    /// (when one was) is refused.
-    pub admin_profiles: Vec<String>,
-    /// Whether a lot, zone or profile selection takes operator credentials too.
-    pub include_in_bulk: bool,
-}
-
-impl Operators {
-    /// Whether `selector` leaves a certificate of `profile` out: a lot, zone or profile
-    /// selection takes operator credentials only when asked to; a serial or a device takes
-    /// what it names.
-    pub fn leaves_out(&self, selector: &CertSelector, profile: &str) -> bool {
-        let bulk = matches!(
-            selector,
-            CertSelector::Lot(_) | CertSelector::Zone(_) | CertSelector::Profile(_)
-        );
-        bulk && !self.include_in_bulk && self.profiles.iter().any(|p| p == profile)
+/// Unexpired certificates (other than the CA's own) that `selector` picks and `change` applies
+/// to, in issue order, read on `conn` inside the write that changes them.
+async fn matching_query(
+    selector: &CertSelector,
+    change: StatusChange,
+    now: i64,
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    macro_rules! select {
+        ($cond:literal) => {
+            concat!(
+                "SELECT ",
+                cert_columns!(),
+                " FROM certificates WHERE ",
+                $cond,
+                " AND status IN (?2, ?3) AND not_after > ?4 AND profile <> 'ca-server' ORDER BY seq"
+            )
+        };
     }
-}
-
-/// What a status change selects, and what it leaves out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selection<T> {
-    /// The certificates the change applies to, in issue order.
-    pub certificates: Vec<T>,
-    /// Operator credentials matched but left out ([`Operators::leaves_out`]).
-    pub operators_left_out: u32,
-    /// Held certificates a resumption leaves on hold: their device's suspension made the hold.
-    pub device_holds_left_out: u32,
+    let sql = match selector {
+        CertSelector::Serial(_) => select!("serial = ?1"),
+        CertSelector::Device(_) => select!("device_id = ?1"),
+        CertSelector::Lot(_) => select!("device_id IN (SELECT id FROM devices WHERE lot = ?1)"),
+        CertSelector::Zone(_) => select!("zone = ?1"),
+        CertSelector::Profile(_) => select!("profile = ?1"),
+    };
+    let (a, b) = change.from_statuses();
+    let value = match selector {
+        CertSelector::Serial(s) => s.to_ascii_lowercase(),
+        other => other.value().to_owned(),
+    };
+    Ok(sqlx::query(sql)
+        .bind(value)
+        .bind(a.as_str())
+        .bind(b.as_str())
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 /// The selection of a status change on `conn` (the same for a dry run and inside the write).
@@ -67,7 +72,7 @@ pub(super) async fn select_for_change(
     operators: &Operators,
     now: i64,
 ) -> Result<Selection<SqliteRow>, StoreError> {
-    let rows = super::matching_query(selector, change, now, conn).await?;
+    let rows = matching_query(selector, change, now, conn).await?;
     let device_held: HashSet<String> = if change == StatusChange::Resume && !rows.is_empty() {
         let serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
         sqlx::query_scalar(
@@ -99,29 +104,27 @@ pub(super) async fn select_for_change(
     Ok(selection)
 }
 
-impl Store {
-    /// Unexpired certificates (other than the CA's own) that `selector` picks and `change`
-    /// applies to, without what `operators` and device holds leave out, in issue order: what
-    /// [`super::WriteOp::ChangeStatus`] changes, for a dry run.
-    pub async fn certificates_selected(
-        &self,
-        selector: &CertSelector,
-        change: StatusChange,
-        operators: &Operators,
-        now: i64,
-    ) -> Result<Selection<CertificateRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let selection = select_for_change(&mut conn, selector, change, operators, now).await?;
-        Ok(Selection {
-            certificates: selection
-                .certificates
-                .iter()
-                .map(super::cert_from_row)
-                .collect::<Result<_, _>>()?,
-            operators_left_out: selection.operators_left_out,
-            device_holds_left_out: selection.device_holds_left_out,
-        })
-    }
+/// Unexpired certificates (other than the CA's own) that `selector` picks and `change` applies
+/// to, without what `operators` and device holds leave out, in issue order: what
+/// [`crate::store::WriteOp::ChangeStatus`] changes, for a dry run.
+pub(crate) async fn certificates_selected(
+    pool: &SqlitePool,
+    selector: &CertSelector,
+    change: StatusChange,
+    operators: &Operators,
+    now: i64,
+) -> Result<Selection<CertificateRecord>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let selection = select_for_change(&mut conn, selector, change, operators, now).await?;
+    Ok(Selection {
+        certificates: selection
+            .certificates
+            .iter()
+            .map(cert_from_row)
+            .collect::<Result<_, _>>()?,
+        operators_left_out: selection.operators_left_out,
+        device_holds_left_out: selection.device_holds_left_out,
+    })
 }
 
 /// Valid admin credentials at `now` (active, within validity, of an active registry entry) as
@@ -478,30 +481,4 @@ pub(super) async fn check_idevid_admission(
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bulk_selections_leave_operators_out_unless_asked() {
-        let mut ops = Operators {
-            profiles: vec!["admin".into(), "broker-agent".into()],
-            admin_profiles: vec!["admin".into()],
-            include_in_bulk: false,
-        };
-        let zone = CertSelector::Zone("field".into());
-        assert!(ops.leaves_out(&zone, "admin"));
-        assert!(ops.leaves_out(&CertSelector::Lot("l".into()), "broker-agent"));
-        assert!(ops.leaves_out(&CertSelector::Profile("admin".into()), "admin"));
-        assert!(!ops.leaves_out(&zone, "sensor"));
-        // A profile no longer configured counts as a device: taken.
-        assert!(!ops.leaves_out(&zone, "retired-profile"));
-        // Named explicitly: taken.
-        assert!(!ops.leaves_out(&CertSelector::Device("admin".into()), "admin"));
-        assert!(!ops.leaves_out(&CertSelector::Serial("4a".into()), "admin"));
-        ops.include_in_bulk = true;
-        assert!(!ops.leaves_out(&zone, "admin"));
-    }
 }

@@ -3,20 +3,24 @@
 //! rolls back only itself; the batch commits once and every caller is answered after the commit.
 
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Acquire, Connection, Row, SqliteConnection};
+use sqlx::{Acquire, Connection, SqliteConnection};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::batch::issue_run;
-use super::ops::apply;
-use super::{
+use super::ops::{apply, last_audit_hash};
+use crate::audit::AuditEvent;
+use crate::store::{
     CertSelector, CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
     NewCertificate, NewDevice, Operators, RevocationStatus, StatusChange, StoreError, TokenRecord,
 };
-use crate::audit::{AuditEvent, GENESIS_HASH};
 
 /// A state change. Every variant writes its audit event(s) in the same transaction.
+///
+/// The writer's message. Public only until every caller uses the typed methods of
+/// [`crate::store::interface::Store`] (deprecated outside `store`, see `store::compat`).
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Record an issued certificate, registering its device if it is new.
@@ -88,7 +92,7 @@ pub enum WriteOp {
     },
     /// Revoke, suspend or resume every certificate `selector` picks that `change` applies to,
     /// leaving out what `operators` and device holds leave out (see
-    /// [`super::Store::certificates_selected`]); refused whole if it takes the last valid admin
+    /// [`crate::store::interface::Store::certificates_selected`]); refused whole if it takes the last valid admin
     /// credential.
     ChangeStatus {
         /// Which certificates.
@@ -137,12 +141,12 @@ pub enum WriteOp {
         details: serde_json::Value,
     },
     /// Store a newly signed CRL of a root as the one it publishes. Refused with
-    /// [`super::StoreError::Changed`] when a CRL with a number as high is stored already, or
+    /// [`crate::store::StoreError::Changed`] when a CRL with a number as high is stored already, or
     /// when the revoked issuing CAs are no longer `revoked_issuers` (another signer got there
     /// first, or a revocation committed while it was signed: sign again).
     StoreRootCrl {
         /// The CRL.
-        crl: super::RootCrlRecord,
+        crl: crate::store::RootCrlRecord,
         /// Ids of every revoked issuing CA, sorted, as the signer saw them.
         revoked_issuers: Vec<String>,
     },
@@ -221,7 +225,8 @@ pub enum WriteOp {
     All(Vec<WriteOp>),
 }
 
-/// What a write produced.
+/// What a write produced (public only as long as [`WriteOp`] is).
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutput {
     /// A certificate was recorded; `device_registered` tells whether its device was new.
@@ -251,25 +256,7 @@ pub(super) struct Request {
     pub reply: oneshot::Sender<Result<WriteOutput, StoreError>>,
 }
 
-async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 32], sqlx::Error> {
-    let row = sqlx::query("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        Some(r) => {
-            let v: Vec<u8> = r.get("hash");
-            v.try_into().map_err(|v: Vec<u8>| {
-                sqlx::Error::Protocol(format!(
-                    "the last audit event has a {}-byte hash; the audit chain is damaged",
-                    v.len()
-                ))
-            })?
-        }
-        None => GENESIS_HASH,
-    })
-}
-
-/// Committed status changes, in commit order (see [`super::Store::status_changes`]).
+/// Committed status changes, in commit order (see [`crate::store::interface::Store::status_changes`]).
 pub(super) type StatusFeed = broadcast::Sender<Arc<Vec<RevocationStatus>>>;
 
 fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {

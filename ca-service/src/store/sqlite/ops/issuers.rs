@@ -1,13 +1,14 @@
-//! Writes about CAs beyond adding and retiring them: revoking an issuing CA and storing the CRL
-//! of a root that lists it.
+//! Writes about CAs: adding, retiring and revoking them, their CRL numbers, and storing the CRL
+//! of a root that lists the revoked issuing CAs.
 
 use sqlx::{Row, SqliteConnection};
 
-use super::lifecycle::AdminGuard;
-use super::ops::audit;
-use super::writer::WriteOutput;
-use super::{RootCrlRecord, StoreError};
+use super::super::lifecycle::AdminGuard;
+use super::super::writer::WriteOutput;
+use super::audit::audit;
+use super::unique_or;
 use crate::audit::AuditEvent;
+use crate::store::{IssuerRecord, RootCrlRecord, StoreError};
 
 /// What the trigger of migration 0007 says when a certificate of a revoked issuer is inserted.
 const REVOKED_ISSUER_TRIGGER: &str = "the issuing CA is revoked";
@@ -26,7 +27,83 @@ pub(super) fn revoked_issuer(e: &sqlx::Error, issuer_id: &str) -> Option<StoreEr
     }
 }
 
-/// Revokes the retired issuing CA `id` (see [`super::WriteOp::RevokeIssuer`]).
+/// Records a CA certificate.
+pub(super) async fn add_issuer(
+    conn: &mut SqliteConnection,
+    issuer: &IssuerRecord,
+    at: i64,
+    actor: &str,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    sqlx::query(
+        "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(&issuer.id)
+    .bind(issuer.kind.as_str())
+    .bind(&issuer.subject)
+    .bind(&issuer.cert_der)
+    .bind(issuer.not_before)
+    .bind(issuer.not_after)
+    .bind(if issuer.active { "active" } else { "retired" })
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| unique_or(e, || format!("issuer {} exists already", issuer.id)))?;
+    let event = AuditEvent::new(
+        at,
+        actor,
+        "issuer.add",
+        issuer.id.as_str(),
+        serde_json::json!({"kind": issuer.kind.as_str(), "subject": issuer.subject, "not_after": issuer.not_after}),
+    );
+    audit(conn, &event, chain).await?;
+    Ok(WriteOutput::Done)
+}
+
+/// Stops an issuing CA from signing; it stays valid (and publishes CRLs) until it expires.
+pub(super) async fn retire_issuer(
+    conn: &mut SqliteConnection,
+    id: &str,
+    at: i64,
+    actor: &str,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    let done = sqlx::query(
+        "UPDATE issuers SET status = 'retired' WHERE id = ?1 AND kind = 'issuing' AND status = 'active'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::NotFound(format!(
+            "issuer {id} is not an active issuing CA"
+        )));
+    }
+    let event = AuditEvent::new(at, actor, "issuer.retire", id, serde_json::json!({}));
+    audit(conn, &event, chain).await?;
+    Ok(WriteOutput::Done)
+}
+
+/// Takes the next CRL number of an issuer (strictly increasing, across restarts).
+pub(super) async fn next_crl_number(
+    conn: &mut SqliteConnection,
+    issuer_id: &str,
+    at: i64,
+) -> Result<WriteOutput, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "INSERT INTO crl_state (issuer_id, crl_number, updated_at) VALUES (?1, 1, ?2) \
+         ON CONFLICT (issuer_id) DO UPDATE SET crl_number = crl_number + 1, updated_at = ?2 \
+         RETURNING crl_number",
+    )
+    .bind(issuer_id)
+    .bind(at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(WriteOutput::Count(n as u64))
+}
+
+/// Revokes the retired issuing CA `id` (see [`crate::store::WriteOp::RevokeIssuer`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn revoke_issuer(
     conn: &mut SqliteConnection,
@@ -83,7 +160,7 @@ pub(super) async fn revoke_issuer(
 }
 
 /// Stores `crl` as the CRL root `crl.issuer_id` publishes (see
-/// [`super::WriteOp::StoreRootCrl`]).
+/// [`crate::store::WriteOp::StoreRootCrl`]).
 pub(super) async fn store_root_crl(
     conn: &mut SqliteConnection,
     crl: &RootCrlRecord,

@@ -12,7 +12,7 @@ use super::ops::{
     scope_json,
 };
 use super::writer::{Request, WriteOp, WriteOutput};
-use super::{DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StoreError};
+use crate::store::{DeviceClaim, DeviceStatus, NewCertificate, NewDevice, StoreError};
 
 /// Writes a run of `Issue` requests with one statement per table: devices (insert-if-new),
 /// a device check, certificates and audit events. A request whose device does not match fails
