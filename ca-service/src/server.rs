@@ -191,7 +191,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     let host_names = Arc::new(config.host_names(&bootstrap::server_names(&config))?);
     let state = ApiState {
         service: Service::new(ServiceParts {
-            store: loaded.store.clone(),
+            store: Arc::new(loaded.store.clone()),
             authority: loaded.authority,
             profiles: loaded.profiles,
             host_names,

@@ -9,7 +9,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::error::{ServiceError, ServiceResult};
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
-use crate::store::{CertStatus, DeviceStatus, Scope, Store, WriteOp};
+use crate::store::interface::Store;
+use crate::store::{CertStatus, DeviceStatus, Scope};
 use hallmark_core::serial::serial_hex;
 
 /// An authenticated caller.
@@ -91,14 +92,14 @@ impl Caller {
 /// Authenticates callers against the store.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    store: Store,
+    store: Arc<dyn Store>,
     profiles: Arc<ProfileSet>,
     clock: SharedClock,
 }
 
 impl Authenticator {
     /// An authenticator reading from `store`.
-    pub fn new(store: Store, profiles: Arc<ProfileSet>, clock: SharedClock) -> Self {
+    pub fn new(store: Arc<dyn Store>, profiles: Arc<ProfileSet>, clock: SharedClock) -> Self {
         Self {
             store,
             profiles,
@@ -211,12 +212,7 @@ impl Authenticator {
         if record.first_authenticated_at.is_none() {
             // Once per certificate: from now on its predecessor may no longer renew (a copy of
             // an old key cannot mint once the device has moved on).
-            self.store
-                .write(WriteOp::MarkAuthenticated {
-                    serial: record.serial.clone(),
-                    at: now,
-                })
-                .await?;
+            self.store.mark_authenticated(&record.serial, now).await?;
         }
         Ok(Caller {
             name: record.device_id,

@@ -1,6 +1,6 @@
 //! The one way a certificate leaves the CA: a [`Plan`] (made by an enrollment method) is
 //! signed per policy and recorded durably (with its audit event, and whatever the plan's
-//! [`Rule`] consumes or replaces) before anyone sees the certificate.
+//! [`IssuanceRule`] consumes or replaces) before anyone sees the certificate.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,7 +17,9 @@ use crate::authority::csr::CheckedCsr;
 use crate::authority::profile::Profile;
 use crate::authority::{IssuedLeaf, LeafRequest};
 use crate::identity::DeviceId;
-use crate::store::{CertStatus, CertificateRecord, DeviceClaim, NewCertificate, Scope, WriteOp};
+use crate::store::{
+    CertStatus, CertificateRecord, DeviceClaim, IssuanceRecord, IssuanceRule, NewCertificate, Scope,
+};
 
 /// What an enrollment method decided: which certificate to sign for whom, and under which
 /// rule to record it. The service applies every plan the same way.
@@ -42,7 +44,7 @@ pub struct Plan<'a> {
     /// Manufacturer whose IDevID enrolls the device (binds the registry entry to it).
     pub manufacturer: Option<String>,
     /// What the record consumes, replaces or is limited by.
-    pub rule: Rule,
+    pub rule: IssuanceRule,
     /// What kind of certificate: a device's or operator's, or the CA's own server certificate.
     pub kind: LeafKind,
 }
@@ -56,30 +58,6 @@ pub enum LeafKind {
     /// The CA's own API server certificate, for these DNS names and IP addresses (with the
     /// CA-server marker only it carries).
     CaServer(Vec<String>),
-}
-
-/// Under which rule a certificate is recorded (all checked inside the recording transaction).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    /// Recorded beside the device's other certificates.
-    Add,
-    /// The device's other unexpired certificates are revoked (superseded) with it: a
-    /// re-provisioned device keeps exactly one.
-    ReplaceOthers,
-    /// This one-time enrollment token (its SHA-256) is consumed with it; a token used, revoked
-    /// or expired by then fails the whole write.
-    ConsumeToken(Vec<u8>),
-    /// At most one certificate per device per `min_interval` seconds (renewals and IDevID
-    /// enrollments).
-    Limited {
-        /// Serial of the certificate this one renews, which must still be active.
-        supersedes: Option<String>,
-        /// Minimum seconds between two certificates of one device.
-        min_interval: i64,
-        /// The renewed certificate's key may be exposed: revoke it (keyCompromise), exempt
-        /// from `min_interval` once.
-        key_compromise: bool,
-    },
 }
 
 /// Whether a certificate may carry the device id as a DNS-name SAN (where its profile has
@@ -192,7 +170,7 @@ impl Service {
                         ip.to_string(),
                         serde_json::json!({"last_error": e.to_string()}),
                     );
-                    if let Err(e) = self.store.write(WriteOp::Audit(event)).await {
+                    if let Err(e) = self.store.audit(event).await {
                         tracing::error!(error = %e, "cannot audit the throttle");
                     }
                 }
@@ -281,15 +259,9 @@ impl Service {
     /// Records `signed` (with `events`, further audit events of the same change, in the same
     /// transaction) and returns the certificate with its chain and the trust bundle.
     pub async fn record(&self, signed: Signed, events: Vec<AuditEvent>) -> ServiceResult<Issued> {
-        let op = signed.write_op();
-        let op = if events.is_empty() {
-            op
-        } else {
-            let mut all = vec![op];
-            all.extend(events.into_iter().map(WriteOp::Audit));
-            WriteOp::All(all)
-        };
-        self.store.write(op).await?;
+        let mut record = signed.record();
+        record.audit = events;
+        self.store.record_issuance(record).await?;
         Ok(signed.into_issued(self.trust.get().bundle_pem()))
     }
 }
@@ -300,7 +272,7 @@ pub struct Signed {
     leaf: IssuedLeaf,
     cert: NewCertificate,
     device: DeviceClaim,
-    rule: Rule,
+    rule: IssuanceRule,
     actor: String,
 }
 
@@ -310,41 +282,14 @@ impl Signed {
         &self.leaf.serial
     }
 
-    /// The write that records it.
-    pub(super) fn write_op(&self) -> WriteOp {
-        let device = self.device.clone();
-        let cert = Box::new(self.cert.clone());
-        let actor = self.actor.clone();
-        match self.rule.clone() {
-            Rule::ConsumeToken(token_hash) => WriteOp::Enroll {
-                token_hash,
-                device,
-                cert,
-                actor,
-            },
-            Rule::Limited {
-                supersedes,
-                min_interval,
-                key_compromise,
-            } => WriteOp::IssueLimited {
-                supersedes,
-                min_interval,
-                key_compromise,
-                device,
-                cert,
-                actor,
-            },
-            Rule::ReplaceOthers => WriteOp::IssueReplacing {
-                device,
-                cert,
-                actor,
-            },
-            Rule::Add => WriteOp::Issue {
-                device,
-                cert,
-                actor,
-            },
-        }
+    /// The record it needs.
+    pub(super) fn record(&self) -> IssuanceRecord {
+        IssuanceRecord::new(
+            self.device.clone(),
+            self.cert.clone(),
+            self.actor.clone(),
+            self.rule.clone(),
+        )
     }
 
     /// What the caller gets once the record is committed.

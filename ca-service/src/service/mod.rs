@@ -21,7 +21,8 @@ use crate::authority::Authority;
 use crate::authority::hostnames::HostNamePolicy;
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
-use crate::store::{Operators, Store};
+use crate::store::Operators;
+use crate::store::interface::Store;
 use crate::trust::TrustHandle;
 
 pub use callers::{Authenticator, Caller};
@@ -31,7 +32,7 @@ pub use error::{ServiceError, ServiceResult};
 #[derive(Debug, Clone)]
 pub struct ServiceParts {
     /// The store.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// The signing authority.
     pub authority: Authority,
     /// Profiles in force.
@@ -47,7 +48,7 @@ pub struct ServiceParts {
 /// The CA's use cases; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Service {
-    store: Store,
+    store: Arc<dyn Store>,
     authority: Authority,
     profiles: Arc<ProfileSet>,
     host_names: Arc<HostNamePolicy>,
@@ -78,8 +79,8 @@ impl Service {
     }
 
     /// The store, for reads (listings, lookups); every write goes through a use case here.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// Profiles in force.

@@ -12,7 +12,7 @@ use crate::authority::profile::{Role, SERVER_DEVICE};
 use crate::authority::token::new_token;
 use crate::identity::{DeviceId, validate_name};
 use crate::store::{
-    DeviceRecord, DeviceStatus, ManufacturerCaRecord, NewDevice, TokenRecord, WriteOp, WriteOutput,
+    DeviceRecord, DeviceStatus, DeviceStatusUpdate, ManufacturerCaRecord, NewDevice, TokenRecord,
 };
 
 /// Most rows one import takes.
@@ -169,23 +169,11 @@ impl Service {
         caller: &Caller,
         devices: Vec<NewDevice>,
     ) -> ServiceResult<(usize, Vec<(usize, String)>)> {
-        let out = self
+        let done = self
             .store
-            .write(WriteOp::RegisterDevices {
-                devices,
-                at: self.clock().now(),
-                actor: caller.actor(),
-            })
+            .register_devices(devices, self.clock().now(), &caller.actor())
             .await?;
-        match out {
-            WriteOutput::Registered {
-                registered,
-                rejected,
-            } => Ok((registered, rejected)),
-            other => Err(ServiceError::internal(format!(
-                "unexpected store answer {other:?}"
-            ))),
-        }
+        Ok((done.registered, done.rejected))
     }
 
     /// Registers one device (admins, and provisioners within their scope).
@@ -257,9 +245,9 @@ impl Service {
             )));
         }
         let status = status.ok_or_else(|| ServiceError::invalid("status is missing"))?;
-        let out = self
+        let changed = self
             .store
-            .write(WriteOp::SetDeviceStatus {
+            .set_device_status(DeviceStatusUpdate {
                 id: id.to_owned(),
                 status,
                 admin_profiles: self.operators(false).admin_profiles,
@@ -268,13 +256,11 @@ impl Service {
             })
             .await?;
         // The CRL publisher hears of the certificates from the store's status feed.
-        if let WriteOutput::StatusChanged(changed) = out {
-            tracing::info!(
-                status = status.as_str(),
-                certificates = changed.len(),
-                "device status set"
-            );
-        }
+        tracing::info!(
+            status = status.as_str(),
+            certificates = changed.len(),
+            "device status set"
+        );
         self.store
             .device(id)
             .await?
@@ -291,11 +277,7 @@ impl Service {
             )));
         }
         self.store
-            .write(WriteOp::ReadmitDevice {
-                id: id.to_owned(),
-                at: self.clock().now(),
-                actor: caller.actor(),
-            })
+            .readmit_device(id, self.clock().now(), &caller.actor())
             .await?;
         tracing::info!("device re-admitted");
         self.store
@@ -352,17 +334,15 @@ impl Service {
         let now = self.clock().now();
         let expires_at = now + ttl.as_secs() as i64;
         self.store
-            .write(WriteOp::CreateToken {
-                token: TokenRecord {
-                    hash: hash.to_vec(),
-                    device_id: device.id.clone(),
-                    profile: device.profile.clone(),
-                    expires_at,
-                    created_at: now,
-                    created_by: caller.actor(),
-                    used_at: None,
-                    revoked_at: None,
-                },
+            .create_token(TokenRecord {
+                hash: hash.to_vec(),
+                device_id: device.id.clone(),
+                profile: device.profile.clone(),
+                expires_at,
+                created_at: now,
+                created_by: caller.actor(),
+                used_at: None,
+                revoked_at: None,
             })
             .await?;
         Ok(CreatedToken {
@@ -377,18 +357,11 @@ impl Service {
     pub async fn revoke_tokens(&self, caller: &Caller, device_id: &str) -> ServiceResult<u32> {
         caller.require(&[Role::Admin], "RevokeTokens")?;
         DeviceId::parse(device_id)?;
-        let out = self
+        let revoked = self
             .store
-            .write(WriteOp::RevokeTokens {
-                device_id: device_id.to_owned(),
-                at: self.clock().now(),
-                actor: caller.actor(),
-            })
+            .revoke_tokens(device_id, self.clock().now(), &caller.actor())
             .await?;
-        Ok(match out {
-            WriteOutput::Count(n) => n as u32,
-            _ => 0,
-        })
+        Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
     }
 
     /// Registers a manufacturer CA whose IDevIDs may enroll devices (admins only).
@@ -455,10 +428,7 @@ impl Service {
             created_at: now,
         };
         self.store
-            .write(WriteOp::AddManufacturerCa {
-                record: record.clone(),
-                actor: caller.actor(),
-            })
+            .add_manufacturer_ca(record.clone(), &caller.actor())
             .await?;
         Ok(record)
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{Caller, Service, ServiceResult};
 use crate::authority::profile::Role;
-use crate::store::{CertSelector, CertificateRecord, StatusChange, WriteOp, WriteOutput};
+use crate::store::{CertSelector, CertificateRecord, StatusChange, StatusChangeRequest};
 
 /// A status change asked for.
 #[derive(Debug, Clone)]
@@ -69,9 +69,9 @@ impl Service {
                 device_holds_left_out,
             });
         }
-        let out = self
+        let changed = self
             .store
-            .write(WriteOp::ChangeStatus {
+            .change_status(StatusChangeRequest {
                 selector: selector.clone(),
                 change,
                 operators,
@@ -79,9 +79,6 @@ impl Service {
                 actor: caller.actor(),
             })
             .await?;
-        let WriteOutput::StatusChanged(changed) = out else {
-            return Err(super::ServiceError::internal("unexpected store answer"));
-        };
         // The CRL publisher hears of the change from the store's status feed.
         let changed: HashSet<String> = changed.into_iter().map(|c| c.serial).collect();
         let (revoked_at, reason) = match change {

@@ -6,9 +6,9 @@ use super::{EnrollmentMethod, unknown_profile};
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{Profile, Role};
 use crate::identity::{DeviceId, validate_name};
-use crate::service::issuance::{DnsName, IssueRequest, LeafKind, Plan, Rule};
+use crate::service::issuance::{DnsName, IssueRequest, LeafKind, Plan};
 use crate::service::{Caller, Service, ServiceError, ServiceResult};
-use crate::store::{DeviceStatus, Scope};
+use crate::store::{DeviceStatus, IssuanceRule, Scope};
 
 /// An admin's or provisioner's request.
 #[derive(Debug)]
@@ -124,9 +124,9 @@ impl EnrollmentMethod for AdminRequest<'_> {
             serial_number: None,
             manufacturer: None,
             rule: if req.replace_active {
-                Rule::ReplaceOthers
+                IssuanceRule::ReplaceActive
             } else {
-                Rule::Add
+                IssuanceRule::Plain
             },
             kind: LeafKind::Credential(if caller.role == Role::Admin {
                 DnsName::AsProfile

@@ -8,9 +8,9 @@ use crate::authority::csr::check_csr;
 use crate::authority::idevid::{IdevidError, auto_device_id, verify_idevid};
 use crate::authority::profile::Role;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan, Rule};
+use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan};
 use crate::service::{Service, ServiceError, ServiceResult};
-use crate::store::DeviceStatus;
+use crate::store::{DeviceStatus, IssuanceRule};
 
 /// A device enrolling with its IDevID.
 #[derive(Debug)]
@@ -120,7 +120,7 @@ impl EnrollmentMethod for IdevidEnrollment {
             serial_number: self_registering.then(|| serial.to_owned()),
             manufacturer: Some(m.name.clone()),
             // An IDevID may be presented again and again: one certificate per interval.
-            rule: Rule::Limited {
+            rule: IssuanceRule::Limited {
                 supersedes: None,
                 min_interval: min_interval(profile),
                 key_compromise: false,

@@ -6,8 +6,9 @@ use crate::authority::ca::has_names;
 use crate::authority::csr::check_csr;
 use crate::authority::profile::Role;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, LeafKind, Plan, RenewRequest, Rule};
+use crate::service::issuance::{DnsName, LeafKind, Plan, RenewRequest};
 use crate::service::{Caller, Service, ServiceError, ServiceResult};
+use crate::store::IssuanceRule;
 
 /// A caller's renewal of the credential it called with.
 #[derive(Debug)]
@@ -62,7 +63,7 @@ impl EnrollmentMethod for Renewal<'_> {
             actor: caller.actor(),
             serial_number: None,
             manufacturer: None,
-            rule: Rule::Limited {
+            rule: IssuanceRule::Limited {
                 supersedes: Some(caller.serial.clone()),
                 min_interval: min_interval(profile),
                 key_compromise: req.key_compromise,

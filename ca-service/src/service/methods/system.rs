@@ -7,8 +7,9 @@ use super::EnrollmentMethod;
 use crate::authority::csr::check_csr;
 use crate::authority::profile::{SERVER_DEVICE, SERVER_PROFILE};
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, LeafKind, Plan, Rule};
+use crate::service::issuance::{DnsName, LeafKind, Plan};
 use crate::service::{Service, ServiceError, ServiceResult};
+use crate::store::IssuanceRule;
 
 /// Profile of admin credentials made on the CA host.
 pub const ADMIN_PROFILE: &str = "admin";
@@ -54,7 +55,7 @@ impl EnrollmentMethod for SystemCredential {
                     actor: "system".to_owned(),
                     serial_number: None,
                     manufacturer: None,
-                    rule: Rule::Add,
+                    rule: IssuanceRule::Plain,
                     kind: LeafKind::CaServer(names),
                 })
             }
@@ -79,7 +80,7 @@ impl EnrollmentMethod for SystemCredential {
                     actor,
                     serial_number: None,
                     manufacturer: None,
-                    rule: Rule::Add,
+                    rule: IssuanceRule::Plain,
                     kind: LeafKind::Credential(DnsName::AsProfile),
                 })
             }

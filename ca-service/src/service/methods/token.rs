@@ -8,9 +8,9 @@ use crate::authority::profile::Role;
 use crate::authority::token::{hashes_equal, parse_token};
 use crate::clock::rfc3339;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan, Rule};
+use crate::service::issuance::{DnsName, EnrollRequest, LeafKind, Plan};
 use crate::service::{Service, ServiceError, ServiceResult};
-use crate::store::DeviceStatus;
+use crate::store::{DeviceStatus, IssuanceRule};
 
 /// A device enrolling with a token.
 #[derive(Debug)]
@@ -102,7 +102,9 @@ impl EnrollmentMethod for TokenEnrollment {
             actor: format!("token:{}", device.id),
             serial_number: None,
             manufacturer: None,
-            rule: Rule::ConsumeToken(hash.to_vec()),
+            rule: IssuanceRule::ConsumeToken {
+                token_hash: hash.to_vec(),
+            },
             kind: LeafKind::Credential(DnsName::AsProfile),
         })
     }
