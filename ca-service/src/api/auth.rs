@@ -11,6 +11,8 @@ use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
 use crate::store::{CertStatus, DeviceStatus, Scope, Store, WriteOp};
 
+pub use crate::authority::ca::serial_hex;
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -91,15 +93,6 @@ pub struct Authenticator {
     store: Store,
     profiles: Arc<ProfileSet>,
     clock: SharedClock,
-}
-
-/// Hex of a DER INTEGER's content without leading zero bytes: how serials are stored.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let trimmed = match raw.iter().position(|b| *b != 0) {
-        Some(i) => &raw[i..],
-        None => &raw[raw.len().saturating_sub(1)..],
-    };
-    hex::encode(trimmed)
 }
 
 impl Authenticator {
@@ -242,17 +235,5 @@ impl Authenticator {
             spki_sha256: record.spki_sha256,
             not_after: record.not_after,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::serial_hex;
-
-    #[test]
-    fn serial_hex_drops_sign_padding() {
-        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
-        assert_eq!(serial_hex(&[0x41, 0x02]), "4102");
-        assert_eq!(serial_hex(&[0x00]), "00");
     }
 }

@@ -10,7 +10,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{BACKDATE_SECONDS, IssuingCa, random_serial};
 use crate::clock::to_offset;
-use crate::keys::CaKey;
+use crate::keys::{CaKey, FileKey};
 
 /// Default root CA lifetime: 20 years.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
@@ -76,6 +76,15 @@ pub fn validity(der: &[u8]) -> Result<(i64, i64), rcgen::Error> {
     ))
 }
 
+/// Hex of a DER INTEGER's content without leading zero bytes: how serials are stored.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let trimmed = match raw.iter().position(|b| *b != 0) {
+        Some(i) => &raw[i..],
+        None => &raw[raw.len().saturating_sub(1)..],
+    };
+    hex::encode(trimmed)
+}
+
 /// Serial of a certificate as the store writes serials: lower-case hex of the number, without
 /// leading zero bytes.
 pub fn serial_hex_of(der: &[u8]) -> Option<String> {
@@ -132,13 +141,14 @@ fn ca_name(org: &str, kind: &str, suffix: &str) -> String {
     }
 }
 
-/// Creates a self-signed root CA (P-256). Returns its DER and key.
+/// Creates a self-signed root CA (P-256). Returns its DER and key (in memory, to be written to
+/// a key file).
 pub fn create_root(
     org: &str,
     now: i64,
     lifetime: Duration,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
-    let key = CaKey::generate_p256()?;
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
+    let key = FileKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
         ca_name(org, "Root CA", &suffix),
@@ -156,11 +166,11 @@ pub fn create_root(
 /// Creates an issuing CA (P-256, pathlen 0) signed by the root, capped by the root's expiry.
 pub fn create_issuing(
     root_der: &[u8],
-    root_key: CaKey,
+    root_key: impl Into<CaKey>,
     org: &str,
     now: i64,
     lifetime: Duration,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
     let root = IssuingCa::new(ca_id("root", root_der), root_der.to_vec(), root_key)?;
     create_issuing_under(&root, org, now, lifetime, None)
 }
@@ -173,8 +183,8 @@ pub fn create_issuing_under(
     now: i64,
     lifetime: Duration,
     crl_distribution_point: Option<String>,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
-    let key = CaKey::generate_p256()?;
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
+    let key = FileKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
         ca_name(org, "Issuing CA", &suffix),
@@ -196,7 +206,7 @@ pub fn create_issuing_under(
 pub fn check_import(
     issuing_der: &[u8],
     root_der: &[u8],
-    key: &CaKey,
+    key: &(impl PublicKeyData + ?Sized),
     now: i64,
 ) -> Result<(), CaImportError> {
     let parse = |what, der| {
@@ -240,7 +250,10 @@ pub fn check_import(
 }
 
 /// Checks that `key` is the key of the certificate `cert_der`.
-pub fn check_key_matches(cert_der: &[u8], key: &CaKey) -> Result<(), CaImportError> {
+pub fn check_key_matches(
+    cert_der: &[u8],
+    key: &(impl PublicKeyData + ?Sized),
+) -> Result<(), CaImportError> {
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| CaImportError::Parse {
         what: "the CA certificate",
         reason: e.to_string(),
@@ -283,7 +296,14 @@ pub fn has_names(cert_der: &[u8], names: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::ca_name;
+    use super::{ca_name, serial_hex};
+
+    #[test]
+    fn serial_hex_drops_sign_padding() {
+        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
+        assert_eq!(serial_hex(&[0x41, 0x02]), "4102");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
 
     #[test]
     fn ca_names_say_hallmark_once() {

@@ -121,7 +121,7 @@ pub fn check_crl(der: &[u8], issuers: &[Vec<u8>], now: i64) -> Result<CheckedCrl
         .collect();
     let (mut serials, mut superseded) = (Vec::new(), Vec::new());
     for entry in crl.iter_revoked_certificates() {
-        let serial = crate::api::auth::serial_hex(entry.raw_serial());
+        let serial = crate::authority::ca::serial_hex(entry.raw_serial());
         if entry
             .reason_code()
             .is_some_and(|(_, r)| r == x509_parser::x509::ReasonCode::Superseded)

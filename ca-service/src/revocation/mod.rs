@@ -8,7 +8,7 @@ pub mod check;
 pub mod list;
 mod root;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +16,9 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::authority::crl::{CrlRequest, build_crl, crl_window, distribution_point};
-use crate::authority::{Authority, IssuingCa};
-use crate::bootstrap::{self, DataDir};
+use crate::authority::crl::{CrlRequest, build_crl_async, crl_window, distribution_point};
 use crate::clock::SharedClock;
-use crate::keys::Passphrase;
+use crate::keyring::Keyring;
 use crate::store::{IssuerKind, RevocationStatus, Store, WriteOp, WriteOutput};
 
 use self::list::RevocationList;
@@ -63,12 +61,9 @@ pub type CrlSet = BTreeMap<String, Arc<PublishedCrl>>;
 pub struct CrlSources {
     /// The store.
     pub store: Store,
-    /// The authority (its active issuing CA).
-    pub authority: Authority,
-    /// The data dir (keys of retired issuing CAs).
-    pub dir: DataDir,
-    /// Passphrase of the CA keys.
-    pub passphrase: Option<Passphrase>,
+    /// The issuer keys (of the active issuing CA, of retired ones, and of the root when it is
+    /// in the data dir).
+    pub keyring: Keyring,
     /// The clock.
     pub clock: SharedClock,
     /// `nextUpdate - now`.
@@ -96,7 +91,6 @@ impl CrlPublisher {
         let mut feed = sources.store.status_changes();
         let mut builder = Builder {
             sources,
-            keys: HashMap::new(),
             list: RevocationList::new(),
             roots: root::Roots::default(),
         };
@@ -176,7 +170,6 @@ impl CrlPublisher {
 
 struct Builder {
     sources: CrlSources,
-    keys: HashMap<String, Arc<IssuingCa>>,
     list: RevocationList,
     roots: root::Roots,
 }
@@ -244,19 +237,7 @@ impl Builder {
         now: i64,
     ) -> Result<PublishedCrl, String> {
         let s = &self.sources;
-        let active = s.authority.issuing();
-        let ca = if active.id == rec.id {
-            active
-        } else if let Some(ca) = self.keys.get(&rec.id) {
-            ca.clone()
-        } else {
-            let ca = Arc::new(
-                bootstrap::load_issuing(&s.dir, rec, s.passphrase.as_ref())
-                    .map_err(|e| e.to_string())?,
-            );
-            self.keys.insert(rec.id.clone(), ca.clone());
-            ca
-        };
+        let ca = s.keyring.issuer(rec).map_err(|e| e.to_string())?;
         if !self.list.is_loaded(&rec.id) {
             let statuses = s
                 .store
@@ -281,7 +262,7 @@ impl Builder {
             WriteOutput::Count(n) => n,
             other => return Err(format!("unexpected store answer {other:?}")),
         };
-        let der = build_crl(
+        let der = build_crl_async(
             &ca,
             &CrlRequest {
                 number,
@@ -291,6 +272,7 @@ impl Builder {
                 entries: &entries,
             },
         )
+        .await
         .map_err(|e| e.to_string())?;
         let (this_update, next_update) = crl_window(now, s.validity);
         tracing::debug!(issuer = %rec.id, number, entries = entries.len(), "CRL built");
