@@ -3,19 +3,19 @@
 //! works beside a running CA on the same data dir (SQLite WAL); the CA follows within seconds.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::api::TrustMaterial;
 use crate::authority::IssuingCa;
 use crate::authority::ca::{self, ISSUING_LIFETIME, der_to_pem};
-use crate::bootstrap::{
-    BootstrapError, DataDir, io_err, issuer_record, read_cert_pem, root_crl_url,
-};
+use crate::bootstrap::{BootstrapError, io_err, issuer_record, read_cert_pem, root_crl_url};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::datadir::DataDir;
 use crate::fsutil;
 use crate::keys::{Passphrase, file as keyfile};
 use crate::root_crl::{self, RootCrlError};
 use crate::store::{IssuerKind, IssuerRecord, RootCrlRecord, Store, StoreError, WriteOp};
+use crate::trust::TrustMaterial;
 
 /// Where the root key is, for the commands that sign with it (`issuer rotate`, `issuer
 /// revoke`, `issuer root-crl`).
@@ -37,9 +37,13 @@ impl RootKeyOptions {
     }
 
     /// The root key of `root`, checked to be its key.
-    fn root_signer(&self, dir: &DataDir, root: &IssuerRecord) -> Result<IssuingCa, RootCrlError> {
+    fn root_signer(
+        &self,
+        dir: &DataDir,
+        root: &IssuerRecord,
+    ) -> Result<Arc<IssuingCa>, RootCrlError> {
         let pass = self.root_passphrase.as_ref().or(self.passphrase.as_ref());
-        root_crl::load_key(&self.root_key_path(dir), pass, root)
+        root_crl::load_key(&self.root_key_path(dir), pass, root).map(Arc::new)
     }
 }
 
@@ -88,7 +92,7 @@ fn current_root(issuers: &[IssuerRecord], now: i64) -> Result<&IssuerRecord, Boo
 /// other refusal of the store is the answer.
 async fn sign_root_crl_with(
     store: &Store,
-    root_ca: &IssuingCa,
+    root_ca: &Arc<IssuingCa>,
     config: &Config,
     now: i64,
     actor: &str,

@@ -7,10 +7,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::api::TrustHandle;
 use crate::clock::SharedClock;
 use crate::revocation::CrlPublisher;
 use crate::store::Store;
+use crate::trust::TrustHandle;
 
 /// State of the HTTP routes.
 #[derive(Debug, Clone)]

@@ -1,10 +1,13 @@
 //! Hallmark's online certificate authority: issues and records per-device X.509 certificates
 //! over a mutually authenticated gRPC API.
 //!
-//! Modules by concern: [`authority`] (policy and signing, no I/O), [`keys`] (CA key sources),
-//! [`store`] (the only place with SQL), [`api`] (tonic services, authentication, authorization),
-//! [`http`] (trust bundle, health), [`revocation`] and [`root_crl`] (CRLs), [`net`] (listeners and their limits), [`audit`], [`config`], [`bootstrap`] (first-start
-//! initialisation), [`hierarchy`] (issuer rollover and revocation) and [`server`] (wiring it all together).
+//! Modules by concern: [`authority`] (policy and signing, no I/O), [`keys`] (CA key sources
+//! behind a signer trait), [`keyring`] (the one owner of the issuer keys), [`store`] (the only
+//! place with SQL), [`api`] (tonic services, authentication, authorization), [`trust`] (the
+//! trust bundle in force), [`http`] (trust bundle, health), [`revocation`] and [`root_crl`]
+//! (CRLs), [`net`] (listeners and their limits), [`audit`], [`config`], [`datadir`] (the data
+//! dir's layout), [`bootstrap`] (first-start initialisation and loading), [`hierarchy`] (issuer
+//! rollover and revocation) and [`server`] (wiring it all together).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,8 +17,10 @@ pub mod audit;
 pub mod authority;
 pub mod bootstrap;
 pub mod config;
+pub mod datadir;
 pub mod hierarchy;
 pub mod http;
+pub mod keyring;
 pub mod keys;
 pub mod net;
 pub mod revocation;

@@ -10,11 +10,12 @@
 //! every issuing CA whatever base URL that one was made with.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::authority::crl::{CrlRequest, RevokedEntry, build_crl, crl_window};
+use crate::authority::crl::{CrlRequest, RevokedEntry, build_crl_async, crl_window};
 use crate::authority::{IssuingCa, ca};
 use crate::keys::{KeyFileError, Passphrase, file as keyfile};
 use crate::store::{
@@ -144,7 +145,7 @@ pub fn revoked_ids(issuers: &[IssuerRecord]) -> Vec<String> {
 /// conflict (sign again with a fresh view).
 pub async fn sign(
     store: &Store,
-    root: &IssuingCa,
+    root: &Arc<IssuingCa>,
     issuers: &[IssuerRecord],
     validity: Duration,
     now: i64,
@@ -167,7 +168,7 @@ pub async fn sign(
         }
     };
     let listed = entries(&root.cert_der, issuers, now);
-    let der = build_crl(
+    let der = build_crl_async(
         root,
         &CrlRequest {
             number,
@@ -177,6 +178,7 @@ pub async fn sign(
             entries: &listed,
         },
     )
+    .await
     .map_err(|e| RootCrlError::Sign(root.id.clone(), e.to_string()))?;
     let (this_update, next_update) = crl_window(now, validity);
     let record = RootCrlRecord {
@@ -208,6 +210,7 @@ pub async fn sign(
 mod tests {
     use super::*;
     use crate::authority::ca::{create_issuing, create_root};
+    use crate::authority::crl::build_crl;
     use crate::revocation::check::check_crl;
 
     const DAY: Duration = Duration::from_secs(86_400);

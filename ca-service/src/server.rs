@@ -9,6 +9,7 @@ use hallmark_proto::v1::certificate_authority_server::CertificateAuthorityServer
 use hallmark_proto::v1::devices_server::DevicesServer;
 use hallmark_proto::v1::enrollment_server::EnrollmentServer;
 use hallmark_proto::v1::revocation_server::RevocationServer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,16 +18,19 @@ use crate::api::devices::DevicesService;
 use crate::api::enrollment::EnrollmentService;
 use crate::api::revocation::RevocationService;
 use crate::api::{ApiState, certificate_authority::CaService, tls};
-use crate::authority::Authority;
-use crate::bootstrap::{self, BootstrapError, DataDir, InitOptions, InitReport};
+use crate::authority::profile::ProfileSet;
+use crate::authority::{Authority, IssuingCa};
+use crate::bootstrap::{self, BootstrapError, InitOptions, InitReport, Loaded};
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::datadir::DataDir;
 use crate::http::{self, HttpState};
+use crate::keyring::Keyring;
 use crate::keys::Passphrase;
 use crate::net::{self, message_limit::service_limit};
 use crate::revocation::{CrlPublisher, CrlSources};
 use crate::service::{Service, ServiceParts};
-use crate::store::{IssuerKind, Store};
+use crate::store::Store;
 use crate::trust::{TrustHandle, TrustMaterial};
 
 /// How long shutdown waits for in-flight calls.
@@ -112,34 +116,177 @@ impl RunningServer {
 
 /// Starts the CA: initialises an empty data dir first, then serves.
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
-    let grpc_listener = TcpListener::bind(opts.config.grpc_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.config.grpc_listen,
-            source,
-        })?;
-    let http_listener = TcpListener::bind(opts.config.http_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.config.http_listen,
-            source,
-        })?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: opts.config.grpc_listen,
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: opts.config.http_listen,
-            source,
-        })?;
+    let listeners = Listeners::bind(&opts.config).await?;
     // Listeners first: the CRL distribution point written into certificates (also those made
     // by a first-start initialisation) must name the HTTP port actually bound.
     let mut config = opts.config.clone();
-    config.crl_base_url = Some(config.crl_base(http_addr));
+    config.crl_base_url = Some(config.crl_base(listeners.http_addr));
+    let (initialised, loaded) = load_state(&opts, &config).await?;
+    let Loaded {
+        store,
+        authority,
+        keyring,
+        profiles,
+        trust,
+        server_chain,
+        server_key,
+    } = loaded;
+
+    let tls_config = server_tls(server_chain, server_key, &config, &authority.issuing())?;
+    let trust = TrustHandle::new(trust);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (crls, crl_task) = CrlPublisher::start(
+        CrlSources {
+            store: store.clone(),
+            keyring: keyring.clone(),
+            clock: opts.clock.clone(),
+            validity: config.crl_validity,
+            root_validity: config.root_crl_validity,
+            base_url: config.crl_base(listeners.http_addr),
+        },
+        shutdown_rx.clone(),
+    )
+    .await;
+    let state = api_state(&config, &store, &authority, profiles, &trust, &crls)?;
+    let routes = grpc_routes(state).await?;
+    let router = http::router(HttpState {
+        store: store.clone(),
+        trust: trust.clone(),
+        crls: crls.clone(),
+        clock: opts.clock.clone(),
+    });
+    let issuer_watch = IssuerWatch {
+        store: store.clone(),
+        keyring,
+        authority,
+        trust,
+        clock: opts.clock.clone(),
+        crls,
+    };
+    let (grpc_addr, http_addr) = (listeners.grpc_addr, listeners.http_addr);
+    let mut tasks = spawn_tasks(
+        listeners,
+        tls_config,
+        routes,
+        router,
+        issuer_watch,
+        &config.limits,
+        &shutdown_rx,
+    );
+    tasks.push(crl_task);
+    tracing::info!(%grpc_addr, %http_addr, "hallmark-ca serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        initialised,
+        shutdown: shutdown_tx,
+        tasks,
+        store,
+    })
+}
+
+/// The API's TLS configuration with its certificate `chain` and `key`.
+fn server_tls(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    config: &Config,
+    issuing: &IssuingCa,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    // Tell clients which CA their credential should come from (helps multi-cert clients).
+    let hints = subject_of(&issuing.cert_der).into_iter().collect();
+    Ok(tls::server_config(chain, key, config.allow_tls12, hints)?)
+}
+
+/// What every gRPC service shares.
+fn api_state(
+    config: &Config,
+    store: &Store,
+    authority: &Authority,
+    profiles: Arc<ProfileSet>,
+    trust: &TrustHandle,
+    crls: &CrlPublisher,
+) -> Result<ApiState, ServeError> {
+    let host_names = Arc::new(config.host_names(&bootstrap::server_names(config))?);
+    Ok(ApiState {
+        service: Service::new(ServiceParts {
+            store: Arc::new(store.clone()),
+            authority: authority.clone(),
+            profiles,
+            host_names,
+            default_zone: config.default_zone.clone(),
+            trust: trust.clone(),
+        }),
+        crls: crls.clone(),
+    })
+}
+
+/// Spawns the gRPC server, the issuer watcher and the HTTP server until `shutdown`.
+fn spawn_tasks(
+    listeners: Listeners,
+    tls_config: Arc<rustls::ServerConfig>,
+    routes: tonic::service::Routes,
+    router: axum::Router,
+    issuer_watch: IssuerWatch,
+    limits: &Limits,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let grpc = tokio::spawn(net::grpc::serve(
+        listeners.grpc,
+        tls_config,
+        routes,
+        limits.clone(),
+        shutdown.clone(),
+    ));
+    let watcher = tokio::spawn(watch_issuers(issuer_watch, shutdown.clone()));
+    let http = tokio::spawn(net::http::serve(
+        listeners.http,
+        router,
+        limits.clone(),
+        shutdown.clone(),
+    ));
+    vec![grpc, http, watcher]
+}
+
+/// The two listeners, bound, with the addresses they got.
+struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds the gRPC and HTTP listeners of `config`.
+    async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let grpc = bind(config.grpc_listen).await?;
+        let http = bind(config.http_listen).await?;
+        Ok(Self {
+            grpc_addr: local_addr(&grpc, config.grpc_listen)?,
+            http_addr: local_addr(&http, config.http_listen)?,
+            grpc,
+            http,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Initialises the data dir of `opts` when it is empty, then loads it with `config` (whose CRL
+/// base names the bound HTTP port).
+async fn load_state(
+    opts: &ServeOptions,
+    config: &Config,
+) -> Result<(Option<InitReport>, Loaded), ServeError> {
     let dir = DataDir::new(&opts.data_dir);
     let initialised = if dir.is_initialised() || dir.is_half_initialised() {
         // A half-initialised dir is refused by `load` with instructions.
@@ -151,56 +298,21 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
             root_key_out: None,
             import: None,
         };
-        Some(bootstrap::init(&init, &config, opts.clock.clone()).await?)
+        Some(bootstrap::init(&init, config, opts.clock.clone()).await?)
     };
     let loaded = bootstrap::load(
         &opts.data_dir,
-        &config,
+        config,
         opts.passphrase.as_ref(),
         opts.clock.clone(),
     )
     .await?;
+    Ok((initialised, loaded))
+}
 
-    // Tell clients which CA their credential should come from (helps multi-cert clients).
-    let hints = subject_of(&loaded.authority.issuing().cert_der)
-        .into_iter()
-        .collect();
-    let tls_config = tls::server_config(
-        loaded.server_chain,
-        loaded.server_key,
-        opts.config.allow_tls12,
-        hints,
-    )?;
-    let trust = TrustHandle::new(loaded.trust);
-    let authority_handle = loaded.authority.clone();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (crls, crl_task) = CrlPublisher::start(
-        CrlSources {
-            store: loaded.store.clone(),
-            authority: loaded.authority.clone(),
-            dir: DataDir::new(&opts.data_dir),
-            passphrase: opts.passphrase.clone(),
-            clock: opts.clock.clone(),
-            validity: config.crl_validity,
-            root_validity: config.root_crl_validity,
-            base_url: config.crl_base(http_addr),
-        },
-        shutdown_rx.clone(),
-    )
-    .await;
-    let host_names = Arc::new(config.host_names(&bootstrap::server_names(&config))?);
-    let state = ApiState {
-        service: Service::new(ServiceParts {
-            store: Arc::new(loaded.store.clone()),
-            authority: loaded.authority,
-            profiles: loaded.profiles,
-            host_names,
-            default_zone: opts.config.default_zone.clone(),
-            trust: trust.clone(),
-        }),
-        crls: crls.clone(),
-    };
-
+/// The gRPC services on `state`: the four Hallmark services, health and reflection, each with
+/// its message limit.
+async fn grpc_routes(state: ApiState) -> Result<tonic::service::Routes, ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CertificateAuthorityServer<CaService>>()
@@ -241,55 +353,13 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         .max_decoding_message_size(service_limit("hallmark.v1.Revocation"));
     let enrollment = EnrollmentServer::new(EnrollmentService::new(state))
         .max_decoding_message_size(service_limit("hallmark.v1.Enrollment"));
-    let routes = tonic::service::Routes::new(health_service)
+    Ok(tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ca)
         .add_service(devices)
         .add_service(enrollment)
-        .add_service(revocation);
-    let grpc = tokio::spawn(net::grpc::serve(
-        grpc_listener,
-        tls_config,
-        routes,
-        opts.config.limits.clone(),
-        shutdown_rx.clone(),
-    ));
-
-    let watcher = tokio::spawn(watch_issuers(
-        IssuerWatch {
-            dir: DataDir::new(&opts.data_dir),
-            passphrase: opts.passphrase.clone(),
-            store: loaded.store.clone(),
-            authority: authority_handle,
-            trust: trust.clone(),
-            clock: opts.clock.clone(),
-            crls: crls.clone(),
-        },
-        shutdown_rx.clone(),
-    ));
-
-    let router = http::router(HttpState {
-        store: loaded.store.clone(),
-        trust,
-        crls,
-        clock: opts.clock.clone(),
-    });
-    let http = tokio::spawn(net::http::serve(
-        http_listener,
-        router,
-        opts.config.limits.clone(),
-        shutdown_rx.clone(),
-    ));
-    tracing::info!(%grpc_addr, %http_addr, "hallmark-ca serving");
-    Ok(RunningServer {
-        grpc_addr,
-        http_addr,
-        initialised,
-        shutdown: shutdown_tx,
-        tasks: vec![grpc, http, watcher, crl_task],
-        store: loaded.store,
-    })
+        .add_service(revocation))
 }
 
 fn subject_of(der: &[u8]) -> Option<rustls::DistinguishedName> {
@@ -304,9 +374,8 @@ fn subject_of(der: &[u8]) -> Option<rustls::DistinguishedName> {
 pub const ISSUER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct IssuerWatch {
-    dir: DataDir,
-    passphrase: Option<Passphrase>,
     store: Store,
+    keyring: Keyring,
     authority: Authority,
     trust: TrustHandle,
     clock: SharedClock,
@@ -318,7 +387,6 @@ struct IssuerWatch {
 /// restart; has revocations of issuers and new root CRLs published. A new CA whose key cannot be loaded is logged and retried; signing stays with the
 /// previous one meanwhile.
 async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
-    let mut failed_id: Option<String> = None;
     let mut root_crls = w.store.root_crl_numbers().await.ok();
     loop {
         tokio::select! {
@@ -346,28 +414,10 @@ async fn watch_issuers(w: IssuerWatch, mut shutdown: watch::Receiver<bool>) {
             // new CRL is served, now, not at the next refresh.
             w.crls.request_rebuild();
         }
-        let Some(active) = issuers
-            .iter()
-            .filter(|i| i.kind == IssuerKind::Issuing && i.active && !i.is_revoked())
-            .max_by_key(|i| i.not_before)
-        else {
-            continue;
-        };
-        if active.id == w.authority.issuing().id {
-            continue;
-        }
-        match bootstrap::load_issuing(&w.dir, active, w.passphrase.as_ref()) {
-            Ok(ca) => {
-                tracing::info!(from = %w.authority.issuing().id, to = %active.id, "issuing CA rolled over");
-                w.authority.set_issuing(Arc::new(ca));
-                failed_id = None;
-            }
-            Err(e) => {
-                if failed_id.as_deref() != Some(active.id.as_str()) {
-                    tracing::error!(issuer = %active.id, error = %e, "cannot load the new issuing CA; still signing with the previous one");
-                    failed_id = Some(active.id.clone());
-                }
-            }
+        // A rollover: the keyring loads the new CA (or says why not, and keeps the previous
+        // one), the authority signs with it from now on.
+        if let Some(ca) = w.keyring.refresh(&issuers) {
+            w.authority.set_issuing(ca);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The trust material handed to clients (roots and issuing CAs), and the handle through which
-//! the API and the HTTP side share the one in force.
+//! The trust material handed to clients (roots and issuing CAs from the store's issuers) and
+//! the shared handle to the one in force, which the API, the HTTP side and the issuer watcher
+//! share.
 
 use std::sync::Arc;
 

@@ -10,6 +10,9 @@
 use rcgen::CustomExtension;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
+/// Registry id (and subject CN) of the CA's own API server certificate.
+pub const SERVER_DEVICE: &str = "hallmark-ca";
+
 /// The marker OID in dotted form (UUID 83a05845-d4d7-429c-b74c-2fd406d2f75a as an integer).
 pub const CA_SERVER_EKU: &str = "2.25.174961425329848942302630434754400548698";
 

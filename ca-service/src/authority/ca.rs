@@ -10,7 +10,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{BACKDATE_SECONDS, IssuingCa, random_serial};
 use crate::clock::to_offset;
-use crate::keys::CaKey;
+use crate::keys::{CaKey, FileKey};
 
 // Moved to hallmark-core (clients write PEM too); re-exported at its old path.
 pub use hallmark_core::pem::der_to_pem;
@@ -71,6 +71,8 @@ pub fn validity(der: &[u8]) -> Result<(i64, i64), rcgen::Error> {
     ))
 }
 
+pub use hallmark_core::serial::serial_hex;
+
 /// Serial of a certificate as the store writes serials: lower-case hex of the number, without
 /// leading zero bytes.
 pub fn serial_hex_of(der: &[u8]) -> Option<String> {
@@ -127,13 +129,14 @@ fn ca_name(org: &str, kind: &str, suffix: &str) -> String {
     }
 }
 
-/// Creates a self-signed root CA (P-256). Returns its DER and key.
+/// Creates a self-signed root CA (P-256). Returns its DER and key (in memory, to be written to
+/// a key file).
 pub fn create_root(
     org: &str,
     now: i64,
     lifetime: Duration,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
-    let key = CaKey::generate_p256()?;
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
+    let key = FileKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
         ca_name(org, "Root CA", &suffix),
@@ -151,11 +154,11 @@ pub fn create_root(
 /// Creates an issuing CA (P-256, pathlen 0) signed by the root, capped by the root's expiry.
 pub fn create_issuing(
     root_der: &[u8],
-    root_key: CaKey,
+    root_key: impl Into<CaKey>,
     org: &str,
     now: i64,
     lifetime: Duration,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
     let root = IssuingCa::new(ca_id("root", root_der), root_der.to_vec(), root_key)?;
     create_issuing_under(&root, org, now, lifetime, None)
 }
@@ -168,8 +171,8 @@ pub fn create_issuing_under(
     now: i64,
     lifetime: Duration,
     crl_distribution_point: Option<String>,
-) -> Result<(Vec<u8>, CaKey), rcgen::Error> {
-    let key = CaKey::generate_p256()?;
+) -> Result<(Vec<u8>, FileKey), rcgen::Error> {
+    let key = FileKey::generate_p256()?;
     let suffix = hex::encode(&random_serial()?[..3]);
     let mut params = ca_params(
         ca_name(org, "Issuing CA", &suffix),
@@ -191,7 +194,7 @@ pub fn create_issuing_under(
 pub fn check_import(
     issuing_der: &[u8],
     root_der: &[u8],
-    key: &CaKey,
+    key: &(impl PublicKeyData + ?Sized),
     now: i64,
 ) -> Result<(), CaImportError> {
     let parse = |what, der| {
@@ -235,7 +238,10 @@ pub fn check_import(
 }
 
 /// Checks that `key` is the key of the certificate `cert_der`.
-pub fn check_key_matches(cert_der: &[u8], key: &CaKey) -> Result<(), CaImportError> {
+pub fn check_key_matches(
+    cert_der: &[u8],
+    key: &(impl PublicKeyData + ?Sized),
+) -> Result<(), CaImportError> {
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| CaImportError::Parse {
         what: "the CA certificate",
         reason: e.to_string(),

@@ -2,6 +2,7 @@
 //! a backdated `thisUpdate` and a critical issuing distribution point equal to the CDP its
 //! certificates carry (rustls treats a mismatch as "unknown status").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
@@ -12,6 +13,7 @@ use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use super::{AuthorityError, IssuingCa, backdate};
 use crate::clock::to_offset;
+use crate::keys::run_signing;
 
 /// One revoked (or held) certificate on a CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +74,38 @@ pub fn crl_window(now: i64, validity: Duration) -> (i64, i64) {
     (now - backdate(validity), now + validity.as_secs() as i64)
 }
 
-/// Builds and signs the CRL of `ca`.
+/// Builds and signs the CRL of `ca`, on the calling thread however slow its key is; async
+/// code calls [`build_crl_async`].
 pub fn build_crl(ca: &IssuingCa, req: &CrlRequest<'_>) -> Result<Vec<u8>, AuthorityError> {
+    let crl = crl_params(ca, req)?.signed_by(&ca.issuer)?;
+    Ok(crl.der().to_vec())
+}
+
+/// Builds and signs the CRL of `ca` from async code: inline with a fast key, on the blocking
+/// pool with a slow one (see [`run_signing`]).
+pub async fn build_crl_async(
+    ca: &Arc<IssuingCa>,
+    req: &CrlRequest<'_>,
+) -> Result<Vec<u8>, AuthorityError> {
+    let params = crl_params(ca, req)?;
+    if !ca.key().is_slow() {
+        return Ok(params.signed_by(&ca.issuer)?.der().to_vec());
+    }
+    let signer = ca.clone();
+    let crl = run_signing(ca.key(), move || {
+        params
+            .signed_by(&signer.issuer)
+            .map(|crl| crl.der().to_vec())
+    })
+    .await??;
+    Ok(crl)
+}
+
+/// The CRL `req` asks for, to be signed by `ca`.
+fn crl_params(
+    ca: &IssuingCa,
+    req: &CrlRequest<'_>,
+) -> Result<CertificateRevocationListParams, AuthorityError> {
     let (this_update, next_update) = crl_window(req.now, req.validity);
     let revoked_certs = req
         .entries
@@ -109,8 +141,7 @@ pub fn build_crl(ca: &IssuingCa, req: &CrlRequest<'_>) -> Result<Vec<u8>, Author
             None => KeyIdMethod::Sha256,
         },
     };
-    let crl = params.signed_by(&ca.issuer)?;
-    Ok(crl.der().to_vec())
+    Ok(params)
 }
 
 /// The CDP URI of the certificates of issuer `issuer_id` under `base`.

@@ -24,7 +24,7 @@ use rcgen::{
 
 use crate::clock::{SharedClock, to_offset};
 use crate::identity::DeviceId;
-use crate::keys::CaKey;
+use crate::keys::{CaKey, SignError, run_signing};
 use csr::CheckedCsr;
 use profile::{Eku, Profile};
 
@@ -58,6 +58,19 @@ pub enum AuthorityError {
     Sign(#[from] rcgen::Error),
 }
 
+impl From<SignError> for AuthorityError {
+    fn from(e: SignError) -> Self {
+        match e {
+            SignError::Rcgen(e) => AuthorityError::Sign(e),
+            // rcgen's error for a key it does not hold has no room for a reason: say it here.
+            other => {
+                tracing::error!(error = %other, "the CA key did not sign");
+                AuthorityError::Sign(rcgen::Error::RemoteKeyError)
+            }
+        }
+    }
+}
+
 /// The active issuing CA: its certificate and key.
 pub struct IssuingCa {
     /// Stable id, used in store rows and CRL paths.
@@ -82,9 +95,9 @@ impl std::fmt::Debug for IssuingCa {
 
 impl IssuingCa {
     /// Pairs a CA certificate with its key.
-    pub fn new(id: String, cert_der: Vec<u8>, key: CaKey) -> Result<Self, rcgen::Error> {
+    pub fn new(id: String, cert_der: Vec<u8>, key: impl Into<CaKey>) -> Result<Self, rcgen::Error> {
         let (not_before, not_after) = ca::validity(&cert_der)?;
-        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key.into())?;
         Ok(Self {
             id,
             cert_der,
@@ -200,20 +213,56 @@ impl Authority {
         &self.clock
     }
 
-    /// Signs a leaf certificate for `req`.
+    /// Signs a leaf certificate for `req`, on the calling thread however slow the key is;
+    /// async code calls [`Authority::sign_leaf_async`].
     pub fn sign_leaf(&self, req: &LeafRequest<'_>) -> Result<IssuedLeaf, AuthorityError> {
         let (params, leaf) = self.leaf_params(req)?;
-        Self::finish(params, req.csr, leaf)
+        Self::finish(params, &req.csr.public_key, leaf)
     }
 
-    /// Signs the CA API server's own TLS certificate for `names` (DNS names or IP addresses).
+    /// Signs a leaf certificate for `req` from async code: inline with a fast key, on the
+    /// blocking pool with a slow one (see [`crate::keys::run_signing`]).
+    pub async fn sign_leaf_async(
+        &self,
+        req: &LeafRequest<'_>,
+    ) -> Result<IssuedLeaf, AuthorityError> {
+        let (params, leaf) = self.leaf_params(req)?;
+        Self::finish_async(params, req.csr, leaf).await
+    }
+
+    /// Signs the CA API server's own TLS certificate for `names` (DNS names or IP addresses),
+    /// on the calling thread; async code calls [`Authority::sign_server_async`].
     pub fn sign_server(
         &self,
         names: &[String],
         csr: &CheckedCsr,
         profile: &Profile,
     ) -> Result<IssuedLeaf, AuthorityError> {
-        let id = DeviceId::parse("hallmark-ca").map_err(|e| rcgen::Error::X509(e.to_string()))?;
+        let (params, leaf) = self.server_params(names, csr, profile)?;
+        Self::finish(params, &csr.public_key, leaf)
+    }
+
+    /// [`Authority::sign_server`] from async code: a slow key signs on the blocking pool.
+    pub async fn sign_server_async(
+        &self,
+        names: &[String],
+        csr: &CheckedCsr,
+        profile: &Profile,
+    ) -> Result<IssuedLeaf, AuthorityError> {
+        let (params, leaf) = self.server_params(names, csr, profile)?;
+        Self::finish_async(params, csr, leaf).await
+    }
+
+    /// The policy of the CA's server certificate: a leaf of `profile` for `hallmark-ca` with
+    /// `names` as SANs and the CA-server marker.
+    fn server_params(
+        &self,
+        names: &[String],
+        csr: &CheckedCsr,
+        profile: &Profile,
+    ) -> Result<(CertificateParams, IssuedLeaf), AuthorityError> {
+        let id = DeviceId::parse(server_identity::SERVER_DEVICE)
+            .map_err(|e| rcgen::Error::X509(e.to_string()))?;
         let req = LeafRequest {
             device_id: &id,
             zone: "ca",
@@ -235,17 +284,32 @@ impl Authority {
             };
             params.subject_alt_names.push(san);
         }
-        Self::finish(params, csr, leaf)
+        Ok((params, leaf))
     }
 
     fn finish(
         params: CertificateParams,
-        csr: &CheckedCsr,
+        public_key: &rcgen::SubjectPublicKeyInfo,
         mut leaf: IssuedLeaf,
     ) -> Result<IssuedLeaf, AuthorityError> {
-        let cert = params.signed_by(&csr.public_key, &leaf.issuer.issuer)?;
+        let cert = params.signed_by(public_key, &leaf.issuer.issuer)?;
         leaf.der = cert.der().to_vec();
         Ok(leaf)
+    }
+
+    /// [`Authority::finish`] where the issuer's key wants it (see [`run_signing`]).
+    async fn finish_async(
+        params: CertificateParams,
+        csr: &CheckedCsr,
+        leaf: IssuedLeaf,
+    ) -> Result<IssuedLeaf, AuthorityError> {
+        if !leaf.issuer.key().is_slow() {
+            // The hot path: no copy of the key, no thread hop.
+            return Self::finish(params, &csr.public_key, leaf);
+        }
+        let key = leaf.issuer.key().clone();
+        let public_key = csr.public_key.clone();
+        run_signing(&key, move || Self::finish(params, &public_key, leaf)).await?
     }
 
     /// Applies the policy: lifetime within the profile and the issuer, backdated notBefore,
@@ -331,5 +395,122 @@ impl Authority {
             issuer: ca,
         };
         Ok((params, leaf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::crl::{CrlRequest, build_crl_async};
+    use super::profile::builtin_profiles;
+    use super::*;
+    use crate::clock::{Clock, SystemClock};
+    use crate::keys::FileKey;
+    use crate::keys::testing::TestSigner;
+
+    /// An authority whose (self-signed) CA signs with `signer`.
+    fn authority_signing_with(signer: impl FnOnce(FileKey) -> Arc<TestSigner>) -> Authority {
+        let now = SystemClock.now();
+        let (der, key) = ca::create_root("T", now, Duration::from_secs(30 * 86_400)).unwrap();
+        let key = CaKey::from_shared(signer(key));
+        let ca = IssuingCa::new("issuing-test".into(), der, key).unwrap();
+        let naming = NamingPolicy {
+            organisation: "T".into(),
+            device_uri_template: "urn:dev:{device}".into(),
+            crl_base_url: None,
+        };
+        Authority::new(Arc::new(ca), naming, Arc::new(SystemClock))
+    }
+
+    /// Signs a sensor certificate for `dev-1` through the async path.
+    async fn sign_sensor(authority: &Authority) -> Result<IssuedLeaf, AuthorityError> {
+        let profiles = builtin_profiles();
+        let profile = profiles.iter().find(|p| p.name == "sensor").unwrap();
+        let (_, csr) = crate::bundle::new_key_and_csr("dev-1").unwrap();
+        let csr = csr::check_csr(&csr, profile).unwrap();
+        let id = DeviceId::parse("dev-1").unwrap();
+        authority
+            .sign_leaf_async(&LeafRequest {
+                device_id: &id,
+                zone: "z",
+                profile,
+                csr: &csr,
+                lifetime: None,
+                dns_san_allowed: false,
+            })
+            .await
+    }
+
+    fn verifies_with_issuer(der: &[u8], ca: &IssuingCa) -> bool {
+        let (_, issuer) = X509Certificate::from_der(&ca.cert_der).unwrap();
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        cert.verify_signature(Some(issuer.public_key())).is_ok()
+    }
+
+    // The slow signer waits for a gate that only another task on this runtime's one thread
+    // opens: signed inline, it would hold the thread, the gate would never open and the
+    // signature would fail (after 5 s) instead of succeeding.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_signer_leaves_the_runtime_thread_free() {
+        let (open, gate) = mpsc::channel();
+        let mut signer = None;
+        let authority = authority_signing_with(|key| {
+            let s = Arc::new(TestSigner::new(key, true, Some(gate)));
+            signer = Some(s.clone());
+            s
+        });
+        let signer = signer.unwrap();
+        let opener = tokio::spawn(async move { open.send(()).unwrap() });
+        let leaf = sign_sensor(&authority).await.unwrap();
+        opener.await.unwrap();
+        assert!(verifies_with_issuer(&leaf.der, &authority.issuing()));
+        let threads = signer.signed_on.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1);
+        assert_ne!(threads[0], std::thread::current().id());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_signer_signs_crls_off_the_runtime_thread() {
+        let (open, gate) = mpsc::channel();
+        let authority =
+            authority_signing_with(|key| Arc::new(TestSigner::new(key, true, Some(gate))));
+        let ca = authority.issuing();
+        let opener = tokio::spawn(async move { open.send(()).unwrap() });
+        let req = CrlRequest {
+            number: 1,
+            now: SystemClock.now(),
+            validity: Duration::from_secs(3600),
+            distribution_point: None,
+            entries: &[],
+        };
+        let der = build_crl_async(&ca, &req).await.unwrap();
+        opener.await.unwrap();
+        let checked =
+            crate::revocation::check::check_crl(&der, std::slice::from_ref(&ca.cert_der), req.now)
+                .unwrap();
+        assert_eq!(checked.number, 1);
+    }
+
+    // A fast key (every file key) signs on the calling thread: no blocking-pool hop on the
+    // issuance hot path.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fast_signer_signs_inline() {
+        let mut signer = None;
+        let authority = authority_signing_with(|key| {
+            let s = Arc::new(TestSigner::new(key, false, None));
+            signer = Some(s.clone());
+            s
+        });
+        let signer = signer.unwrap();
+        let leaf = sign_sensor(&authority).await.unwrap();
+        assert!(verifies_with_issuer(&leaf.der, &authority.issuing()));
+        assert_eq!(
+            *signer.signed_on.lock().unwrap(),
+            [std::thread::current().id()]
+        );
     }
 }

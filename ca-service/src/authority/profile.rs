@@ -137,9 +137,6 @@ impl Profile {
 /// Name of the internal profile of the CA's own API server certificate.
 pub const SERVER_PROFILE: &str = "ca-server";
 
-/// Registry id of the CA's own API server certificate.
-pub const SERVER_DEVICE: &str = "hallmark-ca";
-
 /// The built-in profiles of the DESIGN.
 pub fn builtin_profiles() -> Vec<Profile> {
     use Eku::*;

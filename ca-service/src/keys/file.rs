@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use pkcs8::der::pem::LineEnding;
 use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo, SecretDocument};
-use rcgen::KeyPair;
+use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey};
 
-use super::CaKey;
+use super::{CaKey, SignError, Signer};
 use crate::fsutil;
 
 /// Environment variable holding the CA key passphrase.
@@ -56,6 +56,50 @@ impl Passphrase {
     }
 }
 
+/// A PKCS#8 key held in memory (aws-lc-rs): read from a key file, or generated to be written
+/// to one. Signing is fast: it runs inline, also on the async runtime.
+#[derive(Debug)]
+pub struct FileKey(KeyPair);
+
+impl FileKey {
+    /// Generates a new ECDSA P-256 key.
+    pub fn generate_p256() -> Result<Self, rcgen::Error> {
+        Ok(Self(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?))
+    }
+}
+
+impl Signer for FileKey {
+    fn public_key_der(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        PublicKeyData::algorithm(&self.0)
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        Ok(SigningKey::sign(&self.0, msg)?)
+    }
+}
+
+// rcgen signs with it directly too: a new CA certificate is made with its new key before the
+// key becomes a [`CaKey`].
+impl PublicKeyData for FileKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        PublicKeyData::algorithm(&self.0)
+    }
+}
+
+impl SigningKey for FileKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
+
 /// Why a key file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -98,10 +142,10 @@ pub enum KeyFileError {
 /// Writes `key` to `path` (mode 0600), encrypted when `passphrase` is given.
 pub fn write_key(
     path: &Path,
-    key: &CaKey,
+    key: &FileKey,
     passphrase: Option<&Passphrase>,
 ) -> Result<(), KeyFileError> {
-    let CaKey::InMemory(key) = key;
+    let FileKey(key) = key;
     let format = |reason: String| KeyFileError::Format {
         path: path.to_owned(),
         reason,
@@ -138,6 +182,15 @@ pub fn write_key(
 
 /// Reads a CA key from a PKCS#8 PEM file, decrypting it when it is encrypted.
 pub fn read_key(path: &Path, passphrase: Option<&Passphrase>) -> Result<CaKey, KeyFileError> {
+    read_file_key(path, passphrase).map(CaKey::from)
+}
+
+/// Reads a PKCS#8 PEM key file as a [`FileKey`] (to write it elsewhere too), decrypting it when
+/// it is encrypted.
+pub fn read_file_key(
+    path: &Path,
+    passphrase: Option<&Passphrase>,
+) -> Result<FileKey, KeyFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
         path: path.to_owned(),
         source,
@@ -164,7 +217,7 @@ pub fn read_key(path: &Path, passphrase: Option<&Passphrase>) -> Result<CaKey, K
     let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes());
     let key = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| format(e.to_string()))?;
-    Ok(CaKey::InMemory(key))
+    Ok(FileKey(key))
 }
 
 #[cfg(test)]
@@ -175,11 +228,11 @@ mod tests {
     #[test]
     fn round_trip_plain_and_encrypted() {
         let dir = tempfile::tempdir().unwrap();
-        let key = CaKey::generate_p256().unwrap();
+        let key = FileKey::generate_p256().unwrap();
         let plain = dir.path().join("plain.key");
         write_key(&plain, &key, None).unwrap();
         let back = read_key(&plain, None).unwrap();
-        assert_eq!(back.der_bytes(), key.der_bytes());
+        assert_eq!(back.der_bytes(), key.public_key_der());
 
         let pass = Passphrase::new(b"correct horse".to_vec(), "test").unwrap();
         let enc = dir.path().join("enc.key");
@@ -197,6 +250,6 @@ mod tests {
             Err(KeyFileError::Decrypt { .. })
         ));
         let back = read_key(&enc, Some(&pass)).unwrap();
-        assert_eq!(back.der_bytes(), key.der_bytes());
+        assert_eq!(back.der_bytes(), key.public_key_der());
     }
 }

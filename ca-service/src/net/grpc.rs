@@ -19,8 +19,8 @@ use tonic::transport::server::Connected;
 
 use super::conn::{Activity, Tracked, accept_loop, drive};
 use super::conn_limit::ConnLimiter;
+use super::limits::Limits;
 use super::message_limit::MessageGate;
-use crate::config::Limits;
 
 /// HTTP/2 flow-control window of one call: room for a CSR call's message in one go.
 const STREAM_WINDOW: u32 = 256 * 1024;

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use super::conn::{Activity, Tracked, accept_loop, drive};
 use super::conn_limit::ConnLimiter;
-use crate::config::Limits;
+use super::limits::Limits;
 
 /// hyper's read buffer per connection (request line and headers must fit).
 const MAX_BUF: usize = 64 * 1024;

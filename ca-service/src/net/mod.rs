@@ -7,6 +7,7 @@ pub mod conn;
 pub mod conn_limit;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod message_limit;
 
 use rustix::process::{Resource, getrlimit, setrlimit};

@@ -10,7 +10,7 @@ mod root;
 // CRL checks moved to hallmark-core (the broker agent runs them); re-exported here.
 pub use hallmark_core::crl::check;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,9 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::authority::crl::{CrlRequest, build_crl, crl_window, distribution_point};
-use crate::authority::{Authority, IssuingCa};
-use crate::bootstrap::{self, DataDir};
+use crate::authority::crl::{CrlRequest, build_crl_async, crl_window, distribution_point};
 use crate::clock::SharedClock;
-use crate::keys::Passphrase;
+use crate::keyring::Keyring;
 use crate::store::{IssuerKind, RevocationStatus, Store, WriteOp, WriteOutput};
 
 use self::list::RevocationList;
@@ -65,12 +63,9 @@ pub type CrlSet = BTreeMap<String, Arc<PublishedCrl>>;
 pub struct CrlSources {
     /// The store.
     pub store: Store,
-    /// The authority (its active issuing CA).
-    pub authority: Authority,
-    /// The data dir (keys of retired issuing CAs).
-    pub dir: DataDir,
-    /// Passphrase of the CA keys.
-    pub passphrase: Option<Passphrase>,
+    /// The issuer keys (of the active issuing CA, of retired ones, and of the root when it is
+    /// in the data dir).
+    pub keyring: Keyring,
     /// The clock.
     pub clock: SharedClock,
     /// `nextUpdate - now`.
@@ -98,7 +93,6 @@ impl CrlPublisher {
         let mut feed = sources.store.status_changes();
         let mut builder = Builder {
             sources,
-            keys: HashMap::new(),
             list: RevocationList::new(),
             roots: root::Roots::default(),
         };
@@ -178,7 +172,6 @@ impl CrlPublisher {
 
 struct Builder {
     sources: CrlSources,
-    keys: HashMap<String, Arc<IssuingCa>>,
     list: RevocationList,
     roots: root::Roots,
 }
@@ -246,19 +239,7 @@ impl Builder {
         now: i64,
     ) -> Result<PublishedCrl, String> {
         let s = &self.sources;
-        let active = s.authority.issuing();
-        let ca = if active.id == rec.id {
-            active
-        } else if let Some(ca) = self.keys.get(&rec.id) {
-            ca.clone()
-        } else {
-            let ca = Arc::new(
-                bootstrap::load_issuing(&s.dir, rec, s.passphrase.as_ref())
-                    .map_err(|e| e.to_string())?,
-            );
-            self.keys.insert(rec.id.clone(), ca.clone());
-            ca
-        };
+        let ca = s.keyring.issuer(rec).map_err(|e| e.to_string())?;
         if !self.list.is_loaded(&rec.id) {
             let statuses = s
                 .store
@@ -283,7 +264,7 @@ impl Builder {
             WriteOutput::Count(n) => n,
             other => return Err(format!("unexpected store answer {other:?}")),
         };
-        let der = build_crl(
+        let der = build_crl_async(
             &ca,
             &CrlRequest {
                 number,
@@ -293,6 +274,7 @@ impl Builder {
                 entries: &entries,
             },
         )
+        .await
         .map_err(|e| e.to_string())?;
         let (this_update, next_update) = crl_window(now, s.validity);
         tracing::debug!(issuer = %rec.id, number, entries = entries.len(), "CRL built");

@@ -32,10 +32,6 @@ struct Checked {
 /// What the publisher keeps about roots between builds.
 #[derive(Debug, Default)]
 pub(super) struct Roots {
-    /// Root keys loaded from the data dir, by root id.
-    keys: HashMap<String, Arc<IssuingCa>>,
-    /// Roots whose key in the data dir failed to load (said once).
-    key_failed: HashSet<String>,
     /// Roots said to publish no CRL (said once).
     noted: HashSet<String>,
     /// When a root's CRL was last warned about.
@@ -81,7 +77,7 @@ impl Roots {
             c.serials == wanted && now < half
         });
         if !fresh {
-            match self.key(s, root) {
+            match s.keyring.root(root) {
                 Some(key) => match self.sign(s, &key, root, issuers, now).await {
                     Ok(c) => return Some(c.crl),
                     // A command signed one meanwhile: served at the next build, which its
@@ -124,38 +120,10 @@ impl Roots {
         }
     }
 
-    /// The root key from the data dir, when it is there and is `root`'s.
-    fn key(&mut self, s: &CrlSources, root: &IssuerRecord) -> Option<Arc<IssuingCa>> {
-        let path = s.dir.root_key();
-        if !path.exists() {
-            // Moved offline since: stop signing with the copy in memory too.
-            self.keys.remove(&root.id);
-            return None;
-        }
-        if let Some(k) = self.keys.get(&root.id) {
-            return Some(k.clone());
-        }
-        match root_crl::load_key(&path, s.passphrase.as_ref(), root) {
-            Ok(k) => {
-                let k = Arc::new(k);
-                self.keys.insert(root.id.clone(), k.clone());
-                Some(k)
-            }
-            // The data dir's root key is another root's.
-            Err(RootCrlError::WrongKey { .. }) => None,
-            Err(e) => {
-                if self.key_failed.insert(root.id.clone()) {
-                    tracing::error!(root = %root.id, error = %e, "cannot load the root key from the data dir; the root's CRL is not re-signed");
-                }
-                None
-            }
-        }
-    }
-
     async fn sign(
         &mut self,
         s: &CrlSources,
-        key: &IssuingCa,
+        key: &Arc<IssuingCa>,
         root: &IssuerRecord,
         issuers: &[IssuerRecord],
         now: i64,

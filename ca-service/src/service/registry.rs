@@ -8,7 +8,8 @@ use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Caller, Service, ServiceError, ServiceResult};
-use crate::authority::profile::{Role, SERVER_DEVICE};
+use crate::authority::profile::Role;
+use crate::authority::server_identity::SERVER_DEVICE;
 use crate::authority::token::new_token;
 use crate::identity::{DeviceId, validate_name};
 use crate::store::{

@@ -5,7 +5,8 @@
 
 use super::EnrollmentMethod;
 use crate::authority::csr::check_csr;
-use crate::authority::profile::{SERVER_DEVICE, SERVER_PROFILE};
+use crate::authority::profile::SERVER_PROFILE;
+use crate::authority::server_identity::SERVER_DEVICE;
 use crate::identity::DeviceId;
 use crate::service::issuance::{DnsName, LeafKind, Plan};
 use crate::service::{Service, ServiceError, ServiceResult};
