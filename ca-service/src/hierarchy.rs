@@ -13,8 +13,9 @@ use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::fsutil;
 use crate::keys::{Passphrase, file as keyfile};
+use crate::root_crl::CommitWith;
 use crate::root_crl::{self, RootCrlError};
-use crate::store::{IssuerKind, IssuerRecord, RootCrlRecord, Store, StoreError, WriteOp};
+use crate::store::{IssuerKind, IssuerRecord, IssuerRotation, RootCrlRecord, Store, StoreError};
 use crate::trust::TrustMaterial;
 
 /// Where the root key is, for the commands that sign with it (`issuer rotate`, `issuer
@@ -54,7 +55,7 @@ pub type RotateIssuerOptions = RootKeyOptions;
 async fn with_store<T>(
     opts: &RootKeyOptions,
     config: &Config,
-    f: impl AsyncFnOnce(&DataDir, &Store) -> Result<T, BootstrapError>,
+    f: impl AsyncFnOnce(&DataDir, &dyn Store) -> Result<T, BootstrapError>,
 ) -> Result<T, BootstrapError> {
     let dir = DataDir::new(&opts.data_dir);
     if dir.is_half_initialised() {
@@ -63,14 +64,18 @@ async fn with_store<T>(
     if !dir.is_initialised() {
         return Err(BootstrapError::NotInitialised(opts.data_dir.clone()));
     }
-    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
-    let result = f(&dir, &store).await;
+    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let result = f(&dir, store.as_ref()).await;
     store.close().await;
     result
 }
 
 /// Rewrites `trust-bundle.pem` from the store's issuers.
-async fn write_trust_bundle(dir: &DataDir, store: &Store, now: i64) -> Result<(), BootstrapError> {
+async fn write_trust_bundle(
+    dir: &DataDir,
+    store: &dyn Store,
+    now: i64,
+) -> Result<(), BootstrapError> {
     let trust = TrustMaterial::from_issuers(&store.issuers().await?, now);
     let tb = dir.trust_bundle();
     fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))
@@ -91,12 +96,12 @@ fn current_root(issuers: &[IssuerRecord], now: i64) -> Result<&IssuerRecord, Boo
 /// refuse with [`StoreError::Changed`]: then again from a fresh read, three times at most. Any
 /// other refusal of the store is the answer.
 async fn sign_root_crl_with(
-    store: &Store,
+    store: &dyn Store,
     root_ca: &Arc<IssuingCa>,
     config: &Config,
     now: i64,
     actor: &str,
-    change: impl Fn(Vec<IssuerRecord>) -> (Vec<IssuerRecord>, Vec<WriteOp>),
+    change: impl Fn(Vec<IssuerRecord>) -> (Vec<IssuerRecord>, CommitWith),
 ) -> Result<RootCrlRecord, BootstrapError> {
     let mut attempt = 0;
     loop {
@@ -131,7 +136,7 @@ pub async fn rotate_issuer(
 
 async fn rotate_issuer_inner(
     dir: &DataDir,
-    store: &Store,
+    store: &dyn Store,
     opts: &RotateIssuerOptions,
     config: &Config,
     clock: SharedClock,
@@ -186,27 +191,29 @@ async fn rotate_issuer_inner(
 
     const ACTOR: &str = "system:issuer-rotate";
     let record = issuer_record(IssuerKind::Issuing, id.clone(), &der)?;
-    let switch = vec![
-        WriteOp::AddIssuer {
-            issuer: record.clone(),
-            at: now,
-            actor: ACTOR.into(),
-        },
-        WriteOp::RetireIssuer {
-            id: old.id.clone(),
-            at: now,
-            actor: ACTOR.into(),
-        },
-    ];
     if publishes {
         // The key is at hand: a fresh root CRL, so that an offline root's CRL is renewed at
         // every ceremony.
+        let switch = CommitWith::Rotation {
+            issuer: record.clone(),
+            retire: old.id.clone(),
+            at: now,
+            actor: ACTOR.into(),
+        };
         sign_root_crl_with(store, &root_ca, config, now, ACTOR, |issuers| {
             (issuers, switch.clone())
         })
         .await?;
     } else {
-        store.write(WriteOp::All(switch)).await?;
+        store
+            .rotate_issuer(IssuerRotation {
+                issuer: record.clone(),
+                retire: old.id.clone(),
+                root_crl: None,
+                at: now,
+                actor: ACTOR.into(),
+            })
+            .await?;
     }
     // Convenience copies for people and scripts: ca/issuing.* is always the active CA.
     let active_crt = dir.ca("issuing.crt");
@@ -330,15 +337,15 @@ pub async fn revoke_issuer(
                 i.revoked_at = Some(now);
                 i.revocation_reason = opts.reason;
             }
-            let revoke = WriteOp::RevokeIssuer {
+            let revoke = CommitWith::Revocation {
                 id: target.id.clone(),
                 reason: opts.reason,
                 admin_profiles: admin_profiles.clone(),
+                details: details.clone(),
                 at: now,
                 actor: ACTOR.into(),
-                details: details.clone(),
             };
-            (after, vec![revoke])
+            (after, revoke)
         })
         .await?;
         write_trust_bundle(dir, store, now).await?;
@@ -372,7 +379,7 @@ pub async fn sign_root_crl(
         let root = current_root(&issuers, now)?;
         let root_ca = opts.root_signer(dir, root)?;
         sign_root_crl_with(store, &root_ca, config, now, "system:root-crl", |issuers| {
-            (issuers, Vec::new())
+            (issuers, CommitWith::Nothing)
         })
         .await
     })

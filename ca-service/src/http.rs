@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::revocation::CrlPublisher;
@@ -16,7 +17,7 @@ use crate::trust::TrustHandle;
 #[derive(Debug, Clone)]
 pub struct HttpState {
     /// The store, for readiness.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// The trust bundle.
     pub trust: TrustHandle,
     /// The CRLs.

@@ -451,7 +451,7 @@ async fn issuer_list(args: IssuerListArgs) -> Result<()> {
     if !dir.is_initialised() {
         anyhow::bail!("{} is not initialised", args.data_dir.display());
     }
-    let store = hallmark_ca::store::Store::open_sqlite(&dir.db(), 1).await?;
+    let store = hallmark_ca::store::open_sqlite(&dir.db(), 1).await?;
     let issuers = store.issuers().await?;
     store.close().await;
     println!(

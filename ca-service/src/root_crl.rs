@@ -19,7 +19,8 @@ use crate::authority::crl::{CrlRequest, RevokedEntry, build_crl_async, crl_windo
 use crate::authority::{IssuingCa, ca};
 use crate::keys::{KeyFileError, Passphrase, file as keyfile};
 use crate::store::{
-    IssuerKind, IssuerRecord, RootCrlRecord, Store, StoreError, WriteOp, WriteOutput,
+    IssuerKind, IssuerRecord, IssuerRevocation, IssuerRotation, RootCrlRecord, RootCrlUpdate,
+    Store, StoreError,
 };
 
 /// Default validity of a root CRL: long enough for a root whose key is kept offline.
@@ -126,8 +127,8 @@ pub fn entries(root_der: &[u8], issuers: &[IssuerRecord], now: i64) -> Vec<Revok
     out
 }
 
-/// Ids of every revoked issuing CA of `issuers`, sorted (what [`WriteOp::StoreRootCrl`] checks
-/// against the store).
+/// Ids of every revoked issuing CA of `issuers`, sorted (what the store checks a new root CRL
+/// against: [`RootCrlUpdate::revoked_issuers`]).
 pub fn revoked_ids(issuers: &[IssuerRecord]) -> Vec<String> {
     let mut ids: Vec<String> = issuers
         .iter()
@@ -138,35 +139,54 @@ pub fn revoked_ids(issuers: &[IssuerRecord]) -> Vec<String> {
     ids
 }
 
+/// The change of the issuers a new root CRL is committed with (in one transaction).
+#[derive(Debug, Clone)]
+pub enum CommitWith {
+    /// The CRL alone.
+    Nothing,
+    /// An issuing CA rollover: `issuer` becomes the active issuing CA, `retire` is retired.
+    Rotation {
+        /// The new issuing CA.
+        issuer: IssuerRecord,
+        /// Id of the issuing CA it replaces.
+        retire: String,
+        /// Unix seconds.
+        at: i64,
+        /// Who.
+        actor: String,
+    },
+    /// An issuing CA revocation, which the CRL publishes.
+    Revocation {
+        /// Id of the issuing CA.
+        id: String,
+        /// RFC 5280 reason code.
+        reason: Option<i64>,
+        /// Profiles whose role is `admin` (the last admin guard).
+        admin_profiles: Vec<String>,
+        /// Particulars for the audit event.
+        details: serde_json::Value,
+        /// Unix seconds.
+        at: i64,
+        /// Who.
+        actor: String,
+    },
+}
+
 /// Signs a new CRL of `root` listing what `issuers` says is revoked, valid for `validity`
-/// from `now`, and stores it, after the writes `before` in the same transaction (e.g. the
-/// revocation it publishes). `issuers` must be the issuers as they will be once `before` is
-/// committed; if the revoked issuing CAs differ at commit time the store refuses with a
-/// conflict (sign again with a fresh view).
+/// from `now`, and stores it in one transaction with `with` (e.g. the revocation it
+/// publishes). `issuers` must be the issuers as they will be once `with` is committed; if the
+/// revoked issuing CAs differ at commit time the store refuses with a conflict (sign again
+/// with a fresh view).
 pub async fn sign(
-    store: &Store,
+    store: &dyn Store,
     root: &Arc<IssuingCa>,
     issuers: &[IssuerRecord],
     validity: Duration,
     now: i64,
     actor: &str,
-    before: Vec<WriteOp>,
+    with: CommitWith,
 ) -> Result<RootCrlRecord, RootCrlError> {
-    let number = match store
-        .write(WriteOp::NextCrlNumber {
-            issuer_id: root.id.clone(),
-            at: now,
-        })
-        .await?
-    {
-        WriteOutput::Count(n) => n,
-        other => {
-            return Err(RootCrlError::Sign(
-                root.id.clone(),
-                format!("unexpected store answer {other:?}"),
-            ));
-        }
-    };
+    let number = store.next_crl_number(&root.id, now).await?;
     let listed = entries(&root.cert_der, issuers, now);
     let der = build_crl_async(
         root,
@@ -191,18 +211,49 @@ pub async fn sign(
         signed_at: now,
         signed_by: actor.to_owned(),
     };
-    let store_it = WriteOp::StoreRootCrl {
+    let update = RootCrlUpdate {
         crl: record.clone(),
         revoked_issuers: revoked_ids(issuers),
     };
-    let op = if before.is_empty() {
-        store_it
-    } else {
-        let mut all = before;
-        all.push(store_it);
-        WriteOp::All(all)
-    };
-    store.write(op).await?;
+    match with {
+        CommitWith::Nothing => store.store_root_crl(update).await?,
+        CommitWith::Rotation {
+            issuer,
+            retire,
+            at,
+            actor,
+        } => {
+            store
+                .rotate_issuer(IssuerRotation {
+                    issuer,
+                    retire,
+                    root_crl: Some(update),
+                    at,
+                    actor,
+                })
+                .await?
+        }
+        CommitWith::Revocation {
+            id,
+            reason,
+            admin_profiles,
+            details,
+            at,
+            actor,
+        } => {
+            store
+                .revoke_issuer(IssuerRevocation {
+                    id,
+                    reason,
+                    admin_profiles,
+                    root_crl: update,
+                    details,
+                    at,
+                    actor,
+                })
+                .await?
+        }
+    }
     Ok(record)
 }
 

@@ -84,7 +84,7 @@ pub struct RunningServer {
     pub initialised: Option<InitReport>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    store: crate::store::Store,
+    store: Arc<dyn crate::store::Store>,
 }
 
 impl RunningServer {
@@ -102,8 +102,8 @@ impl RunningServer {
     }
 
     /// The store this server writes to.
-    pub fn store(&self) -> &crate::store::Store {
-        &self.store
+    pub fn store(&self) -> &dyn crate::store::Store {
+        self.store.as_ref()
     }
 
     /// Waits until the server stops by itself (it normally does not).
@@ -200,7 +200,7 @@ fn server_tls(
 /// What every gRPC service shares.
 fn api_state(
     config: &Config,
-    store: &Store,
+    store: &Arc<dyn Store>,
     authority: &Authority,
     profiles: Arc<ProfileSet>,
     trust: &TrustHandle,
@@ -209,7 +209,7 @@ fn api_state(
     let host_names = Arc::new(config.host_names(&bootstrap::server_names(config))?);
     Ok(ApiState {
         service: Service::new(ServiceParts {
-            store: Arc::new(store.clone()),
+            store: store.clone(),
             authority: authority.clone(),
             profiles,
             host_names,
@@ -374,7 +374,7 @@ fn subject_of(der: &[u8]) -> Option<rustls::DistinguishedName> {
 pub const ISSUER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct IssuerWatch {
-    store: Store,
+    store: Arc<dyn Store>,
     keyring: Keyring,
     authority: Authority,
     trust: TrustHandle,

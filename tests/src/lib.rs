@@ -76,7 +76,7 @@ impl TestCa {
     }
 
     /// The store.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &dyn Store {
         self.server.store()
     }
 

@@ -332,7 +332,7 @@ async fn unknown_and_revoked_credentials_are_refused_even_on_an_open_connection(
     let (_, cert) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
     let serial = hex::encode(cert.raw_serial());
     ca.store()
-        .write(hallmark_ca::store::WriteOp::SetCertificateStatus {
+        .set_certificate_status(hallmark_ca::store::CertificateStatusUpdate {
             serial: serial.clone(),
             status: hallmark_ca::store::CertStatus::Revoked,
             reason: Some(1),

@@ -24,7 +24,7 @@ use hallmark_ca::bootstrap::{DataDir, load_issuing};
 use hallmark_ca::clock::SystemClock;
 use hallmark_ca::config::{Config, ZoneConfig};
 use hallmark_ca::identity::DeviceId;
-use hallmark_ca::store::{IssuerKind, NewDevice, WriteOp};
+use hallmark_ca::store::{IssuerKind, NewDevice};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_server::{
     CertificateAuthority, CertificateAuthorityServer,
@@ -261,8 +261,8 @@ async fn reserved_device_ids_are_refused_and_dns_names_need_a_zone_suffix() {
     // A device registered before the rule (written straight into the store) cannot get a
     // certificate either, not even from an admin.
     ca.store()
-        .write(WriteOp::RegisterDevices {
-            devices: vec![NewDevice {
+        .register_devices(
+            vec![NewDevice {
                 id: "localhost.".into(),
                 zone: "field".into(),
                 profile: "gateway".into(),
@@ -271,9 +271,9 @@ async fn reserved_device_ids_are_refused_and_dns_names_need_a_zone_suffix() {
                 serial_number: None,
                 manufacturer: None,
             }],
-            at: 0,
-            actor: "test:legacy-row".into(),
-        })
+            0,
+            "test:legacy-row",
+        )
         .await
         .unwrap();
     let r = ca.admin().await.issue(gateway("localhost.", "")).await;

@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use hallmark_ca::store::Store;
 use hallmark_tests::{CaProcess, bin, ok, refused, s};
 
 /// Serial of the only certificate of `device`, as the admin lists it.
@@ -179,7 +178,7 @@ fn a_break_glass_admin_is_made_on_the_ca_host_while_the_ca_runs() {
     let count_before = {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = Store::open_sqlite(&db, 1).await.unwrap();
+            let store = hallmark_ca::store::open_sqlite(&db, 1).await.unwrap();
             let n = store
                 .count(hallmark_ca::store::CountedTable::AuditEvents)
                 .await
@@ -229,7 +228,7 @@ fn a_break_glass_admin_is_made_on_the_ca_host_while_the_ca_runs() {
     // Recorded and audited in the chain like any issuance.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = Store::open_sqlite(&db, 1).await.unwrap();
+        let store = hallmark_ca::store::open_sqlite(&db, 1).await.unwrap();
         let n = store
             .count(hallmark_ca::store::CountedTable::AuditEvents)
             .await

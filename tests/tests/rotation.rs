@@ -336,7 +336,7 @@ async fn renewals_that_must_fail_store_nothing() {
     issue_bundle(&ca, &mut admin, "s-revoked", "sensor", &revoked).await;
     let serial = cert_info(&revoked).0;
     ca.store()
-        .write(hallmark_ca::store::WriteOp::SetCertificateStatus {
+        .set_certificate_status(hallmark_ca::store::CertificateStatusUpdate {
             serial,
             status: hallmark_ca::store::CertStatus::Revoked,
             reason: Some(1),

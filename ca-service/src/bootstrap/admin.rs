@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::credentials::{issue_by, sign_admin, write_admin_bundle};
+use std::sync::Arc;
+
+use super::credentials::{sign_admin, system_service, write_admin_bundle};
 use super::{ADMIN_PROFILE, BootstrapError, naming};
 use crate::authority::Authority;
 use crate::authority::profile::ProfileSet;
@@ -13,7 +15,7 @@ use crate::datadir::DataDir;
 use crate::identity::DeviceId;
 use crate::keyring::Keyring;
 use crate::keys::Passphrase;
-use crate::store::{Store, WriteOp};
+use crate::store::Store;
 use crate::trust::TrustMaterial;
 
 /// Options of `hallmark-ca admin create`.
@@ -78,19 +80,20 @@ pub async fn create_admin(
     let profiles = config
         .profile_set()
         .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
-    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
-    let result = create_admin_inner(&dir, &store, opts, &name, config, &profiles, clock).await;
+    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let result =
+        create_admin_inner(&dir, &store, opts, &name, config, Arc::new(profiles), clock).await;
     store.close().await;
     result
 }
 
 async fn create_admin_inner(
     dir: &DataDir,
-    store: &Store,
+    store: &Arc<dyn Store>,
     opts: &CreateAdminOptions,
     name: &DeviceId,
     config: &Config,
-    profiles: &ProfileSet,
+    profiles: Arc<ProfileSet>,
     clock: SharedClock,
 ) -> Result<CreatedAdmin, BootstrapError> {
     use crate::store::DeviceStatus;
@@ -115,39 +118,27 @@ async fn create_admin_inner(
     let issuers = store.issuers().await?;
     let keyring = Keyring::load(dir.clone(), opts.passphrase.clone(), &issuers)?;
     let authority = Authority::new(keyring.active(), naming(config), clock.clone());
-    let (leaf, key_pem) = sign_admin(&authority, profiles, name, &zone).await?;
     const ACTOR: &str = "system:admin-create";
+    let trust = TrustMaterial::from_issuers(&issuers, now);
+    let service = system_service(store.clone(), authority, profiles, config, trust)?;
+    let (signed, key_pem) = sign_admin(&service, name, &zone, ACTOR).await?;
     let event = crate::audit::AuditEvent::new(
         now,
         ACTOR,
         "admin.create",
         name.as_str(),
         serde_json::json!({
-            "serial": leaf.serial,
+            "serial": signed.serial(),
             "zone": zone,
             "out": opts.out.display().to_string(),
             "os_user": std::env::var("USER").unwrap_or_default(),
         }),
     );
-    store
-        .write(WriteOp::All(vec![
-            issue_by(
-                &leaf,
-                name.as_str(),
-                &zone,
-                ADMIN_PROFILE,
-                &leaf.issuer.id,
-                now,
-                ACTOR,
-            ),
-            WriteOp::Audit(event),
-        ]))
-        .await?;
-    let trust = TrustMaterial::from_issuers(&issuers, now);
-    write_admin_bundle(&opts.out, &leaf, key_pem, &trust)?;
+    let issued = service.record(signed, vec![event]).await?;
+    write_admin_bundle(&opts.out, &issued, key_pem)?;
     Ok(CreatedAdmin {
         name: name.to_string(),
-        serial: leaf.serial.clone(),
-        not_after: leaf.not_after,
+        serial: issued.record.serial.clone(),
+        not_after: issued.record.not_after,
     })
 }

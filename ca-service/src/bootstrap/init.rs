@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::credentials::{
-    make_server_cert, sign_admin, system_issue, write_admin_bundle, write_server_dir,
+    sign_admin, sign_server_cert, system_service, write_admin_bundle, write_server_dir,
 };
 use super::{
-    ADMIN_PROFILE, BootstrapError, FIRST_ADMIN, io_err, issuer_record, naming, read_cert_pem,
-    root_crl_url,
+    BootstrapError, FIRST_ADMIN, io_err, issuer_record, naming, read_cert_pem, root_crl_url,
 };
 use crate::authority::ca::{self, ISSUING_LIFETIME, ROOT_LIFETIME, der_to_pem};
-use crate::authority::profile::SERVER_PROFILE;
 use crate::authority::{Authority, IssuingCa};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -21,7 +19,7 @@ use crate::fsutil;
 use crate::identity::DeviceId;
 use crate::keys::{Passphrase, file as keyfile};
 use crate::root_crl;
-use crate::store::{IssuerKind, Store, WriteOp};
+use crate::store::IssuerKind;
 use crate::trust::TrustMaterial;
 
 /// An issuing CA signed by an existing (e.g. corporate) root, to import instead of creating one.
@@ -178,72 +176,62 @@ async fn init_inner(
     )?);
     let authority = Authority::new(issuing, naming(config), clock.clone());
 
-    // 2. The API server certificate and the first admin credential.
-    let (server_leaf, server_key) = make_server_cert(&authority, &profiles, config).await?;
-    let admin_id =
-        DeviceId::parse(FIRST_ADMIN).map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
-    let (admin_leaf, admin_key) =
-        sign_admin(&authority, &profiles, &admin_id, &config.default_zone).await?;
-
-    // 3. One transaction records both CAs and both certificates, with their audit events.
-    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    // 2. The API server certificate and the first admin credential, through the service
+    // over the new store.
+    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
     let root_rec = issuer_record(IssuerKind::Root, root_id, &root_der)?;
-    let issuing_rec = issuer_record(IssuerKind::Issuing, issuing_id.clone(), &issuing_der)?;
+    let issuing_rec = issuer_record(IssuerKind::Issuing, issuing_id, &issuing_der)?;
     let issuers = vec![root_rec, issuing_rec];
-    let write = WriteOp::All(vec![
-        WriteOp::AddIssuer {
-            issuer: issuers[0].clone(),
-            at: now,
-            actor: "system".into(),
-        },
-        WriteOp::AddIssuer {
-            issuer: issuers[1].clone(),
-            at: now,
-            actor: "system".into(),
-        },
-        system_issue(
-            &server_leaf,
-            "hallmark-ca",
-            "ca",
-            SERVER_PROFILE,
-            &issuing_id,
-            now,
-        ),
-        system_issue(
-            &admin_leaf,
-            FIRST_ADMIN,
-            &config.default_zone,
-            ADMIN_PROFILE,
-            &issuing_id,
-            now,
-        ),
-    ]);
+    let trust = TrustMaterial::from_issuers(&issuers, now);
     let written = async {
-        store.write(write).await?;
+        let service = system_service(
+            store.clone(),
+            authority,
+            Arc::new(profiles),
+            config,
+            trust.clone(),
+        )?;
+        let (server, server_key) = sign_server_cert(&service, config).await?;
+        let admin_id = DeviceId::parse(FIRST_ADMIN)
+            .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
+        let (admin, admin_key) =
+            sign_admin(&service, &admin_id, &config.default_zone, "system").await?;
+
+        // 3. One transaction records both CAs and both certificates, with their audit events.
+        let issued = service
+            .record_hierarchy(
+                issuers[0].clone(),
+                issuers[1].clone(),
+                vec![server, admin],
+                now,
+            )
+            .await?;
         if let Some(root_ca) = &root_ca {
             root_crl::sign(
-                &store,
+                store.as_ref(),
                 root_ca,
                 &issuers,
                 config.root_crl_validity,
                 now,
                 "system",
-                Vec::new(),
+                root_crl::CommitWith::Nothing,
             )
             .await?;
         }
-        Ok::<(), BootstrapError>(())
+        Ok::<_, BootstrapError>((issued, server_key, admin_key))
     }
     .await;
     store.close().await;
-    written?;
-    write_server_dir(dir, &server_leaf, &server_key)?;
+    let (issued, server_key, admin_key) = written?;
+    let [server, admin] = <[_; 2]>::try_from(issued).map_err(|_| {
+        BootstrapError::Inconsistent("the first certificates were not recorded".into())
+    })?;
+    write_server_dir(dir, &server, &server_key)?;
 
     // 4. Trust bundle and admin bundle.
-    let trust = TrustMaterial::from_issuers(&issuers, now);
     let tb = dir.trust_bundle();
     fsutil::write_atomic(&tb, trust.bundle_pem().as_bytes(), 0o644).map_err(io_err(&tb))?;
-    write_admin_bundle(&dir.admin(), &admin_leaf, admin_key, &trust)?;
+    write_admin_bundle(&dir.admin(), &admin, admin_key)?;
 
     // Last: the marker that makes the data dir count as initialised.
     let marker = dir.marker();

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::credentials::{make_server_cert, server_names, system_issue, write_server_dir};
+use super::credentials::{server_names, sign_server_cert, system_service, write_server_dir};
 use super::{BootstrapError, io_err, naming, read_cert_pem};
 use crate::authority::Authority;
 use crate::authority::ca;
-use crate::authority::profile::{ProfileSet, SERVER_PROFILE};
-use crate::authority::server_identity::{SERVER_DEVICE, has_ca_server_eku};
+use crate::authority::profile::ProfileSet;
+use crate::authority::server_identity::has_ca_server_eku;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -29,7 +29,7 @@ const SERVER_RENEW_FRACTION: f64 = 1.0 / 3.0;
 #[derive(Debug)]
 pub struct Loaded {
     /// The open store.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// The signing authority.
     pub authority: Authority,
     /// The issuer keys (the authority's active issuing CA among them).
@@ -64,7 +64,7 @@ pub async fn load(
             .profile_set()
             .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?,
     );
-    let store = Store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
     let issuers = store.issuers().await?;
     let keyring = Keyring::load(dir.clone(), passphrase.cloned(), &issuers)?;
     let authority = Authority::new(keyring.active(), naming(config), clock.clone());
@@ -89,19 +89,17 @@ pub async fn load(
     };
     if due {
         tracing::info!("renewing the API server certificate");
-        let (leaf, key_pem) = make_server_cert(&authority, &profiles, config).await?;
+        let service = system_service(
+            store.clone(),
+            authority.clone(),
+            profiles.clone(),
+            config,
+            TrustMaterial::from_issuers(&issuers, now),
+        )?;
+        let (signed, key_pem) = sign_server_cert(&service, config).await?;
         // Recorded first: a certificate never goes live without its row.
-        store
-            .write(system_issue(
-                &leaf,
-                SERVER_DEVICE,
-                "ca",
-                SERVER_PROFILE,
-                &leaf.issuer.id,
-                now,
-            ))
-            .await?;
-        write_server_dir(&dir, &leaf, &key_pem)?;
+        let issued = service.record(signed, Vec::new()).await?;
+        write_server_dir(&dir, &issued, &key_pem)?;
     }
     let chain_path = dir.server("chain.pem");
     let chain_text = std::fs::read(&chain_path).map_err(io_err(&chain_path))?;

@@ -33,7 +33,7 @@ pub use crate::keyring::load_issuing;
 /// Name of the first admin credential.
 pub const FIRST_ADMIN: &str = "admin";
 /// Profile of admin credentials made on the CA host (the first admin, break-glass admins).
-const ADMIN_PROFILE: &str = "admin";
+use crate::service::methods::ADMIN_PROFILE;
 
 /// Why initialisation or loading failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,15 @@ impl From<KeyringError> for BootstrapError {
             KeyringError::Key(e) => BootstrapError::Key(e),
             KeyringError::Inconsistent(m) => BootstrapError::Inconsistent(m),
             KeyringError::Certificate(m) => BootstrapError::Certificate(m),
+        }
+    }
+}
+
+impl From<crate::service::ServiceError> for BootstrapError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        match e {
+            crate::service::ServiceError::Store(e) => BootstrapError::Store(e),
+            other => BootstrapError::Certificate(other.to_string()),
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::authority::crl::{CrlRequest, build_crl_async, crl_window, distribution_point};
 use crate::clock::SharedClock;
 use crate::keyring::Keyring;
-use crate::store::{IssuerKind, RevocationStatus, Store, WriteOp, WriteOutput};
+use crate::store::{IssuerKind, RevocationStatus, Store};
 
 use self::list::RevocationList;
 
@@ -62,7 +62,7 @@ pub type CrlSet = BTreeMap<String, Arc<PublishedCrl>>;
 #[derive(Debug, Clone)]
 pub struct CrlSources {
     /// The store.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// The issuer keys (of the active issuing CA, of retired ones, and of the root when it is
     /// in the data dir).
     pub keyring: Keyring,
@@ -252,18 +252,11 @@ impl Builder {
             .list
             .entries(&rec.id, now)
             .ok_or_else(|| format!("the entries of {} are not loaded", rec.id))?;
-        let number = match s
+        let number = s
             .store
-            .write(WriteOp::NextCrlNumber {
-                issuer_id: rec.id.clone(),
-                at: now,
-            })
+            .next_crl_number(&rec.id, now)
             .await
-            .map_err(|e| e.to_string())?
-        {
-            WriteOutput::Count(n) => n,
-            other => return Err(format!("unexpected store answer {other:?}")),
-        };
+            .map_err(|e| e.to_string())?;
         let der = build_crl_async(
             &ca,
             &CrlRequest {

@@ -129,13 +129,13 @@ impl Roots {
         now: i64,
     ) -> Result<Checked, RootCrlError> {
         let rec = root_crl::sign(
-            &s.store,
+            s.store.as_ref(),
             key,
             issuers,
             s.root_validity,
             now,
             "system",
-            Vec::new(),
+            root_crl::CommitWith::Nothing,
         )
         .await?;
         tracing::info!(root = %root.id, number = rec.number, entries = rec.entries, next_update = %rfc3339(rec.next_update), "root CRL signed");

@@ -18,7 +18,8 @@ use crate::authority::profile::Profile;
 use crate::authority::{IssuedLeaf, LeafRequest};
 use crate::identity::DeviceId;
 use crate::store::{
-    CertStatus, CertificateRecord, DeviceClaim, IssuanceRecord, IssuanceRule, NewCertificate, Scope,
+    CertStatus, CertificateRecord, DeviceClaim, InitialHierarchy, IssuanceRecord, IssuanceRule,
+    IssuerRecord, NewCertificate, Scope, SystemCertificate,
 };
 
 /// What an enrollment method decided: which certificate to sign for whom, and under which
@@ -189,13 +190,13 @@ impl Service {
     /// Signs and records `plan`, and returns the certificate with its chain and the trust
     /// bundle. Nothing is returned before the record is durably committed.
     pub async fn issue_plan(&self, plan: Plan<'_>) -> ServiceResult<Issued> {
-        let signed = self.sign_plan(plan)?;
+        let signed = self.sign_plan(plan).await?;
         self.record(signed, Vec::new()).await
     }
 
     /// Signs `plan`. The result is not a certificate anyone can use yet: only
     /// [`Service::record`] turns it into one, after committing its record.
-    pub fn sign_plan(&self, plan: Plan<'_>) -> ServiceResult<Signed> {
+    pub async fn sign_plan(&self, plan: Plan<'_>) -> ServiceResult<Signed> {
         let leaf = match &plan.kind {
             LeafKind::Credential(dns_name) => {
                 // Also catches devices registered before reserved names were refused.
@@ -207,17 +208,21 @@ impl Service {
                         .dns_name_allowed(&plan.zone, plan.device_id.as_str()),
                     DnsName::AsRenewed(had) => had,
                 };
-                self.authority.sign_leaf(&LeafRequest {
-                    device_id: &plan.device_id,
-                    zone: &plan.zone,
-                    profile: plan.profile,
-                    csr: &plan.csr,
-                    lifetime: plan.lifetime,
-                    dns_san_allowed,
-                })?
+                self.authority
+                    .sign_leaf_async(&LeafRequest {
+                        device_id: &plan.device_id,
+                        zone: &plan.zone,
+                        profile: plan.profile,
+                        csr: &plan.csr,
+                        lifetime: plan.lifetime,
+                        dns_san_allowed,
+                    })
+                    .await?
             }
             LeafKind::CaServer(names) => {
-                self.authority.sign_server(names, &plan.csr, plan.profile)?
+                self.authority
+                    .sign_server_async(names, &plan.csr, plan.profile)
+                    .await?
             }
         };
         let issued_at = self.clock().now();
@@ -263,6 +268,38 @@ impl Service {
         record.audit = events;
         self.store.record_issuance(record).await?;
         Ok(signed.into_issued(self.trust.get().bundle_pem()))
+    }
+
+    /// Records a new CA's root and first issuing CA with its first certificates (`signed`:
+    /// the API server certificate and the first admin credential), all in one transaction.
+    pub async fn record_hierarchy(
+        &self,
+        root: IssuerRecord,
+        issuing: IssuerRecord,
+        signed: Vec<Signed>,
+        at: i64,
+    ) -> ServiceResult<Vec<Issued>> {
+        let certificates = signed
+            .iter()
+            .map(|s| SystemCertificate {
+                device: s.device.clone(),
+                cert: s.cert.clone(),
+            })
+            .collect();
+        self.store
+            .record_initial_hierarchy(InitialHierarchy {
+                root,
+                issuing,
+                certificates,
+                at,
+                actor: "system".to_owned(),
+            })
+            .await?;
+        let trust = self.trust.get().bundle_pem();
+        Ok(signed
+            .into_iter()
+            .map(|s| s.into_issued(trust.clone()))
+            .collect())
     }
 }
 

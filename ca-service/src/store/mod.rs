@@ -4,15 +4,12 @@
 //! concurrent requests into one transaction (group commit), so a certificate is returned only
 //! after its row is durably committed, without one fsync per row.
 
-mod compat;
 pub mod interface;
 mod records;
 mod selection;
 mod sqlite;
 
-pub use compat::Store;
-#[doc(hidden)]
-pub use compat::{WriteOp, WriteOutput};
+pub use interface::Store;
 pub use interface::{
     CertificateStatusUpdate, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord, IssuanceRule,
     IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate, StatusChangeRequest,
@@ -21,6 +18,17 @@ pub use interface::{
 pub use records::*;
 pub use selection::{Operators, Selection};
 pub use sqlite::SqliteStore;
+
+/// Opens (creating if needed) the SQLite database at `path` (see [`SqliteStore::open`]) as a
+/// shared store handle.
+pub async fn open_sqlite(
+    path: &std::path::Path,
+    max_batch: usize,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(std::sync::Arc::new(
+        SqliteStore::open(path, max_batch).await?,
+    ))
+}
 
 /// Name of the database file inside the data dir.
 pub const DB_FILE: &str = "hallmark.db";

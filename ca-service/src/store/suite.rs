@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::interface::*;
 use super::*;
 use crate::audit::AuditEvent;
-// Explicitly: the glob of `super` also brings the compatibility alias of that name.
 use super::interface::Store;
 
 /// A fresh, empty store of one backend, with what must live as long as it (a temp dir...).

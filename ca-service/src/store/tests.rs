@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use super::interface::Store as _;
 use super::interface::*;
-use super::suite::{Fresh, claim, issue, seed, store_suite};
+use super::suite::{Fresh, issue, seed, store_suite};
 use super::*;
 use crate::audit::AuditEvent;
 
@@ -209,25 +208,4 @@ async fn a_changed_audit_row_breaks_the_chain() {
         .await
         .unwrap();
     assert_eq!(store.verify_audit_chain().await.unwrap(), Err(forged));
-}
-
-/// The compatibility write bus still answers until callers use the typed methods.
-#[tokio::test]
-async fn the_old_write_bus_still_answers() {
-    let (_dir, store, _) = store().await;
-    let i = issue("cc01", "d-1", "field");
-    let out = store
-        .write(WriteOp::Issue {
-            device: claim("d-1", "field", "sensor"),
-            cert: Box::new(i.cert),
-            actor: "test".into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        out,
-        WriteOutput::Issued {
-            device_registered: true
-        }
-    );
 }

@@ -16,11 +16,9 @@ use crate::store::{
     NewCertificate, NewDevice, Operators, RevocationStatus, StatusChange, StoreError, TokenRecord,
 };
 
-/// A state change. Every variant writes its audit event(s) in the same transaction.
-///
-/// The writer's message. Public only until every caller uses the typed methods of
-/// [`crate::store::interface::Store`] (deprecated outside `store`, see `store::compat`).
-#[doc(hidden)]
+/// A state change: the writer's message, one per typed write of
+/// [`crate::store::interface::Store`] (private to the SQLite store). Every variant writes its
+/// audit event(s) in the same transaction.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Record an issued certificate, registering its device if it is new.
