@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY of set_var: build scripts are single-threaded at this point.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    // The vendored protoc, handed to prost-build directly (no PROTOC variable to set).
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = [
         "hallmark/v1/ca.proto",
@@ -18,6 +18,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("hallmark_descriptor.bin"))
-        .compile_protos(&protos, &["."])?;
+        .compile_with_config(config, &protos, &["."])?;
     Ok(())
 }

@@ -6,6 +6,9 @@
 //! edge to `X`. Test-only code (`#[cfg(test)] mod tests { .. }` and `#[cfg(test)] mod x;`
 //! files) is left out: tests may reach upwards.
 
+// Test code: helpers panic with the failure (clippy.toml allows that in `#[test]`s only).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

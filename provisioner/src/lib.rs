@@ -4,6 +4,8 @@
 //! bundle, reads them back and checks them, and journals every step so that a lot survives
 //! crashes and can be run again.
 
+#![warn(missing_docs)]
+
 pub mod credential;
 pub mod journal;
 pub mod manifest;

@@ -15,7 +15,7 @@ use super::messages::certificate_message;
 use super::{ApiState, invalid_name, parse_serial};
 use crate::authority::profile::Role;
 use crate::identity::validate_name;
-use crate::service::revocation::ChangeRequest;
+use crate::service::status::ChangeRequest;
 use crate::store::{CertSelector, StatusChange};
 
 // How often `WatchCrl` sends a heartbeat, moved to hallmark-core (the broker agent uses it).

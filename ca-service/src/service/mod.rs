@@ -12,7 +12,7 @@ pub mod error;
 pub mod issuance;
 pub mod methods;
 pub mod registry;
-pub mod revocation;
+pub mod status;
 pub mod throttle;
 
 use std::sync::Arc;

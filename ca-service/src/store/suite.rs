@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use super::interface::Store;
 use super::interface::*;
 use super::*;
 use crate::audit::AuditEvent;
-use super::interface::Store;
 
 /// A fresh, empty store of one backend, with what must live as long as it (a temp dir...).
 pub(super) struct Fresh {
