@@ -264,10 +264,17 @@ impl Service {
     /// Records `signed` (with `events`, further audit events of the same change, in the same
     /// transaction) and returns the certificate with its chain and the trust bundle.
     pub async fn record(&self, signed: Signed, events: Vec<AuditEvent>) -> ServiceResult<Issued> {
-        let mut record = signed.record();
+        let Signed {
+            leaf,
+            cert,
+            device,
+            rule,
+            actor,
+        } = signed;
+        let mut record = IssuanceRecord::new(device, cert.clone(), actor, rule);
         record.audit = events;
         self.store.record_issuance(record).await?;
-        Ok(signed.into_issued(self.trust.get().bundle_pem()))
+        Ok(issued(leaf, cert, self.trust.get().bundle_pem()))
     }
 
     /// Records a new CA's root and first issuing CA with its first certificates (`signed`:
@@ -319,51 +326,45 @@ impl Signed {
         &self.leaf.serial
     }
 
-    /// The record it needs.
-    pub(super) fn record(&self) -> IssuanceRecord {
-        IssuanceRecord::new(
-            self.device.clone(),
-            self.cert.clone(),
-            self.actor.clone(),
-            self.rule.clone(),
-        )
-    }
-
     /// What the caller gets once the record is committed.
     pub(super) fn into_issued(self, trust_bundle_pem: String) -> Issued {
-        let Signed { leaf, cert, .. } = self;
-        tracing::info!(
-            serial = %leaf.serial,
-            device = %cert.device_id,
-            profile = %cert.profile,
-            capped = leaf.capped_by_issuer,
-            "issued"
-        );
-        let record = CertificateRecord {
-            seq: 0,
-            serial: cert.serial,
-            device_id: cert.device_id,
-            profile: cert.profile,
-            zone: cert.zone,
-            issuer_id: cert.issuer_id,
-            subject: cert.subject,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            status: CertStatus::Active,
-            revoked_at: None,
-            revocation_reason: None,
-            scope: cert.scope,
-            requested_by: cert.requested_by,
-            spki_sha256: cert.spki_sha256,
-            der: cert.der,
-            issued_at: cert.issued_at,
-            superseded_by: None,
-            first_authenticated_at: None,
-        };
-        Issued {
-            record,
-            chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),
-            trust_bundle_pem,
-        }
+        issued(self.leaf, self.cert, trust_bundle_pem)
+    }
+}
+
+/// The certificate `leaf` (recorded as `cert`) as its requester gets it.
+fn issued(leaf: IssuedLeaf, cert: NewCertificate, trust_bundle_pem: String) -> Issued {
+    tracing::info!(
+        serial = %leaf.serial,
+        device = %cert.device_id,
+        profile = %cert.profile,
+        capped = leaf.capped_by_issuer,
+        "issued"
+    );
+    let record = CertificateRecord {
+        seq: 0,
+        serial: cert.serial,
+        device_id: cert.device_id,
+        profile: cert.profile,
+        zone: cert.zone,
+        issuer_id: cert.issuer_id,
+        subject: cert.subject,
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        status: CertStatus::Active,
+        revoked_at: None,
+        revocation_reason: None,
+        scope: cert.scope,
+        requested_by: cert.requested_by,
+        spki_sha256: cert.spki_sha256,
+        der: cert.der,
+        issued_at: cert.issued_at,
+        superseded_by: None,
+        first_authenticated_at: None,
+    };
+    Issued {
+        record,
+        chain_pem: format!("{}{}", der_to_pem(&leaf.der), leaf.issuer.cert_pem()),
+        trust_bundle_pem,
     }
 }
