@@ -79,7 +79,7 @@ impl CertificateAuthority for CaService {
                 let record = self
                     .state
                     .service
-                    .store()
+                    .reads()
                     .certificate(&serial)
                     .await
                     .map_err(super::store_status)?;
@@ -171,7 +171,7 @@ impl CertificateAuthority for CaService {
                 let page = self
                     .state
                     .service
-                    .store()
+                    .reads()
                     .list_certificates(&filter, after, page_size)
                     .await
                     .map_err(super::store_status)?;

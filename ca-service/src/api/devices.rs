@@ -106,7 +106,7 @@ impl Devices for DevicesService {
                 match self
                     .state
                     .service
-                    .store()
+                    .reads()
                     .device(&id)
                     .await
                     .map_err(store_status)?
@@ -150,7 +150,7 @@ impl Devices for DevicesService {
                 let (items, next) = self
                     .state
                     .service
-                    .store()
+                    .reads()
                     .list_devices(&filter, &req.page_token, limit)
                     .await
                     .map_err(store_status)?;

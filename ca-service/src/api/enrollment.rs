@@ -103,7 +103,7 @@ impl Enrollment for EnrollmentService {
                 let all = self
                     .state
                     .service
-                    .store()
+                    .reads()
                     .manufacturer_cas()
                     .await
                     .map_err(store_status)?;

@@ -23,31 +23,32 @@ use crate::store::{
 };
 
 /// What an enrollment method decided: which certificate to sign for whom, and under which
-/// rule to record it. The service applies every plan the same way.
+/// rule to record it. The service applies every plan the same way. Only the crate's own
+/// methods make plans (its fields are the crate's).
 #[derive(Debug)]
 pub struct Plan<'a> {
     /// Subject CN.
-    pub device_id: DeviceId,
+    pub(crate) device_id: DeviceId,
     /// Subject OU.
-    pub zone: String,
+    pub(crate) zone: String,
     /// The authorised profile.
-    pub profile: &'a Profile,
+    pub(crate) profile: &'a Profile,
     /// The checked CSR.
-    pub csr: CheckedCsr,
+    pub(crate) csr: CheckedCsr,
     /// Requested lifetime (`None`: the profile's default).
-    pub lifetime: Option<Duration>,
+    pub(crate) lifetime: Option<Duration>,
     /// Provisioner scope to record.
-    pub scope: Option<Scope>,
+    pub(crate) scope: Option<Scope>,
     /// Who asked (audit).
-    pub actor: String,
+    pub(crate) actor: String,
     /// Serial number to record when the device registers itself (IDevID).
-    pub serial_number: Option<String>,
+    pub(crate) serial_number: Option<String>,
     /// Manufacturer whose IDevID enrolls the device (binds the registry entry to it).
-    pub manufacturer: Option<String>,
+    pub(crate) manufacturer: Option<String>,
     /// What the record consumes, replaces or is limited by.
-    pub rule: IssuanceRule,
+    pub(crate) rule: IssuanceRule,
     /// What kind of certificate: a device's or operator's, or the CA's own server certificate.
-    pub kind: LeafKind,
+    pub(crate) kind: LeafKind,
 }
 
 /// What kind of certificate a plan is for.
@@ -56,6 +57,10 @@ pub enum LeafKind {
     /// A device or operator credential; whether the device id may become a DNS name (where
     /// the profile has `dns_san`).
     Credential(DnsName),
+    /// An admin credential made on the CA host itself (the first admin, break-glass admins):
+    /// its name is the operator's choice on that host, so the reserved-name rule of the API
+    /// does not apply (as before the service layer); DNS name as the profile says.
+    CaAdmin,
     /// The CA's own API server certificate, for these DNS names and IP addresses (with the
     /// CA-server marker only it carries).
     CaServer(Vec<String>),
@@ -182,21 +187,21 @@ impl Service {
     }
 
     /// Plans with `method`, then signs and records the plan.
-    pub async fn issue_with<M: EnrollmentMethod>(&self, method: M) -> ServiceResult<Issued> {
+    pub(crate) async fn issue_with<M: EnrollmentMethod>(&self, method: M) -> ServiceResult<Issued> {
         let plan = method.plan(self).await?;
         self.issue_plan(plan).await
     }
 
     /// Signs and records `plan`, and returns the certificate with its chain and the trust
     /// bundle. Nothing is returned before the record is durably committed.
-    pub async fn issue_plan(&self, plan: Plan<'_>) -> ServiceResult<Issued> {
+    pub(crate) async fn issue_plan(&self, plan: Plan<'_>) -> ServiceResult<Issued> {
         let signed = self.sign_plan(plan).await?;
         self.record(signed, Vec::new()).await
     }
 
     /// Signs `plan`. The result is not a certificate anyone can use yet: only
     /// [`Service::record`] turns it into one, after committing its record.
-    pub async fn sign_plan(&self, plan: Plan<'_>) -> ServiceResult<Signed> {
+    pub(crate) async fn sign_plan(&self, plan: Plan<'_>) -> ServiceResult<Signed> {
         let leaf = match &plan.kind {
             LeafKind::Credential(dns_name) => {
                 // Also catches devices registered before reserved names were refused.
@@ -216,6 +221,18 @@ impl Service {
                         csr: &plan.csr,
                         lifetime: plan.lifetime,
                         dns_san_allowed,
+                    })
+                    .await?
+            }
+            LeafKind::CaAdmin => {
+                self.authority
+                    .sign_leaf_async(&LeafRequest {
+                        device_id: &plan.device_id,
+                        zone: &plan.zone,
+                        profile: plan.profile,
+                        csr: &plan.csr,
+                        lifetime: plan.lifetime,
+                        dns_san_allowed: true,
                     })
                     .await?
             }
@@ -263,7 +280,11 @@ impl Service {
 
     /// Records `signed` (with `events`, further audit events of the same change, in the same
     /// transaction) and returns the certificate with its chain and the trust bundle.
-    pub async fn record(&self, signed: Signed, events: Vec<AuditEvent>) -> ServiceResult<Issued> {
+    pub(crate) async fn record(
+        &self,
+        signed: Signed,
+        events: Vec<AuditEvent>,
+    ) -> ServiceResult<Issued> {
         let Signed {
             leaf,
             cert,
@@ -279,13 +300,21 @@ impl Service {
 
     /// Records a new CA's root and first issuing CA with its first certificates (`signed`:
     /// the API server certificate and the first admin credential), all in one transaction.
-    pub async fn record_hierarchy(
+    pub(crate) async fn record_hierarchy(
         &self,
         root: IssuerRecord,
         issuing: IssuerRecord,
         signed: Vec<Signed>,
         at: i64,
     ) -> ServiceResult<Vec<Issued>> {
+        // Recorded as plain issuances: a plan that consumes, replaces or is limited by
+        // something has no place in a new hierarchy.
+        if let Some(s) = signed.iter().find(|s| s.rule != IssuanceRule::Plain) {
+            return Err(ServiceError::internal(format!(
+                "certificate {} cannot be recorded with the hierarchy: its rule is {:?}",
+                s.leaf.serial, s.rule
+            )));
+        }
         let certificates = signed
             .iter()
             .map(|s| SystemCertificate {

@@ -11,6 +11,7 @@ pub mod callers;
 pub mod error;
 pub mod issuance;
 pub mod methods;
+mod reads;
 pub mod registry;
 pub mod status;
 pub mod throttle;
@@ -27,6 +28,7 @@ use crate::trust::TrustHandle;
 
 pub use callers::{Authenticator, Caller};
 pub use error::{ServiceError, ServiceResult};
+pub use reads::Reads;
 
 /// What the service is built from.
 #[derive(Debug, Clone)]
@@ -78,9 +80,10 @@ impl Service {
         }
     }
 
-    /// The store, for reads (listings, lookups); every write goes through a use case here.
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
+    /// What a front-end may read from the store (lookups and listings it renders); every
+    /// write goes through a use case here.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads(self.store.as_ref())
     }
 
     /// Profiles in force.

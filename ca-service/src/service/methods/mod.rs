@@ -14,7 +14,7 @@ use std::future::Future;
 pub use admin::AdminRequest;
 pub use idevid::IdevidEnrollment;
 pub use renewal::Renewal;
-pub use system::{ADMIN_PROFILE, SystemCredential};
+pub(crate) use system::{ADMIN_PROFILE, SystemCredential};
 pub use token::TokenEnrollment;
 
 use super::issuance::Plan;

@@ -8,16 +8,16 @@ use crate::authority::csr::check_csr;
 use crate::authority::profile::SERVER_PROFILE;
 use crate::authority::server_identity::SERVER_DEVICE;
 use crate::identity::DeviceId;
-use crate::service::issuance::{DnsName, LeafKind, Plan};
+use crate::service::issuance::{LeafKind, Plan};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::store::IssuanceRule;
 
 /// Profile of admin credentials made on the CA host.
-pub const ADMIN_PROFILE: &str = "admin";
+pub(crate) const ADMIN_PROFILE: &str = "admin";
 
-/// A credential the CA makes for itself.
+/// A credential the CA makes for itself (only the CA host's own code, `bootstrap`, asks).
 #[derive(Debug, Clone)]
-pub enum SystemCredential {
+pub(crate) enum SystemCredential {
     /// The API server certificate, for these DNS names and IP addresses.
     CaServer {
         /// DNS names and IP addresses.
@@ -82,7 +82,7 @@ impl EnrollmentMethod for SystemCredential {
                     serial_number: None,
                     manufacturer: None,
                     rule: IssuanceRule::Plain,
-                    kind: LeafKind::Credential(DnsName::AsProfile),
+                    kind: LeafKind::CaAdmin,
                 })
             }
         }
