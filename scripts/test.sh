@@ -17,12 +17,16 @@ requirements=(
   "systemd-analyze:systemd"              # verifies the packaged systemd units
   "man:man-db"        # systemd-analyze verify checks the units' man: documentation
   "make:make"
+  "psql:postgresql-client"               # finds the PostgreSQL server of the store tests
+  "/usr/lib/postgresql/*/bin/initdb:postgresql"  # a throwaway cluster when no server answers
+  "python3:python3"   # picks a free port for that cluster
 )
 
 missing=()
 for req in "${requirements[@]}"; do
   probe="${req%%:*}" pkg="${req#*:}"
-  if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg")
+  if [[ "$probe" == *"*"* ]]; then compgen -G "$probe" >/dev/null || missing+=("$pkg")
+  elif [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg")
   else command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
 if ((${#missing[@]})); then
@@ -56,13 +60,18 @@ if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]];
   echo "==> installing cargo-deb $cargo_deb_version"
   cargo install cargo-deb --version "$cargo_deb_version" --locked -j "$jobs"
 fi
+# PostgreSQL for the store tests (HALLMARK_TEST_DATABASE_URL): see scripts/postgres-for-tests.sh.
+source scripts/postgres-for-tests.sh
+hallmark_test_postgres
+trap hallmark_stop_test_postgres EXIT
+echo "==> PostgreSQL for the store tests: $HALLMARK_TEST_DATABASE_URL"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> building the binaries the end-to-end tests drive"
 cargo build --workspace --bins -j "$jobs"
 echo "==> tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; hallmark_stop_test_postgres' EXIT
 cargo test --workspace -j "$jobs" 2>&1 | tee "$log"
 echo "==> clippy"
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings

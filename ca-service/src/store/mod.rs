@@ -5,6 +5,7 @@
 //! after its row is durably committed, without one fsync per row.
 
 pub mod interface;
+mod postgres;
 mod records;
 mod selection;
 mod sqlite;
@@ -15,6 +16,7 @@ pub use interface::{
     IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate, StatusChangeRequest,
     SystemCertificate,
 };
+pub use postgres::PgStore;
 pub use records::*;
 pub use selection::{Operators, Selection};
 pub use sqlite::SqliteStore;

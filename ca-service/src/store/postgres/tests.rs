@@ -1,0 +1,221 @@
+//! The PostgreSQL schema on a real server: `HALLMARK_TEST_DATABASE_URL` names it (the README's
+//! test command sets it: the local server when one answers, else a throwaway cluster). Every
+//! test works in a database of its own, dropped at the end.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+
+use super::PgStore;
+
+/// A fresh database on the test server, dropped when the test ends (also when it fails).
+struct Scratch {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl Scratch {
+    async fn new() -> Self {
+        let url = std::env::var("HALLMARK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+            panic!(
+                "HALLMARK_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh (it \
+                 finds or starts a PostgreSQL server), or set it to postgres://USER@HOST:PORT/DB \
+                 of a server where USER may create databases"
+            )
+        });
+        let admin = PgConnectOptions::from_str(&url).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("hallmark_test_{}_{nanos}", std::process::id());
+        let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+        // The name is ours (digits and underscores only), not input.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self { admin, name }
+    }
+
+    fn options(&self) -> PgConnectOptions {
+        self.admin.clone().database(&self.name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Dropped from a runtime of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn the_schema_applies_once_even_when_two_replicas_start_together() {
+    let db = Scratch::new().await;
+    let (a, b) = tokio::join!(
+        PgStore::open_with(db.options()),
+        PgStore::open_with(db.options())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.ping().await.unwrap();
+    b.ping().await.unwrap();
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text AS t FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' ORDER BY 1",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("t"))
+    .collect();
+    assert_eq!(
+        tables,
+        [
+            "audit_events",
+            "certificates",
+            "crl_state",
+            "devices",
+            "enrollment_tokens",
+            "issuers",
+            "manufacturer_cas",
+            "root_crls"
+        ]
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1, "the migration ran once");
+    // Opening again finds the schema current.
+    let again = PgStore::open_with(db.options()).await.unwrap();
+    again.ping().await.unwrap();
+    for s in [a, b, again] {
+        s.close().await;
+    }
+}
+
+// The database itself refuses a certificate of a revoked issuing CA, whichever replica (or
+// whatever stale view of the issuers) tries to record it.
+#[tokio::test]
+async fn no_certificate_of_a_revoked_issuer_is_recorded() {
+    let db = Scratch::new().await;
+    let store = PgStore::open_with(db.options()).await.unwrap();
+    let insert_issuer = |id: &'static str, revoked: Option<i64>| {
+        sqlx::query(
+            "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, \
+             created_at, revoked_at) VALUES ($1, 'issuing', 'CN=i', $2, 0, 100, 'retired', 0, $3)",
+        )
+        .bind(id)
+        .bind(vec![1u8])
+        .bind(revoked)
+    };
+    insert_issuer("issuing-ok", None)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    insert_issuer("issuing-revoked", Some(5))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO devices (id, zone, profile, status, created_at, updated_at) \
+         VALUES ('d-1', 'field', 'sensor', 'active', 0, 0)",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let insert_cert = |serial: &'static str, issuer: &'static str| {
+        sqlx::query(
+            "INSERT INTO certificates (serial, device_id, profile, zone, issuer_id, subject, \
+             not_before, not_after, status, requested_by, spki_sha256, der, issued_at) \
+             VALUES ($1, 'd-1', 'sensor', 'field', $2, 'CN=d-1', 0, 10, 'active', 'test', '00', \
+             $3, 1)",
+        )
+        .bind(serial)
+        .bind(issuer)
+        .bind(vec![0x30u8, 0])
+    };
+    insert_cert("aa01", "issuing-ok")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let refused = insert_cert("aa02", "issuing-revoked")
+        .execute(&store.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("hallmark: the issuing CA is revoked"),
+        "{refused}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    store.close().await;
+}
+
+// A serial number is unique per manufacturer, and devices without one do not collide.
+#[tokio::test]
+async fn serial_numbers_are_unique_per_manufacturer() {
+    let db = Scratch::new().await;
+    let store = PgStore::open_with(db.options()).await.unwrap();
+    let add = |id: &'static str, serial: Option<&'static str>, mfr: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO devices (id, zone, profile, serial_number, manufacturer, status, \
+             created_at, updated_at) VALUES ($1, 'field', 'sensor', $2, $3, 'active', 0, 0)",
+        )
+        .bind(id)
+        .bind(serial)
+        .bind(mfr)
+    };
+    add("a", Some("SN1"), Some("acme"))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    add("b", Some("SN1"), Some("other"))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    add("c", None, None).execute(&store.pool).await.unwrap();
+    add("d", None, None).execute(&store.pool).await.unwrap();
+    let dup = add("e", Some("SN1"), Some("acme"))
+        .execute(&store.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&dup, sqlx::Error::Database(e) if e.is_unique_violation()),
+        "{dup}"
+    );
+    add("f", Some("SN2"), None)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        add("g", Some("SN2"), None)
+            .execute(&store.pool)
+            .await
+            .is_err(),
+        "two devices without manufacturer share a serial number"
+    );
+    store.close().await;
+}
