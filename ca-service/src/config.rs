@@ -56,6 +56,11 @@ pub struct Config {
     pub limits: Limits,
     /// Per-zone settings, by zone name (`[zones.field]`).
     pub zones: BTreeMap<String, ZoneConfig>,
+    /// The database when it is not the SQLite file in the data dir: set from `--database-url`
+    /// or `HALLMARK_DATABASE_URL`, never from the file (a URL may carry a password, and a
+    /// config file is shared more widely than a secret).
+    #[serde(skip)]
+    pub database: Option<crate::store::Database>,
 }
 
 /// Settings of one zone.
@@ -85,6 +90,7 @@ impl Default for Config {
             profiles: BTreeMap::new(),
             zones: BTreeMap::new(),
             limits: Limits::default(),
+            database: None,
         }
     }
 }

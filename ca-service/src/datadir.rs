@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::store::DB_FILE;
+use crate::config::Config;
+use crate::store::{DB_FILE, Database};
 
 /// Paths inside a data dir.
 #[derive(Debug, Clone)]
@@ -35,9 +36,18 @@ impl DataDir {
     pub fn path(&self) -> &Path {
         &self.root
     }
-    /// The database file.
+    /// The database file (of the default SQLite store).
     pub fn db(&self) -> PathBuf {
         self.root.join(DB_FILE)
+    }
+
+    /// The store of the CA this data dir holds: the database `config` names, else the SQLite
+    /// file in here.
+    pub fn database(&self, config: &Config) -> Database {
+        config
+            .database
+            .clone()
+            .unwrap_or_else(|| Database::Sqlite(self.db()))
     }
     pub(crate) fn ca(&self, name: &str) -> PathBuf {
         self.root.join("ca").join(name)

@@ -135,6 +135,32 @@ struct IssuerListArgs {
     /// Data directory.
     #[arg(long, default_value = "./hallmark-data", env = "HALLMARK_DATA_DIR")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+#[derive(Args)]
+struct DatabaseArg {
+    /// PostgreSQL database of the CA (postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...]),
+    /// for several replicas on one database; without it, the SQLite file in the data dir.
+    #[arg(long, env = "HALLMARK_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArg {
+    /// The database the URL names; only PostgreSQL URLs are taken (SQLite needs none).
+    fn database(&self) -> Result<Option<hallmark_ca::store::Database>> {
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!(
+                "--database-url (or HALLMARK_DATABASE_URL) must be a postgres:// URL; leave it \
+                 out to use the SQLite database in the data dir"
+            );
+        }
+        Ok(Some(hallmark_ca::store::Database::Postgres(url.clone())))
+    }
 }
 
 #[derive(Args)]
@@ -148,6 +174,8 @@ struct Common {
     /// File holding the passphrase that encrypts CA keys at rest (else HALLMARK_CA_PASSPHRASE).
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArg,
 }
 
 #[derive(Args)]
@@ -181,10 +209,12 @@ struct InitArgs {
 }
 
 fn load_config(common: &Common) -> Result<Config> {
-    match &common.config {
-        Some(p) => Ok(Config::load(p)?),
-        None => Ok(Config::default()),
-    }
+    let mut config = match &common.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    config.database = common.database.database()?;
+    Ok(config)
 }
 
 /// The passphrase of the CA keys, from --passphrase-file or the environment.
@@ -451,7 +481,11 @@ async fn issuer_list(args: IssuerListArgs) -> Result<()> {
     if !dir.is_initialised() {
         anyhow::bail!("{} is not initialised", args.data_dir.display());
     }
-    let store = hallmark_ca::store::open_sqlite(&dir.db(), 1).await?;
+    let database = match args.database.database()? {
+        Some(db) => db,
+        None => hallmark_ca::store::Database::Sqlite(dir.db()),
+    };
+    let store = database.open(1).await?;
     let issuers = store.issuers().await?;
     store.close().await;
     println!(

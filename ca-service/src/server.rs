@@ -291,6 +291,9 @@ async fn load_state(
     let initialised = if dir.is_initialised() || dir.is_half_initialised() {
         // A half-initialised dir is refused by `load` with instructions.
         None
+    } else if config.database.is_some() {
+        // Replicas starting together on empty dirs would each make a hierarchy.
+        return Err(BootstrapError::NotInitialisedShared(opts.data_dir.clone()).into());
     } else {
         let init = InitOptions {
             data_dir: opts.data_dir.clone(),

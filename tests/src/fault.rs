@@ -1,14 +1,15 @@
 //! Faults between a client and the CA, for end-to-end tests on loopback: a CA replica that
 //! answers `GetTrustBundle`, `GetCrl` and `WatchCrl` with what the test chooses while holding the
-//! real CA's server identity (so it passes a client's server checks), and a TCP proxy that can go
-//! silent in both directions without closing its sockets.
+//! real CA's server identity (so it passes a client's server checks), a TCP proxy that can go
+//! silent in both directions without closing its sockets, and one that cuts every connection
+//! and refuses new ones until restored (a database that went down and came back).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hallmark_proto::v1 as pb;
@@ -348,6 +349,91 @@ fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, stop: &Ato
 impl Drop for StallingProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP proxy on a free loopback port that forwards to `upstream`; [`CuttingProxy::cut`] closes
+/// every open connection and refuses new ones (accepted and closed at once) until
+/// [`CuttingProxy::restore`]: a server that went down and came back. Stopped on drop.
+pub struct CuttingProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    /// Starts forwarding to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (ct, sp, op) = (cut.clone(), stop.clone(), open.clone());
+        let accept = std::thread::spawn(move || {
+            let never = Arc::new(AtomicBool::new(false));
+            while !sp.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        // Under the lock `cut` takes: no connection slips past a cut.
+                        let mut open = op.lock().unwrap();
+                        if ct.load(Ordering::SeqCst) {
+                            drop(client);
+                            continue;
+                        }
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(upstream) else {
+                            continue;
+                        };
+                        open.push(client.try_clone().unwrap());
+                        open.push(server.try_clone().unwrap());
+                        for (from, to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            let (never, sp) = (never.clone(), sp.clone());
+                            std::thread::spawn(move || pump(from, to, &never, &sp));
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self {
+            addr,
+            cut,
+            stop,
+            open,
+            accept: Some(accept),
+        }
+    }
+
+    /// Closes every open connection (both ways) and refuses new ones.
+    pub fn cut(&self) {
+        let mut open = self.open.lock().unwrap();
+        self.cut.store(true, Ordering::SeqCst);
+        for s in open.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

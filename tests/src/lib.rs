@@ -3,6 +3,7 @@
 
 pub mod debian;
 pub mod fault;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -108,17 +109,7 @@ impl TestCa {
     /// A TLS channel to the CA presenting the given PEM certificate and key, or none.
     pub async fn channel(&self, identity: Option<(Vec<u8>, Vec<u8>)>) -> Channel {
         let ca = std::fs::read(self.data_dir().join("trust-bundle.pem")).unwrap();
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if let Some((cert, key)) = identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        Endpoint::from_shared(self.endpoint())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to the CA")
+        tls_channel(&self.endpoint(), ca, identity).await
     }
 
     /// A client with the first admin's credential.
@@ -287,6 +278,26 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// A TLS channel to `endpoint` trusting `ca` (PEM), presenting the given PEM certificate and
+/// key, or none.
+pub async fn tls_channel(
+    endpoint: &str,
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(endpoint.to_owned())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the CA")
+}
+
 /// Ephemeral loopback ports for gRPC and HTTP.
 const LOOPBACK_ANY: (&str, &str) = ("127.0.0.1:0", "127.0.0.1:0");
 
@@ -336,6 +347,12 @@ impl CaProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills it at once (SIGKILL: no shutdown, as a crashed or evicted replica) and reaps it.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn spawn(mut command: Command, data_dir: &Path, listen: (&str, &str), extra: &[&str]) -> Self {
@@ -402,6 +419,18 @@ impl CaProcess {
             .env("HALLMARK_KEY", bundle.join("key.pem"))
             .output()
             .expect("run hallmark")
+    }
+
+    /// A TLS channel to it with the credential it printed (the first admin's).
+    pub async fn admin_channel(&self) -> Channel {
+        let read = |var: &str| std::fs::read(self.var(var)).unwrap();
+        let identity = (read("HALLMARK_CERT"), read("HALLMARK_KEY"));
+        tls_channel(
+            self.var("HALLMARK_ENDPOINT"),
+            read("HALLMARK_CA"),
+            Some(identity),
+        )
+        .await
     }
 
     /// A `HALLMARK_*` variable the CA printed at start.
@@ -483,6 +512,7 @@ impl Drop for CaProcess {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -126,6 +126,14 @@ async fn init_inner(
         .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
     let now = clock.now();
     let pass = opts.passphrase.as_ref();
+    // A shared database may hold the CA of another data dir: refused before any key is made
+    // (and again inside the write that records the hierarchy, against a concurrent init).
+    let database = dir.database(config);
+    let store = database.open(config.max_commit_batch).await?;
+    if !store.issuers().await?.is_empty() {
+        store.close().await;
+        return Err(BootstrapError::DatabaseHoldsCa(database.to_string()));
+    }
     let ca_dir = dir.path().join("ca");
     fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
 
@@ -178,7 +186,6 @@ async fn init_inner(
 
     // 2. The API server certificate and the first admin credential, through the service
     // over the new store.
-    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
     let root_rec = issuer_record(IssuerKind::Root, root_id, &root_der)?;
     let issuing_rec = issuer_record(IssuerKind::Issuing, issuing_id, &issuing_der)?;
     let issuers = vec![root_rec, issuing_rec];

@@ -64,7 +64,7 @@ pub async fn load(
             .profile_set()
             .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?,
     );
-    let store = crate::store::open_sqlite(&dir.db(), config.max_commit_batch).await?;
+    let store = dir.database(config).open(config.max_commit_batch).await?;
     let issuers = store.issuers().await?;
     let keyring = Keyring::load(dir.clone(), passphrase.cloned(), &issuers)?;
     let authority = Authority::new(keyring.active(), naming(config), clock.clone());

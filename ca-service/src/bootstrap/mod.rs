@@ -51,6 +51,21 @@ pub enum BootstrapError {
     /// The data dir holds no CA.
     #[error("{} is not initialised; run `hallmark-ca init --data-dir {}` or `hallmark-ca serve`", .0.display(), .0.display())]
     NotInitialised(PathBuf),
+    /// A replica on a shared database was started on an empty data dir: it must not make a
+    /// hierarchy of its own.
+    #[error(
+        "{} is not initialised: a CA on a shared database is initialised once, with `hallmark-ca \
+         init --data-dir DIR --database-url URL`, and every replica serves a copy of that data \
+         dir (its ca/, server/, trust-bundle.pem and .initialised)",
+        .0.display()
+    )]
+    NotInitialisedShared(PathBuf),
+    /// `init` found a CA in the database already.
+    #[error(
+        "the database {0} holds a CA already (initialised from another data dir); nothing was \
+         written: serve a copy of that data dir, or initialise with an empty database"
+    )]
+    DatabaseHoldsCa(String),
     /// File system error.
     #[error("{}: {source}", path.display())]
     Io {

@@ -1,5 +1,5 @@
 //! The store interface: one method per operation, with typed inputs, results and conflicts, so
-//! that backends (SQLite today, PostgreSQL next) are interchangeable behind `Arc<dyn Store>`.
+//! that backends (SQLite, PostgreSQL) are interchangeable behind `Arc<dyn Store>`.
 //!
 //! What every backend guarantees: a write returns only once it is durably committed; it runs
 //! whole or not at all, its audit events (hash-chained) in the same transaction; a refusal is
@@ -155,7 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_issuance(&self, issuance: IssuanceRecord) -> Result<Recorded, StoreError>;
 
     /// Records a new CA's root and issuing CA and its first certificates (API server, first
-    /// admin) in one transaction.
+    /// admin) in one transaction; [`StoreError::Conflict`] when the database holds an issuer
+    /// already (a CA initialised from another data dir).
     async fn record_initial_hierarchy(&self, initial: InitialHierarchy) -> Result<(), StoreError>;
 
     /// Notes that a certificate authenticated a call for the first time (no audit event: it

@@ -1,8 +1,9 @@
 //! The store: the only module with SQL. The interface ([`interface::Store`]) has one method per
-//! operation with typed inputs, results and conflicts; the SQLite implementation
-//! ([`SqliteStore`]: WAL, one file) sends every write through one writer task that batches
+//! operation with typed inputs, results and conflicts. Two backends implement it with the same
+//! SQL (`store/sql`): [`SqliteStore`] (WAL, one file, the default) and [`PgStore`] (several
+//! replicas on one database). Both send every write through one writer task that batches
 //! concurrent requests into one transaction (group commit), so a certificate is returned only
-//! after its row is durably committed, without one fsync per row.
+//! after its row is durably committed, without one commit per row.
 
 pub mod interface;
 mod postgres;
@@ -20,6 +21,58 @@ pub use postgres::PgStore;
 pub use records::*;
 pub use selection::{Operators, Selection};
 pub use sqlite::SqliteStore;
+
+/// Where the store lives.
+#[derive(Clone)]
+pub enum Database {
+    /// An SQLite file (created if needed).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database, by URL (`postgres://user:password@host:port/db?sslmode=...`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    /// The URL without its password: it ends up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redacted(url)).finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***` (and unparsable as a whole: it may hold one).
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable database URL>".to_owned(),
+    }
+}
+
+impl Database {
+    /// Opens the store, migrating it, as a shared handle; writes are batched at most
+    /// `max_batch` to a transaction.
+    pub async fn open(&self, max_batch: usize) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path, max_batch).await?),
+            Self::Postgres(url) => std::sync::Arc::new(PgStore::open(url, max_batch).await?),
+        })
+    }
+}
 
 /// Opens (creating if needed) the SQLite database at `path` (see [`SqliteStore::open`]) as a
 /// shared store handle.
@@ -41,6 +94,9 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database cannot be reached at start (the message names where and why).
+    #[error("{0}")]
+    Connect(String),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

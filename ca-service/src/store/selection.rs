@@ -1,6 +1,6 @@
 //! What a status change selects: operator credentials stay out of bulk selections unless asked
 //! for, and a resumption leaves the holds a device's suspension made. The rules are checked
-//! inside the write by each backend (the SQLite one: `sqlite::lifecycle`).
+//! inside the write by the backends (`sql::lifecycle`).
 
 use super::CertSelector;
 

@@ -609,6 +609,18 @@ pub(super) async fn the_initial_hierarchy_is_recorded_whole_or_not_at_all(store:
     );
     assert!(store.certificate_of_caller("ffff").await.unwrap().is_none());
     assert_eq!(store.valid_certificates_of(ISSUING, 5).await.unwrap(), 2);
+    // A second hierarchy (another `init` on a shared database) is refused whole.
+    let mut second = initial("ad02");
+    second.root.id = "root-2".into();
+    second.issuing.id = "issuing-2".into();
+    second.certificates[0].cert.serial = "5e02".into();
+    let refused = store.record_initial_hierarchy(second).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("holds a CA already")),
+        "{refused:?}"
+    );
+    assert_eq!(store.issuers().await.unwrap().len(), 2);
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(6));
     // The CA's own certificate is never selected by a status change.
     let none = store
         .change_status(change(

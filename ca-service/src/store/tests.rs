@@ -1,4 +1,4 @@
-//! The store suite on SQLite, and what is SQLite's own: group commit (each request of a batch
+//! The store suite on SQLite and on PostgreSQL, and what is SQLite's own: group commit (each request of a batch
 //! succeeds or fails alone, on the multi-row fast path too) and the audit chain on disk.
 
 use std::sync::Arc;
@@ -20,6 +20,17 @@ async fn fresh_sqlite() -> Fresh {
 }
 
 store_suite!(sqlite, fresh_sqlite);
+
+async fn fresh_postgres() -> Fresh {
+    let db = super::postgres::scratch::Scratch::new().await;
+    let store = PgStore::open_with(db.options(), 64).await.unwrap();
+    Fresh {
+        store: Arc::new(store),
+        _keep: Box::new(db),
+    }
+}
+
+store_suite!(postgres, fresh_postgres);
 
 /// A seeded SQLite store (see `suite::seed`) and the number of audit events the seed took.
 async fn store() -> (tempfile::TempDir, Arc<SqliteStore>, u64) {

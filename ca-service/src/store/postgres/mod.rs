@@ -1,33 +1,102 @@
-//! The PostgreSQL store (issue 13, being built): the connection pool and the schema
-//! (`migrations/postgres`, applied under sqlx's migration lock, so replicas starting together
-//! migrate once). The [`super::interface::Store`] methods follow; until then a PostgreSQL
-//! database can be opened, migrated and checked, and nothing selects it for serving.
+//! The PostgreSQL store, for several CA replicas on one database: the shared SQL
+//! ([`super::sql`]) with its own schema (`migrations/postgres`, applied under sqlx's migration
+//! lock, so replicas starting together migrate once). Every group commit takes one advisory
+//! lock, so writes of all replicas are serialized like SQLite's: the audit chain stays one
+//! chain, CRL numbers strictly increase, and the in-transaction checks (renewal interval,
+//! enrollment throttle, last admin) hold across replicas.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use super::StoreError;
+
+/// What the shared SQL needs to know of PostgreSQL.
+mod dialect {
+    use sqlx::Connection;
+
+    /// The database.
+    pub(crate) type Db = sqlx::Postgres;
+    /// One connection.
+    pub(crate) type Conn = sqlx::PgConnection;
+    /// A result row.
+    pub(crate) type DbRow = sqlx::postgres::PgRow;
+    /// The pool.
+    pub(crate) type Pool = sqlx::PgPool;
+
+    /// The advisory lock every group commit holds until it commits ("hallmark" in ASCII).
+    pub(crate) const WRITE_LOCK: i64 = 0x6861_6c6c_6d61_726b;
+
+    /// Opens a group-commit transaction holding [`WRITE_LOCK`]: the writers of all replicas
+    /// take turns, so each batch reads the audit chain head (and every state it checks) as the
+    /// previous batch of any replica committed it. `synchronous_commit` is forced on for the
+    /// transaction: a certificate leaves the CA only once its row is on disk, whatever the
+    /// server's default.
+    pub(crate) async fn begin_write(
+        conn: &mut Conn,
+    ) -> Result<sqlx::Transaction<'_, Db>, sqlx::Error> {
+        let mut tx = Connection::begin(conn).await?;
+        sqlx::query("SET LOCAL synchronous_commit TO on")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// `SELECT` of the text values of a JSON array parameter (`$n`), for `x IN (...)` over a list
+/// bound as one JSON text.
+macro_rules! json_values {
+    ($param:literal) => {
+        concat!(
+            "SELECT jsonb_array_elements_text(CAST(",
+            $param,
+            " AS jsonb))"
+        )
+    };
+}
+
+// The shared SQL, compiled into each backend on purpose (see `store/sql/mod.rs`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/mod.rs"]
+mod sql;
 
 /// Connections one replica keeps open at most.
 const MAX_CONNECTIONS: u32 = 16;
 
-/// A PostgreSQL database holding the Hallmark schema; a cheap handle to clone.
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pool: PgPool,
-}
+/// The PostgreSQL implementation of [`super::interface::Store`]; a cheap handle to clone.
+pub type PgStore = sql::SqlStore;
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db?...`) and brings its
-    /// schema up to date.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(PgConnectOptions::from_str(url)?).await
+    /// Connects to the database at `url` (`postgres://user@host:port/db?...`), brings its
+    /// schema up to date and starts the writer task, which batches at most `max_batch` writes
+    /// per transaction.
+    pub async fn open(url: &str, max_batch: usize) -> Result<Self, StoreError> {
+        Self::open_with(PgConnectOptions::from_str(url)?, max_batch).await
     }
 
     /// [`PgStore::open`] with parsed connection options.
-    pub async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+    pub async fn open_with(
+        options: PgConnectOptions,
+        max_batch: usize,
+    ) -> Result<Self, StoreError> {
+        // One direct connection first: its error names the cause (refused, authentication,
+        // TLS, no such database), where the pool's says only that it timed out.
+        let probe = PgConnection::connect_with(&options).await.map_err(|e| {
+            StoreError::Connect(format!(
+                "cannot connect to PostgreSQL at {}:{}/{}: {e}; check --database-url (or \
+                 HALLMARK_DATABASE_URL) and that the server accepts this user",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("")
+            ))
+        })?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             // A database that does not answer is an error to report, not a hang.
@@ -35,20 +104,11 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Closes the pool.
-    pub async fn close(&self) {
-        self.pool.close().await;
+        Ok(Self::start(pool, max_batch))
     }
 }
 
+#[cfg(test)]
+pub(super) mod scratch;
 #[cfg(test)]
 mod tests;

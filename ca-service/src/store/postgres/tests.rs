@@ -1,76 +1,18 @@
-//! The PostgreSQL schema on a real server: `HALLMARK_TEST_DATABASE_URL` names it (the README's
-//! test command sets it: the local server when one answers, else a throwaway cluster). Every
-//! test works in a database of its own, dropped at the end.
+//! The PostgreSQL schema on a real server (see [`Scratch`]); the store suite runs on it from
+//! `store/tests.rs`.
 
-use std::str::FromStr;
-
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use sqlx::Row;
 
 use super::PgStore;
-
-/// A fresh database on the test server, dropped when the test ends (also when it fails).
-struct Scratch {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Scratch {
-    async fn new() -> Self {
-        let url = std::env::var("HALLMARK_TEST_DATABASE_URL").unwrap_or_else(|_| {
-            panic!(
-                "HALLMARK_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh (it \
-                 finds or starts a PostgreSQL server), or set it to postgres://USER@HOST:PORT/DB \
-                 of a server where USER may create databases"
-            )
-        });
-        let admin = PgConnectOptions::from_str(&url).unwrap();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("hallmark_test_{}_{nanos}", std::process::id());
-        let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-        // The name is ours (digits and underscores only), not input.
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        Self { admin, name }
-    }
-
-    fn options(&self) -> PgConnectOptions {
-        self.admin.clone().database(&self.name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        // Dropped from a runtime of its own: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use super::scratch::Scratch;
+use crate::store::Store;
 
 #[tokio::test]
 async fn the_schema_applies_once_even_when_two_replicas_start_together() {
     let db = Scratch::new().await;
     let (a, b) = tokio::join!(
-        PgStore::open_with(db.options()),
-        PgStore::open_with(db.options())
+        PgStore::open_with(db.options(), 64),
+        PgStore::open_with(db.options(), 64)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     a.ping().await.unwrap();
@@ -104,7 +46,7 @@ async fn the_schema_applies_once_even_when_two_replicas_start_together() {
         .unwrap();
     assert_eq!(applied, 1, "the migration ran once");
     // Opening again finds the schema current.
-    let again = PgStore::open_with(db.options()).await.unwrap();
+    let again = PgStore::open_with(db.options(), 64).await.unwrap();
     again.ping().await.unwrap();
     for s in [a, b, again] {
         s.close().await;
@@ -116,7 +58,7 @@ async fn the_schema_applies_once_even_when_two_replicas_start_together() {
 #[tokio::test]
 async fn no_certificate_of_a_revoked_issuer_is_recorded() {
     let db = Scratch::new().await;
-    let store = PgStore::open_with(db.options()).await.unwrap();
+    let store = PgStore::open_with(db.options(), 64).await.unwrap();
     let insert_issuer = |id: &'static str, revoked: Option<i64>| {
         sqlx::query(
             "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, \
@@ -178,7 +120,7 @@ async fn no_certificate_of_a_revoked_issuer_is_recorded() {
 #[tokio::test]
 async fn serial_numbers_are_unique_per_manufacturer() {
     let db = Scratch::new().await;
-    let store = PgStore::open_with(db.options()).await.unwrap();
+    let store = PgStore::open_with(db.options(), 64).await.unwrap();
     let add = |id: &'static str, serial: Option<&'static str>, mfr: Option<&'static str>| {
         sqlx::query(
             "INSERT INTO devices (id, zone, profile, serial_number, manufacturer, status, \

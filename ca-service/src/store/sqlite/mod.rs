@@ -1,38 +1,54 @@
-//! The SQLite store (WAL, one file): reads query the pool; every write goes through one writer
-//! task that batches concurrent requests into one transaction (group commit), so a certificate
-//! is returned only after its row is durably committed, without one fsync per row.
-
-mod batch;
-pub(super) mod lifecycle;
-mod methods;
-mod ops;
-mod reads;
-mod rows;
-pub(super) mod writer;
+//! The SQLite store (WAL, one file): the shared SQL (`store/sql`) on an embedded database.
+//! Every write goes through one writer task that batches concurrent requests into one
+//! transaction (group commit), so a certificate is returned only after its row is durably
+//! committed, without one fsync per row.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreError;
-use writer::{WriteOp, WriteOutput};
 
-/// The SQLite implementation of [`super::interface::Store`]; a cheap handle to clone.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-    writer: mpsc::Sender<writer::Request>,
-    feed: writer::StatusFeed,
+/// What the shared SQL needs to know of SQLite.
+mod dialect {
+    use sqlx::Connection;
+
+    /// The database.
+    pub(crate) type Db = sqlx::Sqlite;
+    /// One connection.
+    pub(crate) type Conn = sqlx::SqliteConnection;
+    /// A result row.
+    pub(crate) type DbRow = sqlx::sqlite::SqliteRow;
+    /// The pool.
+    pub(crate) type Pool = sqlx::SqlitePool;
+
+    /// Opens a group-commit transaction. BEGIN IMMEDIATE takes the write lock up front instead
+    /// of failing on upgrade; holding it, the writer reads the audit chain head another process
+    /// (`hallmark-ca issuer rotate`) may have moved.
+    pub(crate) async fn begin_write(
+        conn: &mut Conn,
+    ) -> Result<sqlx::Transaction<'_, Db>, sqlx::Error> {
+        Connection::begin_with(conn, "BEGIN IMMEDIATE").await
+    }
 }
 
-/// Committed batches of status changes a feed subscriber may fall behind by before it is told
-/// it lagged (and must reload).
-const FEED_CAPACITY: usize = 1024;
+/// `SELECT` of the text values of a JSON array parameter (`$n`), for `x IN (...)` over a list
+/// bound as one JSON text.
+macro_rules! json_values {
+    ($param:literal) => {
+        concat!("SELECT value FROM json_each(", $param, ")")
+    };
+}
+
+// The shared SQL, compiled into each backend on purpose (see `store/sql/mod.rs`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/mod.rs"]
+mod sql;
+
+/// The SQLite implementation of [`super::interface::Store`]; a cheap handle to clone.
+pub type SqliteStore = sql::SqlStore;
 
 impl SqliteStore {
     /// Opens (creating if needed) the SQLite database at `path`, migrates it and starts the
@@ -51,28 +67,6 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let (tx, rx) = mpsc::channel(4096);
-        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        tokio::spawn(writer::run(
-            pool.clone(),
-            rx,
-            max_batch.max(1),
-            feed.clone(),
-        ));
-        Ok(Self {
-            pool,
-            writer: tx,
-            feed,
-        })
-    }
-
-    /// Runs `op` in the next group commit and waits until it is durably committed.
-    pub(super) async fn submit(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(writer::Request { op, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Self::start(pool, max_batch))
     }
 }

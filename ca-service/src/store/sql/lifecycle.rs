@@ -4,10 +4,10 @@
 //! resume releases those holds, decommission revokes); an IDevID enrollment of a device whose
 //! certificates were revoked since its last re-admission is refused.
 
+use super::{Conn, DbRow, Pool};
 use std::collections::HashSet;
 
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::ops::{audit, audit_many};
 use super::rows::{cert_columns, cert_from_row};
@@ -30,8 +30,8 @@ async fn matching_query(
     selector: &CertSelector,
     change: StatusChange,
     now: i64,
-    conn: &mut sqlx::SqliteConnection,
-) -> Result<Vec<SqliteRow>, StoreError> {
+    conn: &mut Conn,
+) -> Result<Vec<DbRow>, StoreError> {
     macro_rules! select {
         ($cond:literal) => {
             concat!(
@@ -39,16 +39,16 @@ async fn matching_query(
                 cert_columns!(),
                 " FROM certificates WHERE ",
                 $cond,
-                " AND status IN (?2, ?3) AND not_after > ?4 AND profile <> 'ca-server' ORDER BY seq"
+                " AND status IN ($2, $3) AND not_after > $4 AND profile <> 'ca-server' ORDER BY seq"
             )
         };
     }
     let sql = match selector {
-        CertSelector::Serial(_) => select!("serial = ?1"),
-        CertSelector::Device(_) => select!("device_id = ?1"),
-        CertSelector::Lot(_) => select!("device_id IN (SELECT id FROM devices WHERE lot = ?1)"),
-        CertSelector::Zone(_) => select!("zone = ?1"),
-        CertSelector::Profile(_) => select!("profile = ?1"),
+        CertSelector::Serial(_) => select!("serial = $1"),
+        CertSelector::Device(_) => select!("device_id = $1"),
+        CertSelector::Lot(_) => select!("device_id IN (SELECT id FROM devices WHERE lot = $1)"),
+        CertSelector::Zone(_) => select!("zone = $1"),
+        CertSelector::Profile(_) => select!("profile = $1"),
     };
     let (a, b) = change.from_statuses();
     let value = match selector {
@@ -66,19 +66,20 @@ async fn matching_query(
 
 /// The selection of a status change on `conn` (the same for a dry run and inside the write).
 pub(super) async fn select_for_change(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     selector: &CertSelector,
     change: StatusChange,
     operators: &Operators,
     now: i64,
-) -> Result<Selection<SqliteRow>, StoreError> {
+) -> Result<Selection<DbRow>, StoreError> {
     let rows = matching_query(selector, change, now, conn).await?;
     let device_held: HashSet<String> = if change == StatusChange::Resume && !rows.is_empty() {
         let serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
-        sqlx::query_scalar(
-            "SELECT serial FROM certificates WHERE device_hold = 1 \
-             AND serial IN (SELECT value FROM json_each(?1))",
-        )
+        sqlx::query_scalar(concat!(
+            "SELECT serial FROM certificates WHERE device_hold = TRUE AND serial IN (",
+            json_values!("$1"),
+            ")"
+        ))
         .bind(serde_json::Value::from(serials).to_string())
         .fetch_all(&mut *conn)
         .await?
@@ -108,7 +109,7 @@ pub(super) async fn select_for_change(
 /// to, without what `operators` and device holds leave out, in issue order: what
 /// [`crate::store::WriteOp::ChangeStatus`] changes, for a dry run.
 pub(crate) async fn certificates_selected(
-    pool: &SqlitePool,
+    pool: &Pool,
     selector: &CertSelector,
     change: StatusChange,
     operators: &Operators,
@@ -130,20 +131,22 @@ pub(crate) async fn certificates_selected(
 /// Valid admin credentials at `now` (active, within validity, of an active registry entry) as
 /// `(name, serial)`.
 async fn valid_admins(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     admin_profiles: &[String],
     now: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
     if admin_profiles.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "SELECT c.device_id, c.serial FROM certificates c JOIN devices d ON d.id = c.device_id \
-         WHERE c.profile IN (SELECT value FROM json_each(?1)) AND c.status = 'active' \
-         AND c.not_before <= ?2 AND c.not_after > ?2 AND d.status = 'active' \
+         WHERE c.profile IN (",
+        json_values!("$1"),
+        ") AND c.status = 'active' \
+         AND c.not_before <= $2 AND c.not_after > $2 AND d.status = 'active' \
          AND NOT EXISTS (SELECT 1 FROM issuers i WHERE i.id = c.issuer_id AND i.revoked_at IS NOT NULL) \
-         ORDER BY c.seq",
-    )
+         ORDER BY c.seq"
+    ))
     .bind(serde_json::Value::from(admin_profiles.to_vec()).to_string())
     .bind(now)
     .fetch_all(&mut *conn)
@@ -165,7 +168,7 @@ pub(super) struct AdminGuard<'a> {
 impl<'a> AdminGuard<'a> {
     /// Notes the valid admin credentials before the change.
     pub(super) async fn before(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         admin_profiles: &'a [String],
         now: i64,
     ) -> Result<Self, StoreError> {
@@ -177,7 +180,7 @@ impl<'a> AdminGuard<'a> {
     }
 
     /// Refuses when there were valid admin credentials and none is left.
-    pub(super) async fn check(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    pub(super) async fn check(&self, conn: &mut Conn) -> Result<(), StoreError> {
         if self.before.is_empty()
             || !valid_admins(conn, self.admin_profiles, self.now)
                 .await?
@@ -202,7 +205,7 @@ impl<'a> AdminGuard<'a> {
 }
 
 fn status_changes(
-    rows: &[SqliteRow],
+    rows: &[DbRow],
     status: CertStatus,
     at: Option<i64>,
     reason: Option<i64>,
@@ -225,7 +228,7 @@ fn status_changes(
 /// the certificates again (e.g. to a device set before this rule existed). One audit event per
 /// certificate.
 pub(super) async fn set_device_status(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: &str,
     status: DeviceStatus,
     admin_profiles: &[String],
@@ -233,7 +236,7 @@ pub(super) async fn set_device_status(
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
-    let row = sqlx::query("SELECT status FROM devices WHERE id = ?1")
+    let row = sqlx::query("SELECT status FROM devices WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -246,7 +249,7 @@ pub(super) async fn set_device_status(
         )));
     }
     let guard = AdminGuard::before(conn, admin_profiles, at).await?;
-    sqlx::query("UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3")
+    sqlx::query("UPDATE devices SET status = $1, updated_at = $2 WHERE id = $3")
         .bind(status.as_str())
         .bind(at)
         .bind(id)
@@ -255,9 +258,9 @@ pub(super) async fn set_device_status(
     let (changed, action, reason) = match status {
         DeviceStatus::Suspended => {
             let rows = sqlx::query(
-                "UPDATE certificates SET status = 'suspended', revoked_at = ?1, \
-                 revocation_reason = ?2, device_hold = 1 \
-                 WHERE device_id = ?3 AND status = 'active' AND not_after > ?1 \
+                "UPDATE certificates SET status = 'suspended', revoked_at = $1, \
+                 revocation_reason = $2, device_hold = TRUE \
+                 WHERE device_id = $3 AND status = 'active' AND not_after > $1 \
                  RETURNING serial, issuer_id, not_after",
             )
             .bind(at)
@@ -276,8 +279,8 @@ pub(super) async fn set_device_status(
         DeviceStatus::Active => {
             let rows = sqlx::query(
                 "UPDATE certificates SET status = 'active', revoked_at = NULL, \
-                 revocation_reason = NULL, device_hold = 0 \
-                 WHERE device_id = ?1 AND status = 'suspended' AND device_hold = 1 \
+                 revocation_reason = NULL, device_hold = FALSE \
+                 WHERE device_id = $1 AND status = 'suspended' AND device_hold = TRUE \
                  RETURNING serial, issuer_id, not_after",
             )
             .bind(id)
@@ -291,9 +294,9 @@ pub(super) async fn set_device_status(
         }
         DeviceStatus::Decommissioned => {
             let rows = sqlx::query(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
-                 revocation_reason = ?2, device_hold = 0 \
-                 WHERE device_id = ?3 AND status IN ('active', 'suspended') AND not_after > ?1 \
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, \
+                 revocation_reason = $2, device_hold = FALSE \
+                 WHERE device_id = $3 AND status IN ('active', 'suspended') AND not_after > $1 \
                  RETURNING serial, issuer_id, not_after",
             )
             .bind(at)
@@ -334,28 +337,28 @@ pub(super) async fn set_device_status(
     Ok(WriteOutput::StatusChanged(changed))
 }
 
-/// The condition on a device's certificates (`?1` device, `?2` its re-admission time or
+/// The condition on a device's certificates (`$1` device, `$2` its re-admission time or
 /// NULL) that keeps its IDevID out: revoked at or after the re-admission (times are in
 /// seconds: a revocation in the same second counts, fail-closed), unless it was a routine
 /// replacement: reason superseded (4) with the certificate that replaced it recorded. An
 /// admin's revocation with reason superseded records none and counts like any other.
 macro_rules! revoked_since_readmission {
     () => {
-        "device_id = ?1 AND status = 'revoked' \
-         AND NOT (IFNULL(revocation_reason, 0) = 4 AND superseded_by IS NOT NULL) \
-         AND revoked_at >= IFNULL(?2, revoked_at)"
+        "device_id = $1 AND status = 'revoked' \
+         AND NOT (COALESCE(revocation_reason, 0) = 4 AND superseded_by IS NOT NULL) \
+         AND revoked_at >= COALESCE($2, revoked_at)"
     };
 }
 
 /// Re-admits a device: active again if decommissioned, and its IDevID may enroll again.
 pub(super) async fn readmit_device(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: &str,
     at: i64,
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
-    let row = sqlx::query("SELECT status FROM devices WHERE id = ?1")
+    let row = sqlx::query("SELECT status FROM devices WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -390,7 +393,7 @@ pub(super) async fn readmit_device(
     ))
     .bind(id)
     .bind(
-        sqlx::query_scalar::<_, Option<i64>>("SELECT readmitted_at FROM devices WHERE id = ?1")
+        sqlx::query_scalar::<_, Option<i64>>("SELECT readmitted_at FROM devices WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *conn)
             .await?,
@@ -398,7 +401,7 @@ pub(super) async fn readmit_device(
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE devices SET status = 'active', readmitted_at = ?1, updated_at = ?1 WHERE id = ?2",
+        "UPDATE devices SET status = 'active', readmitted_at = $1, updated_at = $1 WHERE id = $2",
     )
     .bind(at)
     .bind(id)
@@ -433,12 +436,12 @@ fn reason_name(code: Option<i64>) -> &'static str {
 /// superseded) since its last re-admission, or has one on hold: the birth certificate must
 /// not undo a revocation or bypass a hold.
 pub(super) async fn check_idevid_admission(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
     let readmitted: Option<i64> =
-        sqlx::query_scalar("SELECT readmitted_at FROM devices WHERE id = ?1")
+        sqlx::query_scalar("SELECT readmitted_at FROM devices WHERE id = $1")
             .bind(device_id)
             .fetch_optional(&mut *conn)
             .await?
@@ -467,8 +470,8 @@ pub(super) async fn check_idevid_admission(
         )));
     }
     let held: Option<String> = sqlx::query_scalar(
-        "SELECT serial FROM certificates WHERE device_id = ?1 AND status = 'suspended' \
-         AND not_after > ?2 ORDER BY seq DESC LIMIT 1",
+        "SELECT serial FROM certificates WHERE device_id = $1 AND status = 'suspended' \
+         AND not_after > $2 ORDER BY seq DESC LIMIT 1",
     )
     .bind(device_id)
     .bind(now)

@@ -1,4 +1,4 @@
-//! The [`Store`] methods on SQLite: reads query the pool (`reads`); each write becomes one
+//! The [`Store`] methods of both backends: reads query the pool (`reads`); each write becomes one
 //! writer op (several in a [`WriteOp::All`] for the composites), and its output the typed result.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::writer::{WriteOp, WriteOutput};
-use super::{SqliteStore, lifecycle, reads};
+use super::{SqlStore, lifecycle, reads};
 use crate::audit::AuditEvent;
 use crate::store::interface::{
     CertificateStatusUpdate, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord, IssuanceRule,
@@ -21,7 +21,7 @@ use crate::store::{
 };
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     fn status_changes(&self) -> broadcast::Receiver<Arc<Vec<RevocationStatus>>> {
         self.feed.subscribe()
     }
@@ -191,7 +191,8 @@ impl Store for SqliteStore {
             at,
             actor,
         } = initial;
-        let mut ops = Vec::with_capacity(2 + certificates.len());
+        let mut ops = Vec::with_capacity(3 + certificates.len());
+        ops.push(WriteOp::ExpectNoIssuers);
         for issuer in [root, issuing] {
             ops.push(WriteOp::AddIssuer {
                 issuer,

@@ -2,8 +2,8 @@
 //! Each request runs in its own savepoint, so one failing request (a duplicate, a conflict)
 //! rolls back only itself; the batch commits once and every caller is answered after the commit.
 
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Acquire, Connection, SqliteConnection};
+use super::{Conn, Pool, begin_write};
+use sqlx::Acquire;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -17,7 +17,7 @@ use crate::store::{
 };
 
 /// A state change: the writer's message, one per typed write of
-/// [`crate::store::interface::Store`] (private to the SQLite store). Every variant writes its
+/// [`crate::store::interface::Store`] (private to the store). Every variant writes its
 /// audit event(s) in the same transaction.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -79,6 +79,9 @@ pub enum WriteOp {
         /// Unix seconds.
         at: i64,
     },
+    /// Refuse the write (all of a [`WriteOp::All`]) when any issuer is recorded: the first
+    /// hierarchy of a database, against two `init`s racing on one shared database.
+    ExpectNoIssuers,
     /// Record a CA certificate.
     AddIssuer {
         /// The issuer.
@@ -266,7 +269,7 @@ fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {
 }
 
 pub(super) async fn run(
-    pool: SqlitePool,
+    pool: Pool,
     mut rx: mpsc::Receiver<Request>,
     max_batch: usize,
     feed: StatusFeed,
@@ -313,14 +316,14 @@ pub(super) async fn run(
 }
 
 async fn commit_batch(
-    pool: &SqlitePool,
+    pool: &Pool,
     batch: &[Request],
 ) -> Result<Vec<Result<WriteOutput, StoreError>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
-    let mut tx = Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-    // The chain head is read under the write lock: another process (`hallmark-ca issuer
-    // rotate`) may have appended events since our last batch.
+    // The dialect's write lock (one writer at a time across processes and replicas) is held
+    // from here to the commit, so the chain head read next is the newest: another process or
+    // replica may have appended events since our last batch.
+    let mut tx = begin_write(&mut conn).await?;
     let mut chain = last_audit_hash(&mut tx).await?;
     let chain = &mut chain;
     let mut results = Vec::with_capacity(batch.len());
@@ -360,7 +363,7 @@ async fn commit_batch(
 }
 
 async fn apply_in_savepoint(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     op: &WriteOp,
     chain: &mut [u8; 32],
 ) -> Result<Result<WriteOutput, StoreError>, sqlx::Error> {

@@ -1,10 +1,10 @@
 //! Device registry writes: registering devices in bulk. (Status changes and re-admission,
 //! which carry over to certificates, are lifecycle rules: see `lifecycle`.)
 
+use super::super::{Conn, Db};
 use std::collections::HashSet;
 
-use sqlx::sqlite::Sqlite;
-use sqlx::{QueryBuilder, Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
 use super::super::writer::WriteOutput;
 use super::audit::audit_many;
@@ -14,7 +14,7 @@ use crate::store::{DeviceStatus, NewDevice, StoreError};
 /// Inserts the devices with one statement; rows colliding with an existing id or serial
 /// number are not inserted and are explained one by one.
 pub(super) async fn register_devices(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     devices: &[NewDevice],
     at: i64,
     actor: &str,
@@ -61,7 +61,7 @@ pub(super) async fn register_devices(
             // Inserted although a repeat: cannot happen (ids are the primary key).
             continue;
         } else {
-            let holder: Option<String> = sqlx::query_scalar("SELECT id FROM devices WHERE id = ?1")
+            let holder: Option<String> = sqlx::query_scalar("SELECT id FROM devices WHERE id = $1")
                 .bind(&d.id)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -95,11 +95,11 @@ pub(crate) enum SkipConflicts {
 /// Inserts active devices (each with its creation time) in one statement; returns the ids
 /// actually inserted.
 pub(crate) async fn insert_devices(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     rows: &[(&NewDevice, i64)],
     skip: SkipConflicts,
 ) -> Result<HashSet<String>, StoreError> {
-    let mut insert = QueryBuilder::<Sqlite>::new(
+    let mut insert = QueryBuilder::<Db>::new(
         "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) ",
     );
     insert.push_values(rows, |mut b, (d, at)| {

@@ -1,7 +1,8 @@
 //! Writes about CAs: adding, retiring and revoking them, their CRL numbers, and storing the CRL
 //! of a root that lists the revoked issuing CAs.
 
-use sqlx::{Row, SqliteConnection};
+use super::super::Conn;
+use sqlx::Row;
 
 use super::super::lifecycle::AdminGuard;
 use super::super::writer::WriteOutput;
@@ -12,6 +13,19 @@ use crate::store::{IssuerRecord, RootCrlRecord, StoreError};
 
 /// What the trigger of migration 0007 says when a certificate of a revoked issuer is inserted.
 const REVOKED_ISSUER_TRIGGER: &str = "the issuing CA is revoked";
+
+/// Refuses with [`StoreError::Conflict`] when any issuer is recorded.
+pub(super) async fn expect_no_issuers(conn: &mut Conn) -> Result<WriteOutput, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issuers")
+        .fetch_one(&mut *conn)
+        .await?;
+    if n > 0 {
+        return Err(StoreError::Conflict(
+            "the database holds a CA already; nothing was recorded".into(),
+        ));
+    }
+    Ok(WriteOutput::Done)
+}
 
 /// The refusal of the revoked-issuer trigger, as a conflict a caller can act on; `None` for
 /// any other error.
@@ -29,7 +43,7 @@ pub(super) fn revoked_issuer(e: &sqlx::Error, issuer_id: &str) -> Option<StoreEr
 
 /// Records a CA certificate.
 pub(super) async fn add_issuer(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     issuer: &IssuerRecord,
     at: i64,
     actor: &str,
@@ -37,7 +51,7 @@ pub(super) async fn add_issuer(
 ) -> Result<WriteOutput, StoreError> {
     sqlx::query(
         "INSERT INTO issuers (id, kind, subject, cert_der, not_before, not_after, status, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&issuer.id)
     .bind(issuer.kind.as_str())
@@ -63,14 +77,14 @@ pub(super) async fn add_issuer(
 
 /// Stops an issuing CA from signing; it stays valid (and publishes CRLs) until it expires.
 pub(super) async fn retire_issuer(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: &str,
     at: i64,
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
     let done = sqlx::query(
-        "UPDATE issuers SET status = 'retired' WHERE id = ?1 AND kind = 'issuing' AND status = 'active'",
+        "UPDATE issuers SET status = 'retired' WHERE id = $1 AND kind = 'issuing' AND status = 'active'",
     )
     .bind(id)
     .execute(&mut *conn)
@@ -87,13 +101,13 @@ pub(super) async fn retire_issuer(
 
 /// Takes the next CRL number of an issuer (strictly increasing, across restarts).
 pub(super) async fn next_crl_number(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     issuer_id: &str,
     at: i64,
 ) -> Result<WriteOutput, StoreError> {
     let n: i64 = sqlx::query_scalar(
-        "INSERT INTO crl_state (issuer_id, crl_number, updated_at) VALUES (?1, 1, ?2) \
-         ON CONFLICT (issuer_id) DO UPDATE SET crl_number = crl_number + 1, updated_at = ?2 \
+        "INSERT INTO crl_state (issuer_id, crl_number, updated_at) VALUES ($1, 1, $2) \
+         ON CONFLICT (issuer_id) DO UPDATE SET crl_number = crl_state.crl_number + 1, updated_at = $2 \
          RETURNING crl_number",
     )
     .bind(issuer_id)
@@ -106,7 +120,7 @@ pub(super) async fn next_crl_number(
 /// Revokes the retired issuing CA `id` (see [`crate::store::WriteOp::RevokeIssuer`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn revoke_issuer(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: &str,
     reason: Option<i64>,
     admin_profiles: &[String],
@@ -115,7 +129,7 @@ pub(super) async fn revoke_issuer(
     details: &serde_json::Value,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
-    let row = sqlx::query("SELECT kind, status, revoked_at FROM issuers WHERE id = ?1")
+    let row = sqlx::query("SELECT kind, status, revoked_at FROM issuers WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -139,7 +153,7 @@ pub(super) async fn revoke_issuer(
         )));
     }
     let guard = AdminGuard::before(conn, admin_profiles, at).await?;
-    sqlx::query("UPDATE issuers SET revoked_at = ?1, revocation_reason = ?2 WHERE id = ?3")
+    sqlx::query("UPDATE issuers SET revoked_at = $1, revocation_reason = $2 WHERE id = $3")
         .bind(at)
         .bind(reason)
         .bind(id)
@@ -162,7 +176,7 @@ pub(super) async fn revoke_issuer(
 /// Stores `crl` as the CRL root `crl.issuer_id` publishes (see
 /// [`crate::store::WriteOp::StoreRootCrl`]).
 pub(super) async fn store_root_crl(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     crl: &RootCrlRecord,
     revoked_issuers: &[String],
     chain: &mut [u8; 32],
@@ -181,7 +195,7 @@ pub(super) async fn store_root_crl(
     }
     let stored = sqlx::query(
         "INSERT INTO root_crls (issuer_id, crl_number, this_update, next_update, entries, der, \
-         signed_at, signed_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         signed_at, signed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (issuer_id) DO UPDATE SET crl_number = excluded.crl_number, \
          this_update = excluded.this_update, next_update = excluded.next_update, \
          entries = excluded.entries, der = excluded.der, signed_at = excluded.signed_at, \

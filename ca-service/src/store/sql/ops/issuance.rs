@@ -1,7 +1,8 @@
 //! Recording issued certificates: plain, replacing a device's others, consuming an enrollment
 //! token, or under the renewal and IDevID interval rules.
 
-use sqlx::{Row, SqliteConnection};
+use super::super::Conn;
+use sqlx::Row;
 
 use super::super::lifecycle::check_idevid_admission;
 use super::super::writer::WriteOutput;
@@ -94,7 +95,7 @@ pub(crate) fn device_registered_event(claim: &DeviceClaim, at: i64, actor: &str)
 
 /// Records an issued certificate, registering its device if it is new.
 pub(super) async fn issue(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     device: &DeviceClaim,
     cert: &NewCertificate,
     actor: &str,
@@ -111,7 +112,7 @@ pub(super) async fn issue(
 /// Records an issued certificate and revokes (reason superseded) the device's other unexpired
 /// active or held certificates, atomically: a re-provisioned device keeps exactly one.
 pub(super) async fn issue_replacing(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     device: &DeviceClaim,
     cert: &NewCertificate,
     actor: &str,
@@ -121,10 +122,10 @@ pub(super) async fn issue_replacing(
     const SUPERSEDED: i64 = 4;
     let at = cert.issued_at;
     let rows = sqlx::query(
-        "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
-         revocation_reason = ?2, superseded_by = ?3 \
-         WHERE device_id = ?4 AND serial <> ?3 AND status IN ('active', 'suspended') \
-         AND not_after > ?1 RETURNING serial, issuer_id, not_after",
+        "UPDATE certificates SET status = 'revoked', revoked_at = $1, \
+         revocation_reason = $2, superseded_by = $3 \
+         WHERE device_id = $4 AND serial <> $3 AND status IN ('active', 'suspended') \
+         AND not_after > $1 RETURNING serial, issuer_id, not_after",
     )
     .bind(at)
     .bind(SUPERSEDED)
@@ -165,7 +166,7 @@ pub(super) async fn issue_replacing(
 /// Consumes a one-time enrollment token and records the certificate it bought, atomically: a
 /// token that is used, revoked or expired by now fails the whole write.
 pub(super) async fn enroll(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     token_hash: &[u8],
     device: &DeviceClaim,
     cert: &NewCertificate,
@@ -173,9 +174,9 @@ pub(super) async fn enroll(
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
     let used = sqlx::query(
-        "UPDATE enrollment_tokens SET used_at = ?1 \
-         WHERE hash = ?2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1 \
-         AND device_id = ?3",
+        "UPDATE enrollment_tokens SET used_at = $1 \
+         WHERE hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+         AND device_id = $3",
     )
     .bind(cert.issued_at)
     .bind(token_hash)
@@ -208,7 +209,7 @@ pub(super) struct IssueLimited<'a> {
 /// the renewed certificate superseded; with `key_compromise` it revokes it instead, together
 /// with a successor of it that never authenticated (the exposed key could have minted it).
 pub(super) async fn issue_limited(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     op: IssueLimited<'_>,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
@@ -228,7 +229,7 @@ pub(super) async fn issue_limited(
     let mut exposed: Vec<&str> = Vec::new();
     let mut unused_successor: Option<String> = None;
     if let Some(old_serial) = supersedes {
-        let old = sqlx::query("SELECT status, superseded_by FROM certificates WHERE serial = ?1")
+        let old = sqlx::query("SELECT status, superseded_by FROM certificates WHERE serial = $1")
             .bind(old_serial)
             .fetch_optional(&mut *conn)
             .await?
@@ -241,7 +242,7 @@ pub(super) async fn issue_limited(
         let successor: Option<String> = old.get("superseded_by");
         if let Some(successor) = successor {
             let used: Option<i64> = sqlx::query_scalar(
-                "SELECT first_authenticated_at FROM certificates WHERE serial = ?1",
+                "SELECT first_authenticated_at FROM certificates WHERE serial = $1",
             )
             .bind(&successor)
             .fetch_optional(&mut *conn)
@@ -267,8 +268,8 @@ pub(super) async fn issue_limited(
         // Exempt from the interval once: a second key-compromise renewal within it is refused,
         // so a stolen key cannot mint in a loop by claiming exposure.
         let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(revoked_at) FROM certificates WHERE device_id = ?1 \
-             AND revocation_reason = ?2 AND superseded_by IS NOT NULL",
+            "SELECT MAX(revoked_at) FROM certificates WHERE device_id = $1 \
+             AND revocation_reason = $2 AND superseded_by IS NOT NULL",
         )
         .bind(&device.id)
         .bind(KEY_COMPROMISE)
@@ -289,7 +290,7 @@ pub(super) async fn issue_limited(
         }
     } else {
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = ?1")
+            sqlx::query_scalar("SELECT MAX(issued_at) FROM certificates WHERE device_id = $1")
                 .bind(&device.id)
                 .fetch_one(&mut *conn)
                 .await?;
@@ -318,7 +319,7 @@ pub(super) async fn issue_limited(
     let mut mark = vec![old_serial];
     mark.extend(unused_successor.as_deref());
     for serial in &mark {
-        sqlx::query("UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2")
+        sqlx::query("UPDATE certificates SET superseded_by = $1 WHERE serial = $2")
             .bind(&cert.serial)
             .bind(serial)
             .execute(&mut *conn)
@@ -335,8 +336,8 @@ pub(super) async fn issue_limited(
     let mut revoked = Vec::new();
     for serial in exposed {
         let row = sqlx::query(
-            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
-             WHERE serial = ?3 AND status IN ('active', 'suspended') \
+            "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
+             WHERE serial = $3 AND status IN ('active', 'suspended') \
              RETURNING serial, issuer_id, not_after",
         )
         .bind(now)
@@ -370,14 +371,14 @@ pub(super) async fn issue_limited(
 
 /// Registers the device if new; otherwise checks it is active and matches zone and profile.
 async fn claim_device(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     claim: &DeviceClaim,
     now: i64,
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<bool, StoreError> {
     let existing = sqlx::query(
-        "SELECT zone, profile, status, serial_number, manufacturer FROM devices WHERE id = ?1",
+        "SELECT zone, profile, status, serial_number, manufacturer FROM devices WHERE id = $1",
     )
     .bind(&claim.id)
     .fetch_optional(&mut *conn)
@@ -399,7 +400,7 @@ async fn claim_device(
             && let Some(m) = &claim.manufacturer
         {
             // First IDevID enrollment of a device registered without its manufacturer.
-            sqlx::query("UPDATE devices SET manufacturer = ?1, updated_at = ?2 WHERE id = ?3")
+            sqlx::query("UPDATE devices SET manufacturer = $1, updated_at = $2 WHERE id = $3")
                 .bind(m)
                 .bind(now)
                 .bind(&claim.id)
@@ -410,7 +411,7 @@ async fn claim_device(
     }
     sqlx::query(
         "INSERT INTO devices (id, zone, lot, profile, model, serial_number, manufacturer, status, created_at, updated_at) \
-         VALUES (?1, ?2, NULL, ?3, NULL, ?4, ?6, 'active', ?5, ?5)",
+         VALUES ($1, $2, NULL, $3, NULL, $4, $6, 'active', $5, $5)",
     )
     .bind(&claim.id)
     .bind(&claim.zone)
@@ -433,7 +434,7 @@ async fn claim_device(
 }
 
 async fn insert_certificate(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     device: &DeviceClaim,
     c: &NewCertificate,
 ) -> Result<(), StoreError> {
@@ -441,7 +442,7 @@ async fn insert_certificate(
     sqlx::query(
         "INSERT INTO certificates (serial, device_id, profile, zone, issuer_id, subject, not_before, \
          not_after, status, revoked_at, revocation_reason, scope, requested_by, spki_sha256, der, issued_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', NULL, NULL, ?9, ?10, ?11, ?12, ?13)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', NULL, NULL, $9, $10, $11, $12, $13)",
     )
     .bind(&c.serial)
     .bind(&device.id)

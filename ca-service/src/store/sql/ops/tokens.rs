@@ -1,7 +1,6 @@
 //! Enrollment tokens: storing one (its hash) and revoking a device's unused ones.
 
-use sqlx::SqliteConnection;
-
+use super::super::Conn;
 use super::super::writer::WriteOutput;
 use super::audit::audit;
 use crate::audit::AuditEvent;
@@ -9,13 +8,13 @@ use crate::store::{StoreError, TokenRecord};
 
 /// Stores a new enrollment token (its hash).
 pub(super) async fn create_token(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     token: &TokenRecord,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
     sqlx::query(
         "INSERT INTO enrollment_tokens (hash, device_id, profile, expires_at, created_at, created_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(token.hash.as_slice())
     .bind(&token.device_id)
@@ -39,15 +38,15 @@ pub(super) async fn create_token(
 
 /// Revokes every unused token of a device.
 pub(super) async fn revoke_tokens(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     device_id: &str,
     at: i64,
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
     let done = sqlx::query(
-        "UPDATE enrollment_tokens SET revoked_at = ?1 \
-         WHERE device_id = ?2 AND used_at IS NULL AND revoked_at IS NULL",
+        "UPDATE enrollment_tokens SET revoked_at = $1 \
+         WHERE device_id = $2 AND used_at IS NULL AND revoked_at IS NULL",
     )
     .bind(at)
     .bind(device_id)

@@ -1,8 +1,8 @@
 //! Certificate status changes: by selector (revoke, suspend, resume), one certificate set
 //! directly, and the first authentication of a certificate.
 
-use sqlx::sqlite::Sqlite;
-use sqlx::{QueryBuilder, Row, SqliteConnection};
+use super::super::{Conn, Db};
+use sqlx::{QueryBuilder, Row};
 
 use super::super::lifecycle::{AdminGuard, select_for_change};
 use super::super::writer::WriteOutput;
@@ -15,13 +15,13 @@ use crate::store::{
 /// Notes that a certificate authenticated a call for the first time (no audit event: it
 /// observes use and changes no status; see docs/decisions.md).
 pub(super) async fn mark_authenticated(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     serial: &str,
     at: i64,
 ) -> Result<WriteOutput, StoreError> {
     sqlx::query(
-        "UPDATE certificates SET first_authenticated_at = ?2 \
-         WHERE serial = ?1 AND first_authenticated_at IS NULL",
+        "UPDATE certificates SET first_authenticated_at = $2 \
+         WHERE serial = $1 AND first_authenticated_at IS NULL",
     )
     .bind(serial)
     .bind(at)
@@ -34,7 +34,7 @@ pub(super) async fn mark_authenticated(
 /// leaving out what `operators` and device holds leave out; refused whole if it takes the last
 /// valid admin credential.
 pub(super) async fn change_status(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     selector: &CertSelector,
     change: StatusChange,
     operators: &Operators,
@@ -63,7 +63,7 @@ pub(super) async fn change_status(
         })
         .collect();
     for chunk in serials.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE certificates SET status = ");
+        let mut q = QueryBuilder::<Db>::new("UPDATE certificates SET status = ");
         q.push_bind(change.to_status().as_str())
             .push(", revoked_at = ")
             .push_bind(revoked_at)
@@ -96,7 +96,7 @@ pub(super) async fn change_status(
 
 /// Changes one certificate's status (revoke, suspend, resume); a revoked one stays revoked.
 pub(super) async fn set_certificate_status(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     serial: &str,
     status: CertStatus,
     reason: Option<i64>,
@@ -109,8 +109,8 @@ pub(super) async fn set_certificate_status(
         _ => (Some(at), reason),
     };
     let row = sqlx::query(
-        "UPDATE certificates SET status = ?1, revoked_at = ?2, revocation_reason = ?3 \
-         WHERE serial = ?4 AND status <> 'revoked' RETURNING serial, issuer_id, not_after",
+        "UPDATE certificates SET status = $1, revoked_at = $2, revocation_reason = $3 \
+         WHERE serial = $4 AND status <> 'revoked' RETURNING serial, issuer_id, not_after",
     )
     .bind(status.as_str())
     .bind(revoked_at)

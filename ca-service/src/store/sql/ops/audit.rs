@@ -1,13 +1,13 @@
 //! The audit chain: appending events, one or many, each hashed onto the one before.
 
-use sqlx::sqlite::Sqlite;
-use sqlx::{QueryBuilder, Row, SqliteConnection};
+use super::super::{Conn, Db};
+use sqlx::{QueryBuilder, Row};
 
 use crate::audit::{AuditEvent, GENESIS_HASH};
 use crate::store::StoreError;
 
 /// The hash of the newest audit event (the chain head), or the genesis hash of an empty chain.
-pub(crate) async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 32], sqlx::Error> {
+pub(crate) async fn last_audit_hash(conn: &mut Conn) -> Result<[u8; 32], sqlx::Error> {
     let row = sqlx::query("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
@@ -27,7 +27,7 @@ pub(crate) async fn last_audit_hash(conn: &mut SqliteConnection) -> Result<[u8; 
 
 /// Appends events to the chain with one statement.
 pub(crate) async fn audit_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     events: Vec<AuditEvent>,
     chain: &mut [u8; 32],
 ) -> Result<(), StoreError> {
@@ -40,7 +40,7 @@ pub(crate) async fn audit_many(
         rows.push((e, *chain, hash));
         *chain = hash;
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
+    let mut q = QueryBuilder::<Db>::new(
         "INSERT INTO audit_events (at, actor, action, target, details, prev_hash, hash) ",
     );
     q.push_values(&rows, |mut b, (e, prev, hash)| {
@@ -58,14 +58,14 @@ pub(crate) async fn audit_many(
 
 /// Appends one event to the chain.
 pub(crate) async fn audit(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     event: &AuditEvent,
     chain: &mut [u8; 32],
 ) -> Result<(), StoreError> {
     let hash = event.chain_hash(chain);
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, target, details, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(event.at)
     .bind(&event.actor)

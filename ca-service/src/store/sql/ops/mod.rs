@@ -9,8 +9,7 @@ mod manufacturers;
 mod status;
 mod tokens;
 
-use sqlx::SqliteConnection;
-
+use super::Conn;
 use super::lifecycle::{readmit_device, set_device_status};
 use super::writer::{WriteOp, WriteOutput};
 use crate::store::StoreError;
@@ -21,7 +20,7 @@ pub(crate) use issuance::{check_claim, device_registered_event, issued_event, sc
 
 /// Applies one write inside the caller's savepoint.
 pub(super) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     op: &WriteOp,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
@@ -80,6 +79,7 @@ pub(super) async fn apply(
         } => {
             status::set_certificate_status(conn, serial, *status, *reason, *at, actor, chain).await
         }
+        WriteOp::ExpectNoIssuers => issuers::expect_no_issuers(conn).await,
         WriteOp::AddIssuer { issuer, at, actor } => {
             issuers::add_issuer(conn, issuer, *at, actor, chain).await
         }
@@ -144,7 +144,7 @@ pub(super) async fn apply(
 
 /// Several writes, all or nothing (the caller's savepoint); no nesting.
 async fn all(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     ops: &[WriteOp],
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {

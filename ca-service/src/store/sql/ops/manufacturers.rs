@@ -1,7 +1,6 @@
 //! Manufacturer CAs, whose IDevIDs enroll devices.
 
-use sqlx::SqliteConnection;
-
+use super::super::Conn;
 use super::super::writer::WriteOutput;
 use super::audit::audit;
 use super::unique_or;
@@ -10,14 +9,14 @@ use crate::store::{ManufacturerCaRecord, StoreError};
 
 /// Registers a manufacturer CA.
 pub(super) async fn add_manufacturer_ca(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     record: &ManufacturerCaRecord,
     actor: &str,
     chain: &mut [u8; 32],
 ) -> Result<WriteOutput, StoreError> {
     sqlx::query(
         "INSERT INTO manufacturer_cas (id, name, cert_der, zone, profile, auto_register, created_at, subject, not_after) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&record.id)
     .bind(&record.name)

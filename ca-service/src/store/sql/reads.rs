@@ -1,7 +1,7 @@
 //! Reads: plain queries on the pool, outside the writer (WAL readers do not wait for it).
 
+use super::Pool;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
 use super::rows::{cert_columns, cert_from_row, device_columns, device_from_row};
 use crate::audit::AuditEvent;
@@ -12,13 +12,13 @@ use crate::store::{
 };
 
 /// Checks that the database answers.
-pub(super) async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+pub(super) async fn ping(pool: &Pool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
 
 /// All issuers, roots first, oldest first.
-pub(super) async fn issuers(pool: &SqlitePool) -> Result<Vec<IssuerRecord>, StoreError> {
+pub(super) async fn issuers(pool: &Pool) -> Result<Vec<IssuerRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, kind, subject, cert_der, not_before, not_after, status, revoked_at, \
          revocation_reason FROM issuers ORDER BY kind DESC, created_at, id",
@@ -47,12 +47,12 @@ pub(super) async fn issuers(pool: &SqlitePool) -> Result<Vec<IssuerRecord>, Stor
 
 /// The newest stored CRL of root `issuer_id`, if it has one.
 pub(super) async fn root_crl(
-    pool: &SqlitePool,
+    pool: &Pool,
     issuer_id: &str,
 ) -> Result<Option<RootCrlRecord>, StoreError> {
     let row = sqlx::query(
         "SELECT issuer_id, crl_number, this_update, next_update, entries, der, signed_at, \
-         signed_by FROM root_crls WHERE issuer_id = ?1",
+         signed_by FROM root_crls WHERE issuer_id = $1",
     )
     .bind(issuer_id)
     .fetch_optional(pool)
@@ -71,7 +71,7 @@ pub(super) async fn root_crl(
 
 /// `(root id, CRL number)` of every stored root CRL: what a serving CA polls to notice a
 /// root CRL signed by another process.
-pub(super) async fn root_crl_numbers(pool: &SqlitePool) -> Result<Vec<(String, u64)>, StoreError> {
+pub(super) async fn root_crl_numbers(pool: &Pool) -> Result<Vec<(String, u64)>, StoreError> {
     let rows = sqlx::query("SELECT issuer_id, crl_number FROM root_crls ORDER BY issuer_id")
         .fetch_all(pool)
         .await?;
@@ -83,13 +83,13 @@ pub(super) async fn root_crl_numbers(pool: &SqlitePool) -> Result<Vec<(String, u
 
 /// How many certificates of issuer `issuer_id` are active and unexpired at `now`.
 pub(super) async fn valid_certificates_of(
-    pool: &SqlitePool,
+    pool: &Pool,
     issuer_id: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND status = 'active' \
-         AND not_after > ?2",
+        "SELECT COUNT(*) FROM certificates WHERE issuer_id = $1 AND status = 'active' \
+         AND not_after > $2",
     )
     .bind(issuer_id)
     .bind(now)
@@ -98,14 +98,11 @@ pub(super) async fn valid_certificates_of(
 }
 
 /// One device.
-pub(super) async fn device(
-    pool: &SqlitePool,
-    id: &str,
-) -> Result<Option<DeviceRecord>, StoreError> {
+pub(super) async fn device(pool: &Pool, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         device_columns!(),
-        " FROM devices WHERE id = ?1"
+        " FROM devices WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
@@ -116,14 +113,14 @@ pub(super) async fn device(
 /// The device with this serial number of this manufacturer, or else one registered with
 /// this serial number and no manufacturer yet.
 pub(super) async fn device_by_serial_number(
-    pool: &SqlitePool,
+    pool: &Pool,
     serial_number: &str,
     manufacturer: &str,
 ) -> Result<Option<DeviceRecord>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         device_columns!(),
-        " FROM devices WHERE serial_number = ?1 AND (manufacturer = ?2 OR manufacturer IS NULL) \
+        " FROM devices WHERE serial_number = $1 AND (manufacturer = $2 OR manufacturer IS NULL) \
           ORDER BY manufacturer IS NULL LIMIT 1"
     ))
     .bind(serial_number)
@@ -135,7 +132,7 @@ pub(super) async fn device_by_serial_number(
 
 /// Devices matching `filter`, ordered by id, after id `after`, at most `limit`.
 pub(super) async fn list_devices(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &DeviceFilter,
     after: &str,
     limit: u32,
@@ -143,10 +140,10 @@ pub(super) async fn list_devices(
     let rows = sqlx::query(concat!(
         "SELECT ",
         device_columns!(),
-        " FROM devices WHERE id > ?1 \
-          AND (?2 IS NULL OR zone = ?2) AND (?3 IS NULL OR profile = ?3) \
-          AND (?4 IS NULL OR lot = ?4) AND (?5 IS NULL OR status = ?5) \
-          ORDER BY id LIMIT ?6"
+        " FROM devices WHERE id > $1 \
+          AND ($2 IS NULL OR zone = $2) AND ($3 IS NULL OR profile = $3) \
+          AND ($4 IS NULL OR lot = $4) AND ($5 IS NULL OR status = $5) \
+          ORDER BY id LIMIT $6"
     ))
     .bind(after)
     .bind(filter.zone.as_deref())
@@ -167,13 +164,10 @@ pub(super) async fn list_devices(
 }
 
 /// The enrollment token with this hash.
-pub(super) async fn token(
-    pool: &SqlitePool,
-    hash: &[u8],
-) -> Result<Option<TokenRecord>, StoreError> {
+pub(super) async fn token(pool: &Pool, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
     let row = sqlx::query(
         "SELECT hash, device_id, profile, expires_at, created_at, created_by, used_at, revoked_at \
-         FROM enrollment_tokens WHERE hash = ?1",
+         FROM enrollment_tokens WHERE hash = $1",
     )
     .bind(hash)
     .fetch_optional(pool)
@@ -191,9 +185,7 @@ pub(super) async fn token(
 }
 
 /// All manufacturer CAs, by name.
-pub(super) async fn manufacturer_cas(
-    pool: &SqlitePool,
-) -> Result<Vec<ManufacturerCaRecord>, StoreError> {
+pub(super) async fn manufacturer_cas(pool: &Pool) -> Result<Vec<ManufacturerCaRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, name, cert_der, zone, profile, auto_register, subject, not_after, created_at \
          FROM manufacturer_cas ORDER BY name",
@@ -218,13 +210,13 @@ pub(super) async fn manufacturer_cas(
 
 /// One certificate by serial (hex, any case).
 pub(super) async fn certificate(
-    pool: &SqlitePool,
+    pool: &Pool,
     serial: &str,
 ) -> Result<Option<CertificateRecord>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         cert_columns!(),
-        " FROM certificates WHERE serial = ?1"
+        " FROM certificates WHERE serial = $1"
     ))
     .bind(serial.to_ascii_lowercase())
     .fetch_optional(pool)
@@ -235,7 +227,7 @@ pub(super) async fn certificate(
 /// The certificate with this serial, the registry status of its device and whether its
 /// issuing CA is revoked, in one query (the per-call caller check).
 pub(super) async fn certificate_of_caller(
-    pool: &SqlitePool,
+    pool: &Pool,
     serial: &str,
 ) -> Result<Option<CallerCertificate>, StoreError> {
     let row = sqlx::query(concat!(
@@ -243,7 +235,7 @@ pub(super) async fn certificate_of_caller(
         cert_columns!(),
         ", (SELECT status FROM devices WHERE devices.id = certificates.device_id) AS device_status, \
          (SELECT revoked_at FROM issuers WHERE issuers.id = certificates.issuer_id) AS issuer_revoked_at \
-         FROM certificates WHERE serial = ?1"
+         FROM certificates WHERE serial = $1"
     ))
     .bind(serial.to_ascii_lowercase())
     .fetch_optional(pool)
@@ -267,13 +259,13 @@ pub(super) async fn certificate_of_caller(
 
 /// Entries of issuer `issuer_id`'s CRL: revoked or held certificates not yet expired.
 pub(super) async fn revocation_entries(
-    pool: &SqlitePool,
+    pool: &Pool,
     issuer_id: &str,
     now: i64,
 ) -> Result<Vec<RevocationStatus>, StoreError> {
     let rows = sqlx::query(
         "SELECT serial, not_after, status, revoked_at, revocation_reason FROM certificates \
-         WHERE issuer_id = ?1 AND status IN ('revoked', 'suspended') AND not_after > ?2 \
+         WHERE issuer_id = $1 AND status IN ('revoked', 'suspended') AND not_after > $2 \
          ORDER BY seq",
     )
     .bind(issuer_id)
@@ -295,7 +287,7 @@ pub(super) async fn revocation_entries(
 
 /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
 pub(super) async fn list_certificates(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &CertFilter,
     after: i64,
     limit: u32,
@@ -303,13 +295,15 @@ pub(super) async fn list_certificates(
     let rows = sqlx::query(concat!(
         "SELECT ",
         cert_columns!(),
-        " FROM certificates WHERE seq > ?1 \
-          AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR profile = ?3) \
-          AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR issuer_id = ?5) \
-          AND (?7 IS NULL OR (status = 'active' AND not_after > ?7 AND not_after <= ?8)) \
-          AND (?9 IS NULL OR serial IN (SELECT value FROM json_each(?9))) \
-          AND (?10 IS NULL OR (superseded_by IS NOT NULL) = ?10) \
-          ORDER BY seq LIMIT ?6"
+        " FROM certificates WHERE seq > $1 \
+          AND ($2 IS NULL OR device_id = $2) AND ($3 IS NULL OR profile = $3) \
+          AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR issuer_id = $5) \
+          AND ($7 IS NULL OR (status = 'active' AND not_after > $7 AND not_after <= $8)) \
+          AND ($9 IS NULL OR serial IN (",
+        json_values!("$9"),
+        ")) \
+          AND ($10 IS NULL OR (superseded_by IS NOT NULL) = $10) \
+          ORDER BY seq LIMIT $6"
     ))
     .bind(after)
     .bind(filter.device_id.as_deref())
@@ -343,13 +337,13 @@ pub(super) async fn list_certificates(
 
 /// Audit events in order, from id `after` on, at most `limit`, with their stored hashes.
 pub(super) async fn audit_events(
-    pool: &SqlitePool,
+    pool: &Pool,
     after: i64,
     limit: u32,
 ) -> Result<Vec<(i64, AuditEvent, Vec<u8>, Vec<u8>)>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, at, actor, action, target, details, prev_hash, hash FROM audit_events \
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
+         WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(after)
     .bind(i64::from(limit))
@@ -375,7 +369,7 @@ pub(super) async fn audit_events(
 }
 
 /// Number of rows in a table, for tests and health figures.
-pub(super) async fn count(pool: &SqlitePool, table: CountedTable) -> Result<i64, StoreError> {
+pub(super) async fn count(pool: &Pool, table: CountedTable) -> Result<i64, StoreError> {
     let sql = match table {
         CountedTable::Certificates => "SELECT COUNT(*) FROM certificates",
         CountedTable::Devices => "SELECT COUNT(*) FROM devices",

@@ -1,7 +1,7 @@
 //! Rows to records: the column lists the reads and writes select, and their mapping.
 
+use super::DbRow;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::store::{CertStatus, CertificateRecord, DeviceRecord, DeviceStatus, Scope, StoreError};
 
@@ -12,7 +12,7 @@ macro_rules! device_columns {
 }
 pub(crate) use device_columns;
 
-pub(crate) fn device_from_row(r: &SqliteRow) -> DeviceRecord {
+pub(crate) fn device_from_row(r: &DbRow) -> DeviceRecord {
     DeviceRecord {
         id: r.get("id"),
         zone: r.get("zone"),
@@ -36,7 +36,7 @@ macro_rules! cert_columns {
 }
 pub(crate) use cert_columns;
 
-pub(crate) fn cert_from_row(r: &SqliteRow) -> Result<CertificateRecord, StoreError> {
+pub(crate) fn cert_from_row(r: &DbRow) -> Result<CertificateRecord, StoreError> {
     let scope: Option<String> = r.get("scope");
     let scope = scope
         .map(|s| serde_json::from_str::<Scope>(&s))

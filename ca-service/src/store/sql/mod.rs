@@ -1,0 +1,69 @@
+//! The SQL both backends run: reads, the group-commit writer and every write, written once in
+//! SQL that SQLite and PostgreSQL both accept (`$n` parameters, `TRUE`/`FALSE`, `COALESCE`,
+//! `RETURNING`, the same column types: see the two schemas). Each backend compiles this module
+//! into itself (`#[path]` in `sqlite/mod.rs` and `postgres/mod.rs`) beside its `dialect`: the
+//! database types, how a write transaction starts (SQLite's write lock, PostgreSQL's advisory
+//! lock that serializes replicas) and the `json_values!` list expansion, the only statements
+//! that differ. Including the source twice, rather than making it generic over
+//! `sqlx::Database`, keeps every query a plain `&'static str` on a concrete connection type.
+
+mod batch;
+pub(super) mod lifecycle;
+mod methods;
+mod ops;
+mod reads;
+mod rows;
+pub(super) mod writer;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub(super) use super::dialect::{Conn, Db, DbRow, Pool, begin_write};
+use crate::store::StoreError;
+use writer::{WriteOp, WriteOutput};
+
+/// Committed batches of status changes a feed subscriber may fall behind by before it is told
+/// it lagged (and must reload).
+const FEED_CAPACITY: usize = 1024;
+
+/// Writes waiting for the writer task before senders wait too.
+const WRITE_QUEUE: usize = 4096;
+
+/// A store on one database: reads query the pool; every write goes through one writer task
+/// that batches concurrent requests into one transaction (group commit). A cheap handle to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(in crate::store) pool: Pool,
+    writer: mpsc::Sender<writer::Request>,
+    feed: writer::StatusFeed,
+}
+
+impl SqlStore {
+    /// Starts the writer task on a migrated `pool`; it batches at most `max_batch` writes per
+    /// transaction.
+    pub(super) fn start(pool: Pool, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        tokio::spawn(writer::run(
+            pool.clone(),
+            rx,
+            max_batch.max(1),
+            feed.clone(),
+        ));
+        Self {
+            pool,
+            writer: tx,
+            feed,
+        }
+    }
+
+    /// Runs `op` in the next group commit and waits until it is durably committed.
+    pub(super) async fn submit(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}

@@ -1,0 +1,314 @@
+//! Several `hallmark-ca` replicas on one PostgreSQL database behave as one CA: concurrent
+//! issuances through both are all recorded with unique serials on one audit chain; one replica
+//! survives the other being killed mid-load; a replica whose database goes away refuses with
+//! UNAVAILABLE (never returning an unrecorded certificate) and recovers by itself.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hallmark_ca::store::{CountedTable, Database, Store};
+use hallmark_proto::v1 as pb;
+use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_tests::fault::CuttingProxy;
+use hallmark_tests::postgres::PgScratch;
+use hallmark_tests::{CaProcess, bin, http_get_raw, p256_csr, s, wait_until};
+use tonic::transport::Channel;
+
+/// `hallmark-ca init` of `dir` on the database at `url`, then a copy of it at `copy`: what an
+/// operator does once, giving every replica the same data dir.
+fn init_shared(dir: &Path, copy: &Path, url: &str) {
+    let out = Command::new(bin("hallmark-ca"))
+        .args(["init", "--data-dir", s(dir), "--database-url", url])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cp = Command::new("cp")
+        .args(["-a", s(dir), s(copy)])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+}
+
+fn issue_request(i: usize, csr: Vec<u8>) -> pb::IssueRequest {
+    pb::IssueRequest {
+        device_id: format!("sensor-{i:05}"),
+        profile: "sensor".into(),
+        zone: "field".into(),
+        csr,
+        lifetime_seconds: 0,
+        scope: None,
+        replace_active: false,
+    }
+}
+
+/// Issues every `(index, csr)` in turn; the serials returned and the first refusal, if any.
+async fn issue_all(
+    mut client: CertificateAuthorityClient<Channel>,
+    work: Vec<(usize, Vec<u8>)>,
+) -> (Vec<String>, Option<tonic::Status>) {
+    let mut serials = Vec::new();
+    for (i, csr) in work {
+        match client.issue(issue_request(i, csr)).await {
+            Ok(r) => serials.push(r.into_inner().certificate.unwrap().serial),
+            Err(status) => return (serials, Some(status)),
+        }
+    }
+    (serials, None)
+}
+
+/// Every serial has its row, the audit chain verifies, and `expected` certificates exist.
+async fn assert_recorded(store: &dyn Store, serials: &[String], expected: i64) {
+    let unique: HashSet<&String> = serials.iter().collect();
+    assert_eq!(unique.len(), serials.len(), "duplicate serials");
+    for serial in serials {
+        assert!(
+            store.certificate(serial).await.unwrap().is_some(),
+            "certificate {serial} was returned without its row"
+        );
+    }
+    assert_eq!(
+        store.count(CountedTable::Certificates).await.unwrap(),
+        expected
+    );
+    let events = store.count(CountedTable::AuditEvents).await.unwrap();
+    assert_eq!(
+        store.verify_audit_chain().await.unwrap(),
+        Ok(events as u64),
+        "the audit chain of both replicas verifies as one"
+    );
+}
+
+const TOTAL: usize = 2000;
+const CLIENTS_PER_REPLICA: usize = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_take_concurrent_issuances_as_one_ca() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url());
+    let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    let b = CaProcess::start(&dir_b, &["--database-url", &db.url()]);
+
+    // CSRs up front, so the clients load the CAs, not their own key generation.
+    let csrs: Vec<Vec<u8>> = (0..TOTAL).map(|i| p256_csr(&format!("s-{i}")).1).collect();
+    let clients = 2 * CLIENTS_PER_REPLICA;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let replica = if c % 2 == 0 { &a } else { &b };
+        let client = CertificateAuthorityClient::new(replica.admin_channel().await);
+        let work: Vec<(usize, Vec<u8>)> = (c..TOTAL)
+            .step_by(clients)
+            .map(|i| (i, csrs[i].clone()))
+            .collect();
+        tasks.push(tokio::spawn(issue_all(client, work)));
+    }
+    let started = Instant::now();
+    let mut serials = Vec::new();
+    for t in tasks {
+        let (got, refused) = t.await.unwrap();
+        assert!(refused.is_none(), "refused: {refused:?}");
+        serials.extend(got);
+    }
+    let took = started.elapsed();
+    println!(
+        "{TOTAL} issuances through 2 replicas on one PostgreSQL: {:.2} s, {:.0}/s",
+        took.as_secs_f64(),
+        TOTAL as f64 / took.as_secs_f64()
+    );
+    assert_eq!(serials.len(), TOTAL);
+    let store = Database::Postgres(db.url()).open(1).await.unwrap();
+    // + the API server certificate and the first admin's, from init.
+    assert_recorded(store.as_ref(), &serials, TOTAL as i64 + 2).await;
+    store.close().await;
+}
+
+/// `/readyz` of a replica: the status line.
+fn readyz(ca: &CaProcess) -> String {
+    let (head, _) = http_get_raw(&ca.http, "/readyz", "");
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_outlives_its_peer_and_its_database_going_away() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url());
+    // Replica B reaches the database through a proxy the test can cut.
+    let proxy = CuttingProxy::start(db.server_addr());
+    let mut a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    let b = CaProcess::start(&dir_b, &["--database-url", &db.url_via(proxy.addr)]);
+
+    // Load on both; A is killed (SIGKILL) a moment in.
+    let csrs: Vec<Vec<u8>> = (0..600).map(|i| p256_csr(&format!("k-{i}")).1).collect();
+    let mut tasks = Vec::new();
+    for (c, replica) in [&a, &a, &b, &b].into_iter().enumerate() {
+        let client = CertificateAuthorityClient::new(replica.admin_channel().await);
+        let work: Vec<(usize, Vec<u8>)> = (c..csrs.len())
+            .step_by(4)
+            .map(|i| (i, csrs[i].clone()))
+            .collect();
+        tasks.push(tokio::spawn(issue_all(client, work)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill_now();
+    let mut serials = Vec::new();
+    for (c, t) in tasks.into_iter().enumerate() {
+        let (got, refused) = t.await.unwrap();
+        if c < 2 {
+            // A's clients lose their connection; what A returned before is recorded.
+            assert!(
+                refused.is_some(),
+                "replica A was killed, yet served everything"
+            );
+        } else {
+            assert!(
+                refused.is_none(),
+                "replica B refused while A died: {refused:?}"
+            );
+            assert_eq!(got.len(), 150);
+        }
+        serials.extend(got);
+    }
+
+    // The database goes away from B: issuance is refused with UNAVAILABLE, readiness fails.
+    let mut client = CertificateAuthorityClient::new(b.admin_channel().await);
+    proxy.cut();
+    let cut_at = Instant::now();
+    let refused = client
+        .issue(issue_request(90_000, p256_csr("cut").1))
+        .await
+        .expect_err("issued without a database");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    println!(
+        "refused {:?} after {:.2} s without a database: {}",
+        refused.code(),
+        cut_at.elapsed().as_secs_f64(),
+        refused.message()
+    );
+    assert!(readyz(&b).contains("503"), "{}", readyz(&b));
+
+    // It comes back: B serves again by itself.
+    proxy.restore();
+    let back = wait_until("replica B is ready again", Duration::from_secs(30), || {
+        readyz(&b).contains("200")
+    });
+    let mut issued_after = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while issued_after.is_none() && Instant::now() < deadline {
+        match client
+            .issue(issue_request(90_001, p256_csr("back").1))
+            .await
+        {
+            Ok(r) => issued_after = Some(r.into_inner().certificate.unwrap().serial),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let serial = issued_after.expect("replica B issues again once the database is back");
+    println!(
+        "ready again {:.2} s after the database returned",
+        back.as_secs_f64()
+    );
+    serials.push(serial);
+    let store = Database::Postgres(db.url()).open(1).await.unwrap();
+    let rows = store.count(CountedTable::Certificates).await.unwrap();
+    // Every returned certificate has its row; rows without an answer (A died between commit
+    // and reply) may exist, never the other way round.
+    assert!(rows >= serials.len() as i64 + 2, "{rows} rows");
+    assert_recorded(store.as_ref(), &serials, rows).await;
+    store.close().await;
+}
+
+/// What a refused `hallmark-ca` command printed.
+fn ca_refused(args: &[&str]) -> String {
+    let out = Command::new(bin("hallmark-ca"))
+        .args(args)
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "hallmark-ca {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// A shared database holds one CA: a second `init`, or a replica started on an empty data dir
+// (which alone would make a hierarchy of its own), is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_database_is_initialised_once() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, copy) = (tmp.path().join("a"), tmp.path().join("copy"));
+    init_shared(&dir_a, &copy, &db.url());
+    let store = Database::Postgres(db.url()).open(1).await.unwrap();
+    let before = (
+        store.issuers().await.unwrap().len(),
+        store.count(CountedTable::AuditEvents).await.unwrap(),
+    );
+
+    let second = tmp.path().join("second");
+    let err = ca_refused(&[
+        "init",
+        "--data-dir",
+        s(&second),
+        "--database-url",
+        &db.url(),
+    ]);
+    assert!(err.contains("holds a CA already"), "{err}");
+    assert!(!second.exists(), "a refused init left {}", second.display());
+
+    let empty = tmp.path().join("empty");
+    let err = ca_refused(&[
+        "serve",
+        "--data-dir",
+        s(&empty),
+        "--database-url",
+        &db.url(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        err.contains("initialised once, with `hallmark-ca init"),
+        "{err}"
+    );
+    assert!(!empty.join("ca").exists());
+
+    let err = ca_refused(&[
+        "init",
+        "--data-dir",
+        s(&second),
+        "--database-url",
+        "mysql://db/ca",
+    ]);
+    assert!(err.contains("must be a postgres:// URL"), "{err}");
+    // A URL's password never reaches the output, also when the database cannot be reached.
+    let err = ca_refused(&[
+        "init",
+        "--data-dir",
+        s(&second),
+        "--database-url",
+        "postgres://hallmark:s3cret-pw@127.0.0.1:1/ca",
+    ]);
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    assert!(!second.exists());
+
+    let after = (
+        store.issuers().await.unwrap().len(),
+        store.count(CountedTable::AuditEvents).await.unwrap(),
+    );
+    assert_eq!(before, after, "a refused command changed the database");
+    store.close().await;
+}
