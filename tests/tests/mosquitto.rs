@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hallmark_tests::{CaProcess, Kill, bin, ok, s, wait_until};
+use hallmark_tests::postgres::{PgScratch, init_shared};
+use hallmark_tests::{CaProcess, Kill, bin, cdp_path, crl_number, http_get_raw, ok, s, wait_until};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -155,8 +156,19 @@ impl Plant {
         front: impl FnOnce(&CaProcess, &Path) -> String,
     ) -> Self {
         let work = tempfile::tempdir().unwrap();
+        let ca = CaProcess::start(&work.path().join("data"), &[]);
+        Self::start_on(ca, work, devices, agent_args, front)
+    }
+
+    /// [`Plant::start_with`] with a CA started already, whose files live in `work`.
+    fn start_on(
+        ca: CaProcess,
+        work: tempfile::TempDir,
+        devices: &[(&str, &str)],
+        agent_args: &[&str],
+        front: impl FnOnce(&CaProcess, &Path) -> String,
+    ) -> Self {
         let dir = work.path().to_owned();
-        let ca = CaProcess::start(&dir.join("data"), &[]);
         for (device, zone) in devices {
             ca.issue_bundle(device, "sensor", Some(zone), &dir.join(device));
         }
@@ -427,6 +439,109 @@ fn a_revoked_device_is_refused_by_the_broker_within_two_seconds() {
     wait_until("device 1 back after resume", Duration::from_secs(5), || {
         publish(plant.port, &ca_file, &d1)
     });
+}
+
+/// The CRL at `path` (`/crl/<issuer>.pem`) that `ca` serves: its number and its PEM text.
+fn served_crl(ca: &CaProcess, path: &str, scratch: &Path) -> (u64, String) {
+    let (head, body) = http_get_raw(&ca.http, path, "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    std::fs::write(scratch, &body).unwrap();
+    (crl_number(scratch), String::from_utf8(body).unwrap())
+}
+
+// Two replicas on one PostgreSQL act as one CA towards the brokers: a revocation made through
+// replica A reaches the broker agent connected to replica B, and Mosquitto refuses the device
+// within a second; both replicas serve the same CRL, built once, its number higher each time,
+// whichever replica the revocation went through.
+#[test]
+fn a_revocation_through_one_replica_reaches_a_broker_fed_by_another_within_a_second() {
+    let db = PgScratch::new();
+    let work = tempfile::tempdir().unwrap();
+    // One distribution point for both replicas, as behind one Service.
+    let conf = work.path().join("ca.toml");
+    std::fs::write(&conf, "crl_base_url = \"http://hallmark-ca.test:9080\"\n").unwrap();
+    let (dir_a, dir_b) = (work.path().join("data"), work.path().join("data-b"));
+    init_shared(&dir_a, &dir_b, &db.url(), &["--config", s(&conf)]);
+    let url = db.url();
+    let args = ["--database-url", url.as_str(), "--config", s(&conf)];
+    let a = CaProcess::start(&dir_a, &args);
+    let b = CaProcess::start(&dir_b, &args);
+    let b_endpoint = b.var("HALLMARK_ENDPOINT").to_owned();
+    let plant = Plant::start_on(
+        a,
+        work,
+        &[("sensor-1", "field"), ("sensor-2", "field")],
+        &[],
+        |_, _| b_endpoint,
+    );
+    let ca_file = plant.dir.join("ca.pem");
+    let (d1, d2) = (plant.bundle("sensor-1"), plant.bundle("sensor-2"));
+    assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
+    assert!(publish(plant.port, &ca_file, &d2), "device 2 connects");
+    let pem_path = cdp_path(&d2.join("cert.pem")).replace(".crl", ".pem");
+    let scratch = plant.dir.join("served.pem");
+    let (start, _) = served_crl(&b, &pem_path, &scratch);
+    // Give the agent time to connect its watch stream to replica B.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut numbers = vec![start];
+    for (through, device, bundle) in [(plant.ca(), "sensor-2", &d2), (&b, "sensor-1", &d1)] {
+        let revoked_at = Instant::now();
+        ok(&through.hallmark(&["revoke", "--device", device, "--reason", "key-compromise"]));
+        let answered = revoked_at.elapsed();
+        wait_until(
+            &format!("{device} refused"),
+            Duration::from_secs(10),
+            || !publish(plant.port, &ca_file, bundle),
+        );
+        let total = revoked_at.elapsed();
+        let (from, to) = if std::ptr::eq(through, &b) {
+            ("B", "B")
+        } else {
+            ("A", "B")
+        };
+        println!(
+            "revocation through replica {from} to refusal at the broker fed by replica {to}: \
+             {:.3} s ({:.3} s of it the revoke command)",
+            total.as_secs_f64(),
+            answered.as_secs_f64()
+        );
+        assert!(
+            total < Duration::from_secs(1),
+            "refused only after {total:?}"
+        );
+        // Both serve one CRL: the same bytes under one number, higher than the last.
+        let (number, pem) = served_crl(&b, &pem_path, &scratch);
+        wait_until(
+            "both replicas serve the same CRL",
+            Duration::from_secs(5),
+            || served_crl(plant.ca(), &pem_path, &scratch) == (number, pem.clone()),
+        );
+        assert!(
+            number > *numbers.last().unwrap(),
+            "{numbers:?} then {number}"
+        );
+        numbers.push(number);
+    }
+    println!("CRL numbers served by both replicas: {numbers:?}");
+    // Every CRL the agent applied came after the one before it of the same CA.
+    let log = std::fs::read_to_string(plant.dir.join("agent.log")).unwrap();
+    let mut applied: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for line in log.lines() {
+        let Some(rest) = line.split("applying CRL of `").nth(1) else {
+            continue;
+        };
+        let (ca, rest) = rest.split_once("`: number ").unwrap();
+        let number = rest.split(',').next().unwrap().parse().unwrap();
+        applied.entry(ca).or_default().push(number);
+    }
+    assert!(
+        applied.values().all(|n| n.windows(2).all(|w| w[0] < w[1]))
+            && applied.values().any(|n| n.len() >= 2),
+        "the agent applied CRL numbers {applied:?}"
+    );
+    drop(plant);
+    drop(b);
 }
 
 /// Serves `body()` to every HTTP request on `addr` until `stop` is set.

@@ -4,7 +4,6 @@
 //! UNAVAILABLE (never returning an unrecorded certificate) and recovers by itself.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,30 +11,9 @@ use hallmark_ca::store::{CountedTable, Database, Store};
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_tests::fault::CuttingProxy;
-use hallmark_tests::postgres::PgScratch;
+use hallmark_tests::postgres::{PgScratch, init_shared};
 use hallmark_tests::{CaProcess, bin, http_get_raw, p256_csr, s, wait_until};
 use tonic::transport::Channel;
-
-/// `hallmark-ca init` of `dir` on the database at `url`, then a copy of it at `copy`: what an
-/// operator does once, giving every replica the same data dir.
-fn init_shared(dir: &Path, copy: &Path, url: &str) {
-    let out = Command::new(bin("hallmark-ca"))
-        .args(["init", "--data-dir", s(dir), "--database-url", url])
-        .env_remove("HALLMARK_CA_PASSPHRASE")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cp = Command::new("cp")
-        .args(["-a", s(dir), s(copy)])
-        .status()
-        .unwrap();
-    assert!(cp.success());
-}
 
 fn issue_request(i: usize, csr: Vec<u8>) -> pb::IssueRequest {
     pb::IssueRequest {
@@ -94,7 +72,7 @@ async fn two_replicas_take_concurrent_issuances_as_one_ca() {
     let db = PgScratch::new();
     let tmp = tempfile::tempdir().unwrap();
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    init_shared(&dir_a, &dir_b, &db.url());
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
     let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
     let b = CaProcess::start(&dir_b, &["--database-url", &db.url()]);
 
@@ -142,7 +120,7 @@ async fn a_replica_outlives_its_peer_and_its_database_going_away() {
     let db = PgScratch::new();
     let tmp = tempfile::tempdir().unwrap();
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    init_shared(&dir_a, &dir_b, &db.url());
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
     // Replica B reaches the database through a proxy the test can cut.
     let proxy = CuttingProxy::start(db.server_addr());
     let mut a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
@@ -250,7 +228,7 @@ async fn a_shared_database_is_initialised_once() {
     let db = PgScratch::new();
     let tmp = tempfile::tempdir().unwrap();
     let (dir_a, copy) = (tmp.path().join("a"), tmp.path().join("copy"));
-    init_shared(&dir_a, &copy, &db.url());
+    init_shared(&dir_a, &copy, &db.url(), &[]);
     let store = Database::Postgres(db.url()).open(1).await.unwrap();
     let before = (
         store.issuers().await.unwrap().len(),

@@ -10,7 +10,7 @@ mod root;
 // CRL checks moved to hallmark-core (the broker agent runs them); re-exported here.
 pub use hallmark_core::crl::check;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::authority::crl::{CrlRequest, build_crl_async, crl_window, distribution_point};
 use crate::clock::SharedClock;
 use crate::keyring::Keyring;
-use crate::store::{IssuerKind, RevocationStatus, Store};
+use crate::store::{IssuerKind, IssuingCrlRecord, StatusBatch, Store};
 
 use self::list::RevocationList;
 
@@ -91,9 +91,11 @@ impl CrlPublisher {
     ) -> (Self, JoinHandle<()>) {
         // Subscribed before the first load, so that no committed change falls in between.
         let mut feed = sources.store.status_changes();
+        let mut remote = sources.store.remote_changes();
         let mut builder = Builder {
             sources,
             list: RevocationList::new(),
+            known: HashMap::new(),
             roots: root::Roots::default(),
         };
         let first = builder.rebuild(&CrlSet::new()).await;
@@ -102,6 +104,7 @@ impl CrlPublisher {
         let refresh = builder.sources.validity.min(builder.sources.root_validity) / 2;
         let task = tokio::spawn(async move {
             let mut feed_open = true;
+            let mut remote_open = true;
             // An interval, not a sleep per loop: steady revocation traffic must not keep
             // postponing the periodic reread.
             let mut refresh_tick =
@@ -120,6 +123,14 @@ impl CrlPublisher {
                         }
                         tokio::time::sleep(DEBOUNCE).await;
                     }
+                    // Another replica changed statuses: rebuild (or take up the CRL it built).
+                    changed = remote.changed(), if remote_open => {
+                        if changed.is_err() {
+                            remote_open = false;
+                            continue;
+                        }
+                        tokio::time::sleep(DEBOUNCE).await;
+                    }
                     t = triggers.recv() => {
                         if t.is_none() {
                             return;
@@ -128,7 +139,7 @@ impl CrlPublisher {
                     }
                     // The periodic refresh also rereads the store: a safety net against any
                     // change that did not come through the feed.
-                    _ = refresh_tick.tick() => builder.list.clear(),
+                    _ = refresh_tick.tick() => builder.forget(),
                     _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
                 }
                 // Everything that arrived during the debounce shares this rebuild.
@@ -173,14 +184,23 @@ impl CrlPublisher {
 struct Builder {
     sources: CrlSources,
     list: RevocationList,
+    /// On a shared database: per loaded issuer, the status version up to which its entries in
+    /// `list` hold every change (read at its load, advanced by each feed batch that follows
+    /// without a gap; a gap is another replica's change, and a build reloads then).
+    known: HashMap<String, i64>,
     roots: root::Roots,
 }
 
 impl Builder {
-    fn apply(&mut self, batch: &[RevocationStatus]) {
+    fn apply(&mut self, batch: &StatusBatch) {
         let now = self.sources.clock.now();
-        for change in batch {
+        for change in &batch.changes {
             self.list.apply(change, now);
+        }
+        for known in self.known.values_mut() {
+            if batch.version == *known + 1 {
+                *known = batch.version;
+            }
         }
     }
 
@@ -189,7 +209,13 @@ impl Builder {
             missed,
             "the CRL publisher fell behind the store's status feed; rereading the entries"
         );
+        self.forget();
+    }
+
+    /// Drops every loaded entry: each issuer is read from the store again at its next build.
+    fn forget(&mut self) {
         self.list.clear();
+        self.known.clear();
     }
 
     /// Rebuilds every issuer's CRL; an issuer that fails keeps its previous CRL.
@@ -233,21 +259,101 @@ impl Builder {
         out
     }
 
+    /// A fresh CRL of issuing CA `rec`: built here from the entries in memory on a database of
+    /// one process; on a shared one, built by one replica at a time and stored for all (see
+    /// [`Builder::build_shared`]).
     async fn build_one(
+        &mut self,
+        rec: &crate::store::IssuerRecord,
+        now: i64,
+    ) -> Result<PublishedCrl, String> {
+        if self.sources.store.is_shared() {
+            return self.build_shared(rec, now).await;
+        }
+        if !self.list.is_loaded(&rec.id) {
+            self.load(rec, now).await?;
+        }
+        self.sign(rec, now).await
+    }
+
+    /// The CRL of `rec` among replicas: under the issuer's build lock, the stored CRL is taken
+    /// as it is when it holds every status change committed so far (its basis is the status
+    /// version now) and has three quarters of its validity left; otherwise this replica builds
+    /// one (rereading the entries unless it knows them up to the version now) and stores it.
+    /// So every replica serves the newest CRL, each CRL number is built once, and a change
+    /// made anywhere is in the next CRL whoever builds it.
+    async fn build_shared(
+        &mut self,
+        rec: &crate::store::IssuerRecord,
+        now: i64,
+    ) -> Result<PublishedCrl, String> {
+        let store = self.sources.store.clone();
+        let _lock = store
+            .lock_crl_build(&rec.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let version = store.status_version().await.map_err(|e| e.to_string())?;
+        let keep_at_least = (self.sources.validity.as_secs() as i64) * 3 / 4;
+        if let Some(stored) = store
+            .issuing_crl(&rec.id)
+            .await
+            .map_err(|e| e.to_string())?
+            && stored.basis >= version
+            && stored.next_update - now >= keep_at_least
+        {
+            tracing::debug!(issuer = %rec.id, number = stored.number, "CRL taken from the store");
+            return Ok(stored_crl(stored));
+        }
+        if self.known.get(&rec.id).is_none_or(|k| *k < version) {
+            self.load(rec, now).await?;
+        }
+        let basis = self.known.get(&rec.id).copied().unwrap_or(version);
+        let crl = self.sign(rec, now).await?;
+        let record = IssuingCrlRecord {
+            issuer_id: crl.issuer_id.clone(),
+            number: crl.number,
+            basis,
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            entries: crl.entries,
+            der: crl.der.clone(),
+            built_at: now,
+        };
+        if let Err(e) = store.store_issuing_crl(record).await {
+            // Served here all the same; the other replicas build their own at their next turn.
+            tracing::warn!(issuer = %rec.id, error = %e, "CRL not stored for the other replicas");
+        }
+        Ok(crl)
+    }
+
+    /// Reads `rec`'s entries from the store; on a shared database the status version is read
+    /// first, so the entries hold at least every change up to it.
+    async fn load(&mut self, rec: &crate::store::IssuerRecord, now: i64) -> Result<(), String> {
+        let store = &self.sources.store;
+        let version = if store.is_shared() {
+            Some(store.status_version().await.map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let statuses = store
+            .revocation_entries(&rec.id, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.list.load(&rec.id, &statuses, now);
+        if let Some(v) = version {
+            self.known.insert(rec.id.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// Takes the next CRL number of `rec` and signs its CRL from the loaded entries.
+    async fn sign(
         &mut self,
         rec: &crate::store::IssuerRecord,
         now: i64,
     ) -> Result<PublishedCrl, String> {
         let s = &self.sources;
         let ca = s.keyring.issuer(rec).map_err(|e| e.to_string())?;
-        if !self.list.is_loaded(&rec.id) {
-            let statuses = s
-                .store
-                .revocation_entries(&rec.id, now)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.list.load(&rec.id, &statuses, now);
-        }
         let entries = self
             .list
             .entries(&rec.id, now)
@@ -279,5 +385,17 @@ impl Builder {
             entries: entries.len(),
             der,
         })
+    }
+}
+
+/// A CRL another replica built, as published here.
+fn stored_crl(stored: IssuingCrlRecord) -> PublishedCrl {
+    PublishedCrl {
+        issuer_id: stored.issuer_id,
+        number: stored.number,
+        this_update: stored.this_update,
+        next_update: stored.next_update,
+        entries: stored.entries,
+        der: stored.der,
     }
 }

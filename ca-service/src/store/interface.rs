@@ -10,13 +10,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     CallerCertificate, CertFilter, CertSelector, CertStatus, CertificateRecord, CountedTable,
-    DeviceClaim, DeviceFilter, DeviceRecord, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
-    NewCertificate, NewDevice, Operators, Page, RevocationStatus, RootCrlRecord, Selection,
-    StatusChange, StoreError, TokenRecord,
+    DeviceClaim, DeviceFilter, DeviceRecord, DeviceStatus, IssuerRecord, IssuingCrlRecord,
+    ManufacturerCaRecord, NewCertificate, NewDevice, Operators, Page, RevocationStatus,
+    RootCrlRecord, Selection, StatusBatch, StatusChange, StoreError, TokenRecord,
 };
 use crate::audit::AuditEvent;
 
@@ -24,10 +24,36 @@ use crate::audit::AuditEvent;
 /// CRLs, CRL numbers and the audit chain.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Every committed certificate status change from now on, in commit order, each batch sent
-    /// before any of its writers is answered. A receiver that falls too far behind gets
-    /// `Lagged` and must reload what it keeps.
-    fn status_changes(&self) -> broadcast::Receiver<Arc<Vec<RevocationStatus>>>;
+    /// Every certificate status change this process commits from now on, in commit order, each
+    /// batch sent before any of its writers is answered. A receiver that falls too far behind
+    /// gets `Lagged` and must reload what it keeps. On a shared database ([`Store::is_shared`])
+    /// other replicas' changes are not on it: [`Store::remote_changes`] tells of them.
+    fn status_changes(&self) -> broadcast::Receiver<Arc<StatusBatch>>;
+
+    /// Whether other processes serve this database too (PostgreSQL replicas): they then share
+    /// CRLs through [`Store::issuing_crl`] and [`Store::lock_crl_build`].
+    fn is_shared(&self) -> bool;
+
+    /// A counter that moves whenever another replica committed status changes, or when such
+    /// news may have been missed (the listening connection was lost). Never moves on a
+    /// database of one process.
+    fn remote_changes(&self) -> watch::Receiver<u64>;
+
+    /// The status version now: how many batches of status changes were committed, by any
+    /// replica ([`StatusBatch::version`]).
+    async fn status_version(&self) -> Result<i64, StoreError>;
+
+    /// The stored CRL of issuing CA `issuer_id` (shared databases), if one was stored.
+    async fn issuing_crl(&self, issuer_id: &str) -> Result<Option<IssuingCrlRecord>, StoreError>;
+
+    /// Stores a CRL of an issuing CA for every replica to serve. Refused with
+    /// [`StoreError::Changed`] when one numbered as high is stored already.
+    async fn store_issuing_crl(&self, crl: IssuingCrlRecord) -> Result<(), StoreError>;
+
+    /// Waits until this process alone among the replicas may build CRLs of `issuer_id`, and
+    /// holds that until the returned lock is dropped. [`StoreError::Conflict`] when another
+    /// replica holds it too long (it may hang); a database of one process returns at once.
+    async fn lock_crl_build(&self, issuer_id: &str) -> Result<CrlBuildLock, StoreError>;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -445,4 +471,31 @@ pub struct DeviceStatusUpdate {
     pub at: i64,
     /// Caller.
     pub actor: String,
+}
+
+/// The right to build CRLs of one issuing CA among the replicas of a database, held until
+/// dropped (see [`Store::lock_crl_build`]).
+#[must_use = "the lock is released when dropped"]
+pub struct CrlBuildLock(Option<Box<dyn Send>>);
+
+impl CrlBuildLock {
+    /// A lock that holds `guard` (released by its `Drop`).
+    pub(crate) fn held(guard: Box<dyn Send>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Nothing to hold: no other process builds CRLs of this database.
+    pub(crate) fn alone() -> Self {
+        Self(None)
+    }
+}
+
+impl std::fmt::Debug for CrlBuildLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CrlBuildLock(held)"
+        } else {
+            "CrlBuildLock(alone)"
+        })
+    }
 }

@@ -13,9 +13,9 @@ mod sqlite;
 
 pub use interface::Store;
 pub use interface::{
-    CertificateStatusUpdate, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord, IssuanceRule,
-    IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate, StatusChangeRequest,
-    SystemCertificate,
+    CertificateStatusUpdate, CrlBuildLock, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord,
+    IssuanceRule, IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate,
+    StatusChangeRequest, SystemCertificate,
 };
 pub use postgres::PgStore;
 pub use records::*;

@@ -93,6 +93,38 @@ pub struct RootCrlRecord {
     pub signed_by: String,
 }
 
+/// The newest CRL of an issuing CA, as one replica built it for all (on a shared database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuingCrlRecord {
+    /// The issuing CA's id.
+    pub issuer_id: String,
+    /// CRL number.
+    pub number: u64,
+    /// The status version ([`StatusBatch::version`]) whose changes it holds, all of them and
+    /// all before.
+    pub basis: i64,
+    /// `thisUpdate`, Unix seconds.
+    pub this_update: i64,
+    /// `nextUpdate`, Unix seconds.
+    pub next_update: i64,
+    /// Number of entries.
+    pub entries: usize,
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+    /// When it was built, Unix seconds.
+    pub built_at: i64,
+}
+
+/// One committed batch of certificate status changes, as the status feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusBatch {
+    /// The status version this batch's commit made: one more than the batch committed before
+    /// it, by any replica of the database.
+    pub version: i64,
+    /// The changes, in order.
+    pub changes: Vec<RevocationStatus>,
+}
+
 /// Registry state of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -39,6 +39,7 @@ macro_rules! store_suite {
                 a_dry_run_selects_what_the_change_would_change,
                 no_change_takes_the_last_admin_credential,
                 crl_numbers_increase_per_issuer,
+                a_shared_issuing_crl_is_stored_only_newer,
                 a_rotation_switches_issuers_whole_or_not_at_all,
                 a_revoked_issuer_records_nothing_more_and_takes_its_certificates_along,
                 a_root_crl_is_stored_only_newer_and_only_for_what_is_revoked_now,
@@ -187,7 +188,7 @@ fn change(selector: CertSelector, change: StatusChange, at: i64) -> StatusChange
     }
 }
 
-fn set_status(serial: &str, status: CertStatus, at: i64) -> CertificateStatusUpdate {
+pub(super) fn set_status(serial: &str, status: CertStatus, at: i64) -> CertificateStatusUpdate {
     CertificateStatusUpdate {
         serial: serial.into(),
         status,
@@ -353,7 +354,7 @@ pub(super) async fn a_replacing_issuance_revokes_the_device_others_and_tells_the
         (recorded.changed[0].status, recorded.changed[0].reason),
         (CertStatus::Revoked, Some(4))
     );
-    assert_eq!(*feed.try_recv().unwrap(), recorded.changed);
+    assert_eq!(feed.try_recv().unwrap().changes, recorded.changed);
     let old = store.certificate("aa01").await.unwrap().unwrap();
     assert_eq!(old.superseded_by.as_deref(), Some("aa02"));
     assert_eq!(
@@ -490,7 +491,7 @@ pub(super) async fn renewals_keep_the_interval_and_supersede_or_revoke(store: Ar
         (recorded.changed[0].status, recorded.changed[0].reason),
         (CertStatus::Revoked, Some(1))
     );
-    assert_eq!(*feed.try_recv().unwrap(), recorded.changed);
+    assert_eq!(feed.try_recv().unwrap().changes, recorded.changed);
     let refused = store
         .record_issuance(renewal("aa05", "aa06", 62, true))
         .await;
@@ -717,6 +718,7 @@ pub(super) async fn committed_status_changes_reach_the_feed_in_order_and_failed_
             .unwrap();
     }
     let mut feed = store.status_changes();
+    let v0 = store.status_version().await.unwrap();
     store
         .change_status(change(
             CertSelector::Zone("a".into()),
@@ -744,6 +746,9 @@ pub(super) async fn committed_status_changes_reach_the_feed_in_order_and_failed_
         .unwrap();
     assert!(none.is_empty());
     let first = feed.try_recv().unwrap();
+    // Each committed batch of changes is the next status version, the empty one none.
+    assert_eq!(first.version, v0 + 1);
+    let first = &first.changes;
     assert_eq!(
         first
             .iter()
@@ -761,6 +766,8 @@ pub(super) async fn committed_status_changes_reach_the_feed_in_order_and_failed_
     );
     assert!(first.iter().all(|c| c.listed(5) && !c.listed(10)));
     let second = feed.try_recv().unwrap();
+    assert_eq!(second.version, v0 + 2);
+    let second = &second.changes;
     assert_eq!(second.len(), 1);
     assert_eq!(
         (second[0].serial.as_str(), second[0].status),
@@ -779,8 +786,13 @@ pub(super) async fn committed_status_changes_reach_the_feed_in_order_and_failed_
             .await
             .is_err()
     );
-    assert_eq!(feed.try_recv().unwrap()[0].status, CertStatus::Revoked);
+    let third = feed.try_recv().unwrap();
+    assert_eq!(
+        (third.version, third.changes[0].status),
+        (v0 + 3, CertStatus::Revoked)
+    );
     assert!(feed.try_recv().is_err(), "the failed write sent nothing");
+    assert_eq!(store.status_version().await.unwrap(), v0 + 3);
 
     // The listing filter by serials, as a broker agent uses it.
     let page = store
@@ -913,6 +925,37 @@ pub(super) async fn crl_numbers_increase_per_issuer(store: Arc<dyn Store>) {
     assert_eq!(store.next_crl_number(ISSUING, 2).await.unwrap(), 2);
     assert_eq!(store.next_crl_number(ROOT, 2).await.unwrap(), 1);
     assert_eq!(store.next_crl_number(ISSUING, 3).await.unwrap(), 3);
+}
+
+/// A stored CRL of an issuing CA is replaced only by a higher number, and read back whole.
+pub(super) async fn a_shared_issuing_crl_is_stored_only_newer(store: Arc<dyn Store>) {
+    seed(&*store).await;
+    assert!(store.issuing_crl(ISSUING).await.unwrap().is_none());
+    let crl = |number: u64, basis: i64| IssuingCrlRecord {
+        issuer_id: ISSUING.into(),
+        number,
+        basis,
+        this_update: 10,
+        next_update: 100,
+        entries: 2,
+        der: vec![0x30, number as u8],
+        built_at: 11,
+    };
+    store.store_issuing_crl(crl(2, 5)).await.unwrap();
+    for stale in [crl(2, 6), crl(1, 9)] {
+        let refused = store.store_issuing_crl(stale).await;
+        assert!(
+            matches!(refused, Err(StoreError::Changed(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(store.issuing_crl(ISSUING).await.unwrap(), Some(crl(2, 5)));
+    store.store_issuing_crl(crl(3, 7)).await.unwrap();
+    assert_eq!(store.issuing_crl(ISSUING).await.unwrap(), Some(crl(3, 7)));
+    // A CA that is not an issuer has no CRL to store.
+    let mut unknown = crl(4, 7);
+    unknown.issuer_id = "issuing-9".into();
+    assert!(store.store_issuing_crl(unknown).await.is_err());
 }
 
 /// A rollover records the new issuing CA, retires the old one and stores the root CRL in one
@@ -1188,7 +1231,7 @@ pub(super) async fn a_device_status_carries_over_to_its_certificates(store: Arc<
     held_serials.sort();
     assert_eq!(held_serials, ["aa01", "aa02"]);
     assert!(held.iter().all(|c| c.status == CertStatus::Suspended));
-    assert_eq!(*feed.try_recv().unwrap(), held);
+    assert_eq!(feed.try_recv().unwrap().changes, held);
     assert_eq!(
         store.device("d-1").await.unwrap().unwrap().status,
         DeviceStatus::Suspended

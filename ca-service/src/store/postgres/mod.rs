@@ -15,7 +15,13 @@ use super::StoreError;
 
 /// What the shared SQL needs to know of PostgreSQL.
 mod dialect {
+    use std::time::Duration;
+
     use sqlx::Connection;
+    use sqlx::postgres::PgListener;
+    use tokio::sync::watch;
+
+    use crate::store::{CrlBuildLock, StoreError};
 
     /// The database.
     pub(crate) type Db = sqlx::Postgres;
@@ -46,6 +52,121 @@ mod dialect {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// Replicas share the database, and their CRLs through it.
+    pub(crate) const SHARED: bool = true;
+
+    /// The channel status versions are announced on.
+    const STATUS_CHANNEL: &str = "hallmark_status";
+
+    /// Announces a status version as `replica:version`; PostgreSQL delivers it to every
+    /// listener when (and only if) the transaction commits.
+    pub(crate) async fn announce_status_version(
+        conn: &mut Conn,
+        replica: u64,
+        version: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(STATUS_CHANNEL)
+            .bind(format!("{replica}:{version}"))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Listens for other replicas' announcements in a task of its own (connection of its own,
+    /// re-established when lost) and moves `changes` for each, and after every reconnection
+    /// (announcements may have been missed meanwhile). Ends with the store.
+    pub(crate) fn start_listener(pool: Pool, replica: u64, changes: watch::Sender<u64>) {
+        tokio::spawn(async move {
+            let bump = |changes: &watch::Sender<u64>| changes.send_modify(|n| *n += 1);
+            loop {
+                let listener = async {
+                    let mut l = PgListener::connect_with(&pool).await?;
+                    l.listen(STATUS_CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                let listener = tokio::select! {
+                    l = listener => l,
+                    _ = changes.closed() => return,
+                };
+                let mut listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other replicas' status changes; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(RELISTEN) => continue,
+                            _ = changes.closed() => return,
+                        }
+                    }
+                };
+                bump(&changes);
+                loop {
+                    let next = tokio::select! {
+                        n = listener.try_recv() => n,
+                        _ = changes.closed() => return,
+                    };
+                    match next {
+                        Ok(Some(n)) => {
+                            let from = n.payload().split(':').next();
+                            if from != Some(replica.to_string().as_str()) {
+                                bump(&changes);
+                            }
+                        }
+                        // Reconnected by the listener: what was said meanwhile is lost.
+                        Ok(None) => bump(&changes),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the status change channel; listening again");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// How long to wait before listening again after a failure.
+    const RELISTEN: Duration = Duration::from_secs(1);
+
+    /// How long a replica waits for another one's CRL build before it gives up for now.
+    const CRL_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+    /// A connection holding a session advisory lock. Dropped, it is closed rather than
+    /// returned to the pool: closing ends the session and so releases the lock whatever
+    /// happened (a cancelled unlock would leave a pooled connection holding it).
+    struct HeldLock(Option<sqlx::pool::PoolConnection<Db>>);
+
+    impl Drop for HeldLock {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0.take() {
+                drop(conn.detach());
+            }
+        }
+    }
+
+    /// Takes the advisory lock of `issuer_id`'s CRL builds (keyed by a hash of its id) on a
+    /// connection of its own, waiting at most [`CRL_LOCK_WAIT`].
+    pub(crate) async fn lock_crl_build(
+        pool: &Pool,
+        issuer_id: &str,
+    ) -> Result<CrlBuildLock, StoreError> {
+        let mut held = HeldLock(Some(pool.acquire().await?));
+        let Some(conn) = held.0.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let lock = sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("hallmark.crl.{issuer_id}"))
+            .execute(&mut **conn);
+        match tokio::time::timeout(CRL_LOCK_WAIT, lock).await {
+            Ok(Ok(_)) => Ok(CrlBuildLock::held(Box::new(held))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Conflict(format!(
+                "another replica has been building the CRL of {issuer_id} for over {}s; \
+                 it is built again at the next change",
+                CRL_LOCK_WAIT.as_secs()
+            ))),
+        }
     }
 }
 

@@ -36,15 +36,17 @@ async fn the_schema_applies_once_even_when_two_replicas_start_together() {
             "devices",
             "enrollment_tokens",
             "issuers",
+            "issuing_crls",
             "manufacturer_cas",
-            "root_crls"
+            "root_crls",
+            "status_version"
         ]
     );
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&a.pool)
         .await
         .unwrap();
-    assert_eq!(applied, 1, "the migration ran once");
+    assert_eq!(applied, 2, "each migration ran once");
     // Opening again finds the schema current.
     let again = PgStore::open_with(db.options(), 64).await.unwrap();
     again.ping().await.unwrap();
@@ -160,4 +162,92 @@ async fn serial_numbers_are_unique_per_manufacturer() {
         "two devices without manufacturer share a serial number"
     );
     store.close().await;
+}
+
+/// Polls `cond` every 20 ms for at most `limit`; whether it came true.
+async fn within(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+// One replica at a time builds the CRL of an issuer: a second one waits until the first lets
+// go (also when it dies: the lock is its connection's), while other issuers stay free.
+#[tokio::test]
+async fn crl_builds_of_one_issuer_take_turns_across_replicas() {
+    let db = Scratch::new().await;
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let held = a.lock_crl_build("issuing-1").await.unwrap();
+    // Another issuer's builds are not held up.
+    drop(b.lock_crl_build("issuing-2").await.unwrap());
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock_crl_build("issuing-1").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "two replicas build one CRL at once");
+    drop(held);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the lock passes on once released")
+        .unwrap()
+        .unwrap();
+    // Still exclusive in the other direction.
+    let again = tokio::spawn({
+        let a = a.clone();
+        async move { a.lock_crl_build("issuing-1").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!again.is_finished());
+    drop(second);
+    drop(again.await.unwrap().unwrap());
+    a.close().await;
+    b.close().await;
+}
+
+// A status change committed through one replica moves the other's remote-change counter (a
+// notification delivered at commit), and not its own; the status version is shared.
+#[tokio::test]
+async fn status_changes_reach_the_other_replica() {
+    use crate::store::CertStatus;
+    use crate::store::suite::{issue, seed, set_status};
+
+    let db = Scratch::new().await;
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let (ra, rb) = (a.remote_changes(), b.remote_changes());
+    // Both listen (each connection counts once: news may have been missed before it).
+    assert!(
+        within(std::time::Duration::from_secs(5), || *ra.borrow() > 0
+            && *rb.borrow() > 0)
+        .await
+    );
+    seed(&a).await;
+    a.record_issuance(issue("aa01", "d-1", "field"))
+        .await
+        .unwrap();
+    let (before_a, before_b) = (*ra.borrow(), *rb.borrow());
+    a.set_certificate_status(set_status("aa01", CertStatus::Revoked, 5))
+        .await
+        .unwrap();
+    assert!(
+        within(std::time::Duration::from_secs(1), || *rb.borrow()
+            > before_b)
+        .await,
+        "replica B did not hear of A's revocation within 1 s"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(*ra.borrow(), before_a, "a replica hears its own changes");
+    assert_eq!(
+        a.status_version().await.unwrap(),
+        b.status_version().await.unwrap()
+    );
+    a.close().await;
+    b.close().await;
 }

@@ -4,26 +4,52 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::writer::{WriteOp, WriteOutput};
-use super::{SqlStore, lifecycle, reads};
+use super::{SHARED, SqlStore, lifecycle, lock_crl_build, reads};
 use crate::audit::AuditEvent;
 use crate::store::interface::{
-    CertificateStatusUpdate, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord, IssuanceRule,
-    IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate, StatusChangeRequest,
-    Store,
+    CertificateStatusUpdate, CrlBuildLock, DeviceStatusUpdate, InitialHierarchy, IssuanceRecord,
+    IssuanceRule, IssuerRevocation, IssuerRotation, Recorded, Registration, RootCrlUpdate,
+    StatusChangeRequest, Store,
 };
 use crate::store::{
     CallerCertificate, CertFilter, CertSelector, CertificateRecord, CountedTable, DeviceFilter,
-    DeviceRecord, IssuerRecord, ManufacturerCaRecord, NewDevice, Operators, Page, RevocationStatus,
-    RootCrlRecord, Selection, StatusChange, StoreError, TokenRecord,
+    DeviceRecord, IssuerRecord, IssuingCrlRecord, ManufacturerCaRecord, NewDevice, Operators, Page,
+    RevocationStatus, RootCrlRecord, Selection, StatusBatch, StatusChange, StoreError, TokenRecord,
 };
 
 #[async_trait]
 impl Store for SqlStore {
-    fn status_changes(&self) -> broadcast::Receiver<Arc<Vec<RevocationStatus>>> {
+    fn status_changes(&self) -> broadcast::Receiver<Arc<StatusBatch>> {
         self.feed.subscribe()
+    }
+
+    fn is_shared(&self) -> bool {
+        SHARED
+    }
+
+    fn remote_changes(&self) -> watch::Receiver<u64> {
+        self.remote.clone()
+    }
+
+    async fn status_version(&self) -> Result<i64, StoreError> {
+        reads::status_version(&self.pool).await
+    }
+
+    async fn issuing_crl(&self, issuer_id: &str) -> Result<Option<IssuingCrlRecord>, StoreError> {
+        reads::issuing_crl(&self.pool, issuer_id).await
+    }
+
+    async fn store_issuing_crl(&self, crl: IssuingCrlRecord) -> Result<(), StoreError> {
+        self.submit(WriteOp::StoreIssuingCrl { crl })
+            .await
+            .map(drop)
+    }
+
+    async fn lock_crl_build(&self, issuer_id: &str) -> Result<CrlBuildLock, StoreError> {
+        lock_crl_build(&self.pool, issuer_id).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -15,9 +15,12 @@ mod reads;
 mod rows;
 pub(super) mod writer;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub(super) use super::dialect::{Conn, Db, DbRow, Pool, begin_write};
+pub(super) use super::dialect::{
+    Conn, Db, DbRow, Pool, SHARED, announce_status_version, begin_write, lock_crl_build,
+    start_listener,
+};
 use crate::store::StoreError;
 use writer::{WriteOp, WriteOutput};
 
@@ -36,6 +39,8 @@ pub struct SqlStore {
     pub(in crate::store) pool: Pool,
     writer: mpsc::Sender<writer::Request>,
     feed: writer::StatusFeed,
+    /// Moves when another replica committed status changes (see `dialect::start_listener`).
+    remote: watch::Receiver<u64>,
 }
 
 impl SqlStore {
@@ -44,16 +49,29 @@ impl SqlStore {
     pub(super) fn start(pool: Pool, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        // Tells this process's announcements of status changes from other replicas' (in
+        // containers every replica may be pid 1, so not the pid).
+        let mut id = [0u8; 8];
+        let replica = match aws_lc_rs::rand::fill(&mut id) {
+            Ok(()) => u64::from_le_bytes(id),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        };
         tokio::spawn(writer::run(
             pool.clone(),
             rx,
             max_batch.max(1),
             feed.clone(),
+            replica,
         ));
+        let (remote_tx, remote) = watch::channel(0);
+        start_listener(pool.clone(), replica, remote_tx);
         Self {
             pool,
             writer: tx,
             feed,
+            remote,
         }
     }
 

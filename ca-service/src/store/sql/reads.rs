@@ -7,8 +7,8 @@ use super::rows::{cert_columns, cert_from_row, device_columns, device_from_row};
 use crate::audit::AuditEvent;
 use crate::store::{
     CallerCertificate, CertFilter, CertStatus, CertificateRecord, CountedTable, DeviceFilter,
-    DeviceRecord, DeviceStatus, IssuerKind, IssuerRecord, ManufacturerCaRecord, Page,
-    RevocationStatus, RootCrlRecord, StoreError, TokenRecord,
+    DeviceRecord, DeviceStatus, IssuerKind, IssuerRecord, IssuingCrlRecord, ManufacturerCaRecord,
+    Page, RevocationStatus, RootCrlRecord, StoreError, TokenRecord,
 };
 
 /// Checks that the database answers.
@@ -66,6 +66,39 @@ pub(super) async fn root_crl(
         der: r.get("der"),
         signed_at: r.get("signed_at"),
         signed_by: r.get("signed_by"),
+    }))
+}
+
+/// The status version now.
+pub(super) async fn status_version(pool: &Pool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM status_version WHERE id = 1")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The stored CRL of issuing CA `issuer_id`.
+pub(super) async fn issuing_crl(
+    pool: &Pool,
+    issuer_id: &str,
+) -> Result<Option<IssuingCrlRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT issuer_id, crl_number, basis, this_update, next_update, entries, der, built_at \
+         FROM issuing_crls WHERE issuer_id = $1",
+    )
+    .bind(issuer_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| IssuingCrlRecord {
+        issuer_id: r.get("issuer_id"),
+        number: r.get::<i64, _>("crl_number") as u64,
+        basis: r.get("basis"),
+        this_update: r.get("this_update"),
+        next_update: r.get("next_update"),
+        entries: r.get::<i64, _>("entries") as usize,
+        der: r.get("der"),
+        built_at: r.get("built_at"),
     }))
 }
 

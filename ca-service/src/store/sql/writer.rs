@@ -9,11 +9,12 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::batch::issue_run;
-use super::ops::{apply, last_audit_hash};
+use super::ops::{apply, last_audit_hash, next_status_version};
 use crate::audit::AuditEvent;
 use crate::store::{
     CertSelector, CertStatus, DeviceClaim, DeviceStatus, IssuerRecord, ManufacturerCaRecord,
-    NewCertificate, NewDevice, Operators, RevocationStatus, StatusChange, StoreError, TokenRecord,
+    NewCertificate, NewDevice, Operators, RevocationStatus, StatusBatch, StatusChange, StoreError,
+    TokenRecord,
 };
 
 /// A state change: the writer's message, one per typed write of
@@ -106,6 +107,12 @@ pub enum WriteOp {
         at: i64,
         /// Caller.
         actor: String,
+    },
+    /// Store a CRL of an issuing CA for every replica; refused with
+    /// [`crate::store::StoreError::Changed`] when one numbered as high is stored already.
+    StoreIssuingCrl {
+        /// The CRL.
+        crl: crate::store::IssuingCrlRecord,
     },
     /// Take the next CRL number of an issuer (strictly increasing, across restarts).
     NextCrlNumber {
@@ -258,7 +265,7 @@ pub(super) struct Request {
 }
 
 /// Committed status changes, in commit order (see [`crate::store::interface::Store::status_changes`]).
-pub(super) type StatusFeed = broadcast::Sender<Arc<Vec<RevocationStatus>>>;
+pub(super) type StatusFeed = broadcast::Sender<Arc<StatusBatch>>;
 
 fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {
     match out {
@@ -273,6 +280,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Request>,
     max_batch: usize,
     feed: StatusFeed,
+    replica: u64,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -284,15 +292,11 @@ pub(super) async fn run(
         }
         let span = tracing::debug_span!("group_commit", size = batch.len());
         let _enter = span.enter();
-        match commit_batch(&pool, &batch).await {
-            Ok(results) => {
+        match commit_batch(&pool, &batch, replica).await {
+            Ok((results, changed)) => {
                 // On the feed before anyone hears of the commit: whoever reacts to an answer
                 // finds the change already there.
-                let mut changed = Vec::new();
-                for out in results.iter().flatten() {
-                    collect_status_changes(out, &mut changed);
-                }
-                if !changed.is_empty() {
+                if let Some(changed) = changed {
                     // No receiver is fine: nobody publishes CRLs in this process.
                     let _ = feed.send(Arc::new(changed));
                 }
@@ -315,10 +319,15 @@ pub(super) async fn run(
     }
 }
 
+/// The outcome of each request, and the batch's status changes (if any) with the status version
+/// their commit made.
+type BatchOutcome = (Vec<Result<WriteOutput, StoreError>>, Option<StatusBatch>);
+
 async fn commit_batch(
     pool: &Pool,
     batch: &[Request],
-) -> Result<Vec<Result<WriteOutput, StoreError>>, sqlx::Error> {
+    replica: u64,
+) -> Result<BatchOutcome, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // The dialect's write lock (one writer at a time across processes and replicas) is held
     // from here to the commit, so the chain head read next is the newest: another process or
@@ -358,8 +367,20 @@ async fn commit_batch(
         }
         i = end;
     }
+    let mut changes = Vec::new();
+    for out in results.iter().flatten() {
+        collect_status_changes(out, &mut changes);
+    }
+    let changed = if changes.is_empty() {
+        None
+    } else {
+        // One version per batch, counted in the same transaction: a replica that reads
+        // version v knows every change up to v is committed (and, on PostgreSQL, announced).
+        let version = next_status_version(&mut tx, replica).await?;
+        Some(StatusBatch { version, changes })
+    };
     tx.commit().await?;
-    Ok(results)
+    Ok((results, changed))
 }
 
 async fn apply_in_savepoint(

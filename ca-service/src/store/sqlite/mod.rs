@@ -14,6 +14,9 @@ use super::StoreError;
 /// What the shared SQL needs to know of SQLite.
 mod dialect {
     use sqlx::Connection;
+    use tokio::sync::watch;
+
+    use crate::store::{CrlBuildLock, StoreError};
 
     /// The database.
     pub(crate) type Db = sqlx::Sqlite;
@@ -31,6 +34,29 @@ mod dialect {
         conn: &mut Conn,
     ) -> Result<sqlx::Transaction<'_, Db>, sqlx::Error> {
         Connection::begin_with(conn, "BEGIN IMMEDIATE").await
+    }
+
+    /// One process serves an SQLite database: it keeps its CRLs to itself.
+    pub(crate) const SHARED: bool = false;
+
+    /// Nobody else to tell of status changes.
+    pub(crate) async fn announce_status_version(
+        _conn: &mut Conn,
+        _replica: u64,
+        _version: i64,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Nobody else to hear status changes from: the counter never moves.
+    pub(crate) fn start_listener(_pool: Pool, _replica: u64, _changes: watch::Sender<u64>) {}
+
+    /// Nobody else builds CRLs.
+    pub(crate) async fn lock_crl_build(
+        _pool: &Pool,
+        _issuer_id: &str,
+    ) -> Result<CrlBuildLock, StoreError> {
+        Ok(CrlBuildLock::alone())
     }
 }
 

@@ -1,7 +1,8 @@
-//! Writes about CAs: adding, retiring and revoking them, their CRL numbers, and storing the CRL
-//! of a root that lists the revoked issuing CAs.
+//! Writes about CAs: adding, retiring and revoking them, their CRL numbers, storing the CRL
+//! of a root that lists the revoked issuing CAs and the shared CRLs of issuing CAs, and the
+//! status version.
 
-use super::super::Conn;
+use super::super::{Conn, announce_status_version};
 use sqlx::Row;
 
 use super::super::lifecycle::AdminGuard;
@@ -9,10 +10,54 @@ use super::super::writer::WriteOutput;
 use super::audit::audit;
 use super::unique_or;
 use crate::audit::AuditEvent;
-use crate::store::{IssuerRecord, RootCrlRecord, StoreError};
+use crate::store::{IssuerRecord, IssuingCrlRecord, RootCrlRecord, StoreError};
 
 /// What the trigger of migration 0007 says when a certificate of a revoked issuer is inserted.
 const REVOKED_ISSUER_TRIGGER: &str = "the issuing CA is revoked";
+
+/// Counts a committed batch of status changes: the next status version, announced to the other
+/// replicas (as `replica:version`) when the transaction commits.
+pub(crate) async fn next_status_version(conn: &mut Conn, replica: u64) -> Result<i64, sqlx::Error> {
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE status_version SET version = version + 1 WHERE id = 1 RETURNING version",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    announce_status_version(conn, replica, version).await?;
+    Ok(version)
+}
+
+/// Stores a CRL of an issuing CA unless one numbered as high is stored already.
+pub(super) async fn store_issuing_crl(
+    conn: &mut Conn,
+    crl: &IssuingCrlRecord,
+) -> Result<WriteOutput, StoreError> {
+    let stored = sqlx::query(
+        "INSERT INTO issuing_crls (issuer_id, crl_number, basis, this_update, next_update, \
+         entries, der, built_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (issuer_id) DO UPDATE SET crl_number = excluded.crl_number, \
+         basis = excluded.basis, this_update = excluded.this_update, \
+         next_update = excluded.next_update, entries = excluded.entries, der = excluded.der, \
+         built_at = excluded.built_at WHERE excluded.crl_number > issuing_crls.crl_number",
+    )
+    .bind(&crl.issuer_id)
+    .bind(crl.number as i64)
+    .bind(crl.basis)
+    .bind(crl.this_update)
+    .bind(crl.next_update)
+    .bind(crl.entries as i64)
+    .bind(&crl.der)
+    .bind(crl.built_at)
+    .execute(&mut *conn)
+    .await?;
+    if stored.rows_affected() == 0 {
+        return Err(StoreError::Changed(format!(
+            "a CRL of {} numbered {} or higher is stored already",
+            crl.issuer_id, crl.number
+        )));
+    }
+    Ok(WriteOutput::Done)
+}
 
 /// Refuses with [`StoreError::Conflict`] when any issuer is recorded.
 pub(super) async fn expect_no_issuers(conn: &mut Conn) -> Result<WriteOutput, StoreError> {

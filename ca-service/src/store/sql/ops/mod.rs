@@ -17,6 +17,7 @@ use crate::store::StoreError;
 pub(crate) use audit::{audit, audit_many, last_audit_hash};
 pub(crate) use devices::{SkipConflicts, insert_devices};
 pub(crate) use issuance::{check_claim, device_registered_event, issued_event, scope_json};
+pub(crate) use issuers::next_status_version;
 
 /// Applies one write inside the caller's savepoint.
 pub(super) async fn apply(
@@ -110,6 +111,7 @@ pub(super) async fn apply(
             crl,
             revoked_issuers,
         } => issuers::store_root_crl(conn, crl, revoked_issuers, chain).await,
+        WriteOp::StoreIssuingCrl { crl } => issuers::store_issuing_crl(conn, crl).await,
         WriteOp::NextCrlNumber { issuer_id, at } => {
             issuers::next_crl_number(conn, issuer_id, *at).await
         }
