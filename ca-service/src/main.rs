@@ -35,6 +35,9 @@ enum Command {
     /// Admin credentials made on the CA host (break-glass).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Health check for exec probes: grpc.health.v1 over TLS, the server certificate verified
+    /// against the trust bundle; exit 0 on SERVING.
+    Probe(hallmark_ca::probe::ProbeArgs),
 }
 
 #[derive(Subcommand)]
@@ -523,6 +526,7 @@ async fn main() -> std::process::ExitCode {
         Command::Issuer(IssuerCommand::RootCrl(a)) => issuer_root_crl(a).await,
         Command::Issuer(IssuerCommand::List(a)) => issuer_list(a).await,
         Command::Admin(AdminCommand::Create(a)) => admin_create(a).await,
+        Command::Probe(a) => hallmark_ca::probe::run(a).await.map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
