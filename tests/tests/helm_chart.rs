@@ -10,8 +10,8 @@
 //!   inject configuration;
 //! - the README's guide, played as a kubelet would: its `hallmark-ca init` and Secrets, then the
 //!   rendered mounts, arguments and probes of each of its `helm install` lines, give a pod that
-//!   serves, passes its probes and issues with the guide's admin credential. The database is
-//!   the init's SQLite file copied into the pod's data dir, standing in for PostgreSQL.
+//!   serves, passes its probes and issues with the guide's admin credential, on a scratch
+//!   PostgreSQL database of the test server (`HALLMARK_TEST_DATABASE_URL`) as `$DATABASE_URL`.
 //!
 //! `helm` and `kubernetes-validate` come from `scripts/chart-tools.sh` (run by scripts/test.sh):
 //! `HALLMARK_HELM` and `HALLMARK_KUBERNETES_VALIDATE`.
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use hallmark_ca::config::Config;
+use hallmark_tests::postgres::PgScratch;
 use hallmark_tests::{CaProcess, bin, openssl, s};
 use serde_json::Value;
 
@@ -649,12 +650,15 @@ fn readme_guide_gives_pods_that_serve() {
     let init = commands(&guide, "hallmark-ca init ");
     assert_eq!(init.len(), 1, "one init in the guide");
     let mut args: Vec<String> = init[0][1..].to_vec();
-    // `--database-url` selects PostgreSQL; here the init's SQLite file stands in for it.
+    // `$DATABASE_URL` is a scratch database on the test server.
+    let db = PgScratch::new();
+    let url = db.url();
     let at = args
         .iter()
         .position(|a| a == "--database-url")
         .expect("the guide initialises against the database");
-    args.drain(at..at + 2);
+    assert_eq!(args[at + 1], "$DATABASE_URL");
+    args[at + 1] = url.clone();
     let out = Command::new(bin("hallmark-ca"))
         .args(&args)
         .current_dir(work)
@@ -671,7 +675,13 @@ fn readme_guide_gives_pods_that_serve() {
     // Step 4: the Secrets.
     let mut secrets = BTreeMap::new();
     for cmd in commands(&guide, "kubectl -n hallmark create secret generic ") {
-        secrets.insert(cmd[6].clone(), secret_data(&cmd, work));
+        let mut data = secret_data(&cmd, work);
+        for v in data.values_mut() {
+            if v == b"$DATABASE_URL" {
+                *v = url.clone().into_bytes();
+            }
+        }
+        secrets.insert(cmd[6].clone(), data);
     }
     let issuer = &secrets["hallmark-issuer"];
     for key in [
@@ -734,13 +744,22 @@ fn readme_guide_gives_pods_that_serve() {
         assert_eq!(run[..2], ["serve", "--data-dir"]);
         let data_dir = PathBuf::from(&run[2]);
         assert!(!data_dir.join("hallmark.db").exists());
-        for f in ["hallmark.db", "hallmark.db-wal", "hallmark.db-shm"] {
-            if work.join("ca").join(f).exists() {
-                std::fs::copy(work.join("ca").join(f), data_dir.join(f)).unwrap();
-            }
+        // The environment as rendered: the database URL from its Secret.
+        let mut serve = Command::new(bin("hallmark-ca"));
+        for var in container["env"].as_array().unwrap() {
+            let name = var["name"].as_str().unwrap();
+            let value = match &var["valueFrom"]["secretKeyRef"] {
+                Value::Null => var["value"].as_str().unwrap().as_bytes().to_vec(),
+                r => secrets[r["name"].as_str().unwrap()][r["key"].as_str().unwrap()].clone(),
+            };
+            serve.env(name, String::from_utf8(value).unwrap());
         }
         let extra: Vec<&str> = run[3..].iter().map(String::as_str).collect();
-        let ca = CaProcess::start(&data_dir, &extra);
+        let ca = CaProcess::start_through(serve, &data_dir, ("127.0.0.1:0", "127.0.0.1:0"), &extra);
+        assert!(
+            !data_dir.join("hallmark.db").exists(),
+            "the pod used SQLite"
+        );
 
         // It made its own API certificate for the Service's names, in the writable data dir.
         let names = openssl(&[

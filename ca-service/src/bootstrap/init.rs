@@ -126,6 +126,8 @@ async fn init_inner(
         .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
     let now = clock.now();
     let pass = opts.passphrase.as_ref();
+    let ca_dir = dir.path().join("ca");
+    fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
     // A shared database may hold the CA of another data dir: refused before any key is made
     // (and again inside the write that records the hierarchy, against a concurrent init).
     let database = dir.database(config);
@@ -134,8 +136,6 @@ async fn init_inner(
         store.close().await;
         return Err(BootstrapError::DatabaseHoldsCa(database.to_string()));
     }
-    let ca_dir = dir.path().join("ca");
-    fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
 
     // 1. The CA pair: created (the root kept at hand to sign its first CRL below, before its
     // key leaves), or imported (its root publishes its own CRLs, not through Hallmark).

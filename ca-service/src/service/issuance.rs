@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 
 use super::methods::{AdminRequest, EnrollmentMethod, IdevidEnrollment, Renewal, TokenEnrollment};
-use super::throttle::FailureOutcome;
+use super::throttle::{MAX_FAILURES, WINDOW_SECONDS};
 use super::{Caller, Service, ServiceError, ServiceResult};
 use crate::audit::AuditEvent;
 use crate::authority::ca::der_to_pem;
@@ -18,8 +18,8 @@ use crate::authority::profile::Profile;
 use crate::authority::{IssuedLeaf, LeafRequest};
 use crate::identity::DeviceId;
 use crate::store::{
-    CertStatus, CertificateRecord, DeviceClaim, InitialHierarchy, IssuanceRecord, IssuanceRule,
-    IssuerRecord, NewCertificate, Scope, SystemCertificate,
+    CertStatus, CertificateRecord, DeviceClaim, EnrollFailure, InitialHierarchy, IssuanceRecord,
+    IssuanceRule, IssuerRecord, NewCertificate, Scope, SystemCertificate,
 };
 
 /// What an enrollment method decided: which certificate to sign for whom, and under which
@@ -151,11 +151,19 @@ impl Service {
     pub async fn enroll(&self, req: EnrollRequest) -> ServiceResult<Issued> {
         let peer = req.peer;
         if let Some(ip) = peer
-            && let Err(secs) = self.throttle.check(ip)
+            && let Some(secs) = self
+                .store
+                .enroll_throttled(
+                    &ip.to_string(),
+                    self.clock().now(),
+                    WINDOW_SECONDS,
+                    MAX_FAILURES,
+                )
+                .await?
         {
             return Err(ServiceError::Throttled(format!(
                 "too many failed enrollment attempts from {ip}; retry in {}",
-                crate::clock::human_duration(secs as i64)
+                crate::clock::human_duration(secs)
             )));
         }
         let result = if req.token.is_empty() {
@@ -165,19 +173,27 @@ impl Service {
         };
         match result {
             Err(ServiceError::BadCredential(e)) => {
-                if let Some(ip) = peer
-                    && self.throttle.record_failure(ip) == FailureOutcome::ThrottleStarted
-                {
-                    tracing::warn!(%ip, "enrollment throttled after repeated failures");
-                    let event = AuditEvent::new(
-                        self.clock().now(),
-                        format!("peer:{ip}"),
-                        "enroll.throttled",
-                        ip.to_string(),
-                        serde_json::json!({"last_error": e.to_string()}),
-                    );
-                    if let Err(e) = self.store.audit(event).await {
-                        tracing::error!(error = %e, "cannot audit the throttle");
+                if let Some(ip) = peer {
+                    let now = self.clock().now();
+                    let failure = EnrollFailure {
+                        peer: ip.to_string(),
+                        at: now,
+                        window: WINDOW_SECONDS,
+                        max_failures: MAX_FAILURES,
+                        throttled_event: AuditEvent::new(
+                            now,
+                            format!("peer:{ip}"),
+                            "enroll.throttled",
+                            ip.to_string(),
+                            serde_json::json!({"last_error": e.to_string()}),
+                        ),
+                    };
+                    match self.store.record_enroll_failure(failure).await {
+                        Ok(true) => {
+                            tracing::warn!(%ip, "enrollment throttled after repeated failures")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot count a failed enrollment"),
                     }
                 }
                 Err(*e)

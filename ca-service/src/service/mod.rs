@@ -56,7 +56,6 @@ pub struct Service {
     host_names: Arc<HostNamePolicy>,
     default_zone: String,
     trust: TrustHandle,
-    throttle: Arc<throttle::EnrollThrottle>,
     authenticator: Authenticator,
 }
 
@@ -75,7 +74,6 @@ impl Service {
             host_names: parts.host_names,
             default_zone: parts.default_zone,
             trust: parts.trust,
-            throttle: Arc::new(throttle::EnrollThrottle::default()),
             authenticator,
         }
     }

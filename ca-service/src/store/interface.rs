@@ -14,9 +14,9 @@ use tokio::sync::{broadcast, watch};
 
 use super::{
     CallerCertificate, CertFilter, CertSelector, CertStatus, CertificateRecord, CountedTable,
-    DeviceClaim, DeviceFilter, DeviceRecord, DeviceStatus, IssuerRecord, IssuingCrlRecord,
-    ManufacturerCaRecord, NewCertificate, NewDevice, Operators, Page, RevocationStatus,
-    RootCrlRecord, Selection, StatusBatch, StatusChange, StoreError, TokenRecord,
+    DeviceClaim, DeviceFilter, DeviceRecord, DeviceStatus, EnrollFailure, IssuerRecord,
+    IssuingCrlRecord, ManufacturerCaRecord, NewCertificate, NewDevice, Operators, Page,
+    RevocationStatus, RootCrlRecord, Selection, StatusBatch, StatusChange, StoreError, TokenRecord,
 };
 use crate::audit::AuditEvent;
 
@@ -49,6 +49,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a CRL of an issuing CA for every replica to serve. Refused with
     /// [`StoreError::Changed`] when one numbered as high is stored already.
     async fn store_issuing_crl(&self, crl: IssuingCrlRecord) -> Result<(), StoreError>;
+
+    /// Seconds until `peer` may enroll again, when `max_failures` of its enrollments failed
+    /// within a throttle window (`window` seconds from its first failure) still open at `now`;
+    /// `None` when it may enroll.
+    async fn enroll_throttled(
+        &self,
+        peer: &str,
+        now: i64,
+        window: i64,
+        max_failures: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Counts a failed enrollment against its peer, in the window open at `failure.at` (a new
+    /// one when none is). Returns whether this failure started the throttle; its event is then
+    /// audited in the same transaction, once per window.
+    async fn record_enroll_failure(&self, failure: EnrollFailure) -> Result<bool, StoreError>;
 
     /// Waits until this process alone among the replicas may build CRLs of `issuer_id`, and
     /// holds that until the returned lock is dropped. [`StoreError::Conflict`] when another

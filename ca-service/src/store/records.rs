@@ -115,6 +115,23 @@ pub struct IssuingCrlRecord {
     pub built_at: i64,
 }
 
+/// A failed enrollment, counted against the peer address it came from (the enrollment
+/// throttle, shared by replicas).
+#[derive(Debug, Clone)]
+pub struct EnrollFailure {
+    /// The peer's address.
+    pub peer: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Length of a throttle window, seconds: failures count from the first one in a window.
+    pub window: i64,
+    /// Failures within a window after which the peer is refused until the window ends.
+    pub max_failures: i64,
+    /// Recorded with the failure that reaches `max_failures` (once per window, whichever
+    /// replica counts it).
+    pub throttled_event: crate::audit::AuditEvent,
+}
+
 /// One committed batch of certificate status changes, as the status feed carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusBatch {

@@ -40,6 +40,7 @@ macro_rules! store_suite {
                 no_change_takes_the_last_admin_credential,
                 crl_numbers_increase_per_issuer,
                 a_shared_issuing_crl_is_stored_only_newer,
+                failed_enrollments_throttle_their_peer_for_a_window,
                 a_rotation_switches_issuers_whole_or_not_at_all,
                 a_revoked_issuer_records_nothing_more_and_takes_its_certificates_along,
                 a_root_crl_is_stored_only_newer_and_only_for_what_is_revoked_now,
@@ -956,6 +957,65 @@ pub(super) async fn a_shared_issuing_crl_is_stored_only_newer(store: Arc<dyn Sto
     let mut unknown = crl(4, 7);
     unknown.issuer_id = "issuing-9".into();
     assert!(store.store_issuing_crl(unknown).await.is_err());
+}
+
+/// Failed enrollments count per peer within a window: the one that reaches the limit starts
+/// the throttle (audited once), which ends with the window; other peers are not held up.
+pub(super) async fn failed_enrollments_throttle_their_peer_for_a_window(store: Arc<dyn Store>) {
+    let events = seed(&*store).await;
+    let failure = |peer: &str, at: i64| EnrollFailure {
+        peer: peer.into(),
+        at,
+        window: 100,
+        max_failures: 3,
+        throttled_event: AuditEvent::new(
+            at,
+            format!("peer:{peer}"),
+            "enroll.throttled",
+            peer,
+            serde_json::json!({}),
+        ),
+    };
+    let throttled = |peer: &'static str, now: i64| {
+        let store = store.clone();
+        async move { store.enroll_throttled(peer, now, 100, 3).await.unwrap() }
+    };
+    for at in [10, 20] {
+        assert!(
+            !store
+                .record_enroll_failure(failure("10.0.0.1", at))
+                .await
+                .unwrap()
+        );
+        assert_eq!(throttled("10.0.0.1", at).await, None);
+    }
+    assert!(
+        store
+            .record_enroll_failure(failure("10.0.0.1", 30))
+            .await
+            .unwrap()
+    );
+    // Until the window that began at 10 ends.
+    assert_eq!(throttled("10.0.0.1", 30).await, Some(80));
+    assert_eq!(throttled("10.0.0.2", 30).await, None);
+    assert!(
+        !store
+            .record_enroll_failure(failure("10.0.0.1", 40))
+            .await
+            .unwrap(),
+        "the throttle is reported once per window"
+    );
+    assert_eq!(throttled("10.0.0.1", 109).await, Some(1));
+    assert_eq!(throttled("10.0.0.1", 110).await, None);
+    // A failure after the window opens a new one, counted from 1.
+    assert!(
+        !store
+            .record_enroll_failure(failure("10.0.0.1", 120))
+            .await
+            .unwrap()
+    );
+    assert_eq!(throttled("10.0.0.1", 120).await, None);
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(events + 1));
 }
 
 /// A rollover records the new issuing CA, retires the old one and stores the root CRL in one

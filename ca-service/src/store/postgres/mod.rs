@@ -93,6 +93,8 @@ mod dialect {
                 };
                 let mut listener = match listener {
                     Ok(l) => l,
+                    // The store was closed: nothing more to hear.
+                    Err(_) if pool.is_closed() => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for other replicas' status changes; retrying");
                         tokio::select! {
@@ -116,6 +118,7 @@ mod dialect {
                         }
                         // Reconnected by the listener: what was said meanwhile is lost.
                         Ok(None) => bump(&changes),
+                        Err(_) if pool.is_closed() => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the status change channel; listening again");
                             break;

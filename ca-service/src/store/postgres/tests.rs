@@ -34,6 +34,7 @@ async fn the_schema_applies_once_even_when_two_replicas_start_together() {
             "certificates",
             "crl_state",
             "devices",
+            "enroll_failures",
             "enrollment_tokens",
             "issuers",
             "issuing_crls",
@@ -248,6 +249,49 @@ async fn status_changes_reach_the_other_replica() {
         a.status_version().await.unwrap(),
         b.status_version().await.unwrap()
     );
+    a.close().await;
+    b.close().await;
+}
+
+// The enrollment throttle counts the failures of every replica: a peer cannot spread its
+// guesses over them.
+#[tokio::test]
+async fn the_enrollment_throttle_counts_the_failures_of_every_replica() {
+    use crate::store::EnrollFailure;
+
+    let db = Scratch::new().await;
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let failure = |at: i64| EnrollFailure {
+        peer: "192.0.2.7".into(),
+        at,
+        window: 300,
+        max_failures: 3,
+        throttled_event: crate::audit::AuditEvent::new(
+            at,
+            "peer:192.0.2.7",
+            "enroll.throttled",
+            "192.0.2.7",
+            serde_json::json!({}),
+        ),
+    };
+    assert!(!a.record_enroll_failure(failure(1)).await.unwrap());
+    assert!(!b.record_enroll_failure(failure(2)).await.unwrap());
+    assert_eq!(
+        a.enroll_throttled("192.0.2.7", 2, 300, 3).await.unwrap(),
+        None
+    );
+    assert!(a.record_enroll_failure(failure(3)).await.unwrap());
+    for store in [&a, &b] {
+        assert_eq!(
+            store
+                .enroll_throttled("192.0.2.7", 3, 300, 3)
+                .await
+                .unwrap(),
+            Some(298)
+        );
+    }
+    assert_eq!(a.verify_audit_chain().await.unwrap(), Ok(1));
     a.close().await;
     b.close().await;
 }

@@ -16,8 +16,9 @@ use crate::store::interface::{
 };
 use crate::store::{
     CallerCertificate, CertFilter, CertSelector, CertificateRecord, CountedTable, DeviceFilter,
-    DeviceRecord, IssuerRecord, IssuingCrlRecord, ManufacturerCaRecord, NewDevice, Operators, Page,
-    RevocationStatus, RootCrlRecord, Selection, StatusBatch, StatusChange, StoreError, TokenRecord,
+    DeviceRecord, EnrollFailure, IssuerRecord, IssuingCrlRecord, ManufacturerCaRecord, NewDevice,
+    Operators, Page, RevocationStatus, RootCrlRecord, Selection, StatusBatch, StatusChange,
+    StoreError, TokenRecord,
 };
 
 #[async_trait]
@@ -46,6 +47,26 @@ impl Store for SqlStore {
         self.submit(WriteOp::StoreIssuingCrl { crl })
             .await
             .map(drop)
+    }
+
+    async fn enroll_throttled(
+        &self,
+        peer: &str,
+        now: i64,
+        window: i64,
+        max_failures: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        reads::enroll_throttled(&self.pool, peer, now, window, max_failures).await
+    }
+
+    async fn record_enroll_failure(&self, failure: EnrollFailure) -> Result<bool, StoreError> {
+        match self
+            .submit(WriteOp::RecordEnrollFailure { failure })
+            .await?
+        {
+            WriteOutput::Flag(started) => Ok(started),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn lock_crl_build(&self, issuer_id: &str) -> Result<CrlBuildLock, StoreError> {
@@ -453,7 +474,10 @@ fn collect_recorded(out: WriteOutput, into: &mut Recorded) {
         WriteOutput::Issued { device_registered } => into.device_registered |= device_registered,
         WriteOutput::StatusChanged(changed) => into.changed.extend(changed),
         WriteOutput::All(outs) => outs.into_iter().for_each(|o| collect_recorded(o, into)),
-        WriteOutput::Registered { .. } | WriteOutput::Count(_) | WriteOutput::Done => {}
+        WriteOutput::Registered { .. }
+        | WriteOutput::Count(_)
+        | WriteOutput::Flag(_)
+        | WriteOutput::Done => {}
     }
 }
 

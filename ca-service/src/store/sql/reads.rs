@@ -69,6 +69,26 @@ pub(super) async fn root_crl(
     }))
 }
 
+/// Seconds left of `peer`'s throttle window at `now` when it holds `max_failures` failures.
+pub(super) async fn enroll_throttled(
+    pool: &Pool,
+    peer: &str,
+    now: i64,
+    window: i64,
+    max_failures: i64,
+) -> Result<Option<i64>, StoreError> {
+    let start: Option<i64> = sqlx::query_scalar(
+        "SELECT window_start FROM enroll_failures \
+         WHERE peer = $1 AND window_start > $2 AND failures >= $3",
+    )
+    .bind(peer)
+    .bind(now - window)
+    .bind(max_failures)
+    .fetch_optional(pool)
+    .await?;
+    Ok(start.map(|s| (s + window - now).max(1)))
+}
+
 /// The status version now.
 pub(super) async fn status_version(pool: &Pool) -> Result<i64, StoreError> {
     Ok(

@@ -108,6 +108,12 @@ pub enum WriteOp {
         /// Caller.
         actor: String,
     },
+    /// Count a failed enrollment against its peer (see
+    /// [`crate::store::interface::Store::record_enroll_failure`]).
+    RecordEnrollFailure {
+        /// The failure.
+        failure: crate::store::EnrollFailure,
+    },
     /// Store a CRL of an issuing CA for every replica; refused with
     /// [`crate::store::StoreError::Changed`] when one numbered as high is stored already.
     StoreIssuingCrl {
@@ -249,6 +255,8 @@ pub enum WriteOutput {
         /// Refused rows by index in the request.
         rejected: Vec<(usize, String)>,
     },
+    /// A yes-or-no outcome (whether a failed enrollment started the throttle).
+    Flag(bool),
     /// A number of rows changed.
     Count(u64),
     /// These certificates changed status (in order); also sent on the status feed.

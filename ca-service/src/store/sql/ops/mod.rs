@@ -111,6 +111,9 @@ pub(super) async fn apply(
             crl,
             revoked_issuers,
         } => issuers::store_root_crl(conn, crl, revoked_issuers, chain).await,
+        WriteOp::RecordEnrollFailure { failure } => {
+            tokens::record_enroll_failure(conn, failure, chain).await
+        }
         WriteOp::StoreIssuingCrl { crl } => issuers::store_issuing_crl(conn, crl).await,
         WriteOp::NextCrlNumber { issuer_id, at } => {
             issuers::next_crl_number(conn, issuer_id, *at).await

@@ -1,10 +1,12 @@
-//! Enrollment tokens: storing one (its hash) and revoking a device's unused ones.
+//! Enrollment tokens: storing one (its hash) and revoking a device's unused ones; counting
+//! failed enrollments against their peers (the throttle).
 
 use super::super::Conn;
 use super::super::writer::WriteOutput;
 use super::audit::audit;
 use crate::audit::AuditEvent;
-use crate::store::{StoreError, TokenRecord};
+use crate::store::{EnrollFailure, StoreError, TokenRecord};
+use sqlx::Row;
 
 /// Stores a new enrollment token (its hash).
 pub(super) async fn create_token(
@@ -61,4 +63,37 @@ pub(super) async fn revoke_tokens(
     );
     audit(conn, &event, chain).await?;
     Ok(WriteOutput::Count(done.rows_affected()))
+}
+
+/// Counts a failed enrollment against its peer: windows that ended are dropped first (so a
+/// row found is the open window), then the peer's count goes up; the failure that reaches the
+/// limit marks the window reported and audits the throttle.
+pub(super) async fn record_enroll_failure(
+    conn: &mut Conn,
+    failure: &EnrollFailure,
+    chain: &mut [u8; 32],
+) -> Result<WriteOutput, StoreError> {
+    sqlx::query("DELETE FROM enroll_failures WHERE window_start <= $1")
+        .bind(failure.at - failure.window)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(
+        "INSERT INTO enroll_failures (peer, window_start, failures, reported) \
+         VALUES ($1, $2, 1, FALSE) ON CONFLICT (peer) DO UPDATE \
+         SET failures = enroll_failures.failures + 1 RETURNING failures, reported",
+    )
+    .bind(&failure.peer)
+    .bind(failure.at)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (failures, reported): (i64, bool) = (row.get("failures"), row.get("reported"));
+    if failures < failure.max_failures || reported {
+        return Ok(WriteOutput::Flag(false));
+    }
+    sqlx::query("UPDATE enroll_failures SET reported = TRUE WHERE peer = $1")
+        .bind(&failure.peer)
+        .execute(&mut *conn)
+        .await?;
+    audit(conn, &failure.throttled_event, chain).await?;
+    Ok(WriteOutput::Flag(true))
 }

@@ -18,3 +18,13 @@ CREATE TABLE status_version (
     version  BIGINT NOT NULL
 );
 INSERT INTO status_version (id, version) VALUES (1, 0);
+
+-- Failed enrollments per peer address within the current throttle window (service::throttle),
+-- kept here so that the limit holds across replicas; windows that ended are pruned on write.
+CREATE TABLE enroll_failures (
+    peer          TEXT PRIMARY KEY,
+    window_start  BIGINT NOT NULL,
+    failures      BIGINT NOT NULL,
+    reported      BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX enroll_failures_window ON enroll_failures (window_start);
