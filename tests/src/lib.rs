@@ -45,11 +45,24 @@ impl TestCa {
         Self::start_with(Config::default()).await
     }
 
-    /// Starts a fresh CA with `config` (listen addresses are replaced by ephemeral ones).
+    /// Starts a fresh CA with `config` (listen addresses are replaced by ephemeral ones). On a
+    /// database of `config` (PostgreSQL), the CA is initialised first, as `hallmark-ca init`
+    /// does it: `serve` never initialises a shared database.
     pub async fn start_with(mut config: Config) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         config.grpc_listen = "127.0.0.1:0".parse().unwrap();
         config.http_listen = "127.0.0.1:0".parse().unwrap();
+        if config.database.is_some() {
+            let init = hallmark_ca::bootstrap::InitOptions {
+                data_dir: dir.path().join("data"),
+                passphrase: None,
+                root_key_out: None,
+                import: None,
+            };
+            hallmark_ca::bootstrap::init(&init, &config, Arc::new(SystemClock))
+                .await
+                .expect("init on the database");
+        }
         let server = server::start(ServeOptions {
             data_dir: dir.path().join("data"),
             config,

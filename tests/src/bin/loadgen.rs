@@ -28,6 +28,10 @@ struct Args {
     /// Concurrent clients (one HTTP/2 connection each).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// A PostgreSQL database to run the CA on (an empty one: the CA is initialised in it),
+    /// instead of SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 /// CPU seconds (user + system) of this process, from /proc (clock ticks of 1/100 s on Linux).
@@ -108,6 +112,10 @@ async fn main() {
         .grpc_max_connections_per_peer
         .max(args.clients + 8);
     config.limits.grpc_max_connections = config.limits.grpc_max_connections.max(args.clients + 8);
+    config.database = args
+        .database_url
+        .clone()
+        .map(hallmark_ca::store::Database::Postgres);
     let ca = TestCa::start_with(config).await;
     let mut clients = Vec::new();
     for _ in 0..args.clients {
@@ -161,6 +169,11 @@ async fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    if args.database_url.is_some() {
+        println!("database: PostgreSQL, {} rows", n + 2);
+        ca.server.shutdown().await;
+        return;
+    }
     let db = ca.data_dir().join("hallmark.db");
     let size: u64 = ["", "-wal"]
         .iter()
