@@ -4,6 +4,7 @@
 //! UNAVAILABLE (never returning an unrecorded certificate) and recovers by itself.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -264,6 +265,21 @@ async fn a_shared_database_is_initialised_once() {
     );
     assert!(!empty.join("ca").exists());
 
+    // A data dir served with a database it was not initialised with.
+    let other = PgScratch::new();
+    let err = ca_refused(&[
+        "serve",
+        "--data-dir",
+        s(&copy),
+        "--database-url",
+        &other.url(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("holds no CA"), "{err}");
+
     let err = ca_refused(&[
         "init",
         "--data-dir",
@@ -289,4 +305,82 @@ async fn a_shared_database_is_initialised_once() {
     );
     assert_eq!(before, after, "a refused command changed the database");
     store.close().await;
+}
+
+/// The issuer (subject) of the certificate in `bundle`.
+fn issuer_of(bundle: &Path) -> String {
+    hallmark_tests::openssl(&[
+        "x509",
+        "-in",
+        s(&bundle.join("cert.pem")),
+        "-noout",
+        "-issuer",
+    ])
+}
+
+// An issuing CA rolled over through one replica's data dir (`hallmark-ca issuer rotate` with
+// the database URL) is followed by every replica once it has the new key files (a Secret
+// update on Kubernetes): each signs with the new issuing CA within seconds, and serves its CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_rollover_through_one_replica_is_followed_by_all() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
+    let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    let b = CaProcess::start(&dir_b, &["--database-url", &db.url()]);
+    a.issue_bundle(
+        "before",
+        "sensor",
+        Some("field"),
+        &tmp.path().join("before"),
+    );
+    let old = issuer_of(&tmp.path().join("before"));
+
+    let out = Command::new(bin("hallmark-ca"))
+        .args([
+            "issuer",
+            "rotate",
+            "--data-dir",
+            s(&dir_a),
+            "--database-url",
+            &db.url(),
+        ])
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "issuer rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The operator hands the new key files to the other replica.
+    let cp = Command::new("sh")
+        .args(["-c", &format!("cp -a {}/ca/. {}/ca/", s(&dir_a), s(&dir_b))])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let mut n = 0;
+    for (name, replica) in [("A", &a), ("B", &b)] {
+        let took = wait_until(
+            &format!("replica {name} signs with the new issuing CA"),
+            Duration::from_secs(15),
+            || {
+                n += 1;
+                let bundle = tmp.path().join(format!("after-{n}"));
+                replica.issue_bundle(&format!("after-{n}"), "sensor", Some("field"), &bundle);
+                issuer_of(&bundle) != old
+            },
+        );
+        println!("replica {name} followed the rollover within {took:?}");
+    }
+    // Both serve the new issuing CA's CRL, the same one.
+    let path = hallmark_tests::cdp_path(&tmp.path().join(format!("after-{n}/cert.pem")));
+    let served = |ca: &CaProcess| http_get_raw(&ca.http, &path, "");
+    wait_until("both serve the new CRL", Duration::from_secs(10), || {
+        let (ha, da) = served(&a);
+        let (hb, db_) = served(&b);
+        ha.starts_with("HTTP/1.1 200") && hb.starts_with("HTTP/1.1 200") && da == db_
+    });
 }

@@ -64,8 +64,17 @@ pub async fn load(
             .profile_set()
             .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?,
     );
-    let store = dir.database(config).open(config.max_commit_batch).await?;
+    let database = dir.database(config);
+    let store = database.open(config.max_commit_batch).await?;
     let issuers = store.issuers().await?;
+    if issuers.is_empty() {
+        store.close().await;
+        return Err(BootstrapError::Inconsistent(format!(
+            "the database {database} holds no CA, but {} was initialised: serve it with the \
+             database it was initialised with (--database-url, or none for its own SQLite file)",
+            data_dir.display()
+        )));
+    }
     let keyring = Keyring::load(dir.clone(), passphrase.cloned(), &issuers)?;
     let authority = Authority::new(keyring.active(), naming(config), clock.clone());
     let now = clock.now();
