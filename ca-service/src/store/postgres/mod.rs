@@ -47,6 +47,12 @@ mod dialect {
         sqlx::query("SET LOCAL synchronous_commit TO on")
             .execute(&mut *tx)
             .await?;
+        // A replica that stops mid-batch (frozen, cut off) while holding the lock would stop
+        // every other one: the server ends such a transaction (and its lock) after this long
+        // idle. A batch's own statements follow each other within milliseconds.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout TO '10s'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
@@ -209,6 +215,14 @@ impl PgStore {
         options: PgConnectOptions,
         max_batch: usize,
     ) -> Result<Self, StoreError> {
+        // The server probes every connection after 10 s of silence and ends it after ~25 s
+        // without an answer (the default is hours), releasing the locks of a replica that
+        // vanished (crashed host, network cut) for the others.
+        let options = options.options([
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         // One direct connection first: its error names the cause (refused, authentication,
         // TLS, no such database), where the pool's says only that it timed out.
         let probe = PgConnection::connect_with(&options).await.map_err(|e| {

@@ -295,3 +295,33 @@ async fn the_enrollment_throttle_counts_the_failures_of_every_replica() {
     a.close().await;
     b.close().await;
 }
+
+// A replica that stops in the middle of a group commit (frozen, cut off) does not stop the
+// others for long: the server ends its transaction, and with it the write lock, after 10 s.
+#[tokio::test]
+async fn a_replica_frozen_mid_commit_releases_the_write_lock() {
+    use crate::store::suite::{issue, seed};
+
+    let db = Scratch::new().await;
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    seed(&b).await;
+    let mut frozen = a.pool.acquire().await.unwrap();
+    let tx = super::dialect::begin_write(&mut frozen).await.unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        b.record_issuance(issue("aa01", "d-1", "field")),
+    )
+    .await
+    .expect("replica B is held up by the frozen one for good")
+    .expect("replica B writes once the frozen transaction is ended");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(30),
+        "B waited {waited:?}"
+    );
+    // The frozen replica's transaction is gone: nothing it does commits.
+    assert!(tx.commit().await.is_err());
+    b.close().await;
+}
