@@ -384,3 +384,191 @@ async fn an_issuer_rollover_through_one_replica_is_followed_by_all() {
         ha.starts_with("HTTP/1.1 200") && hb.starts_with("HTTP/1.1 200") && da == db_
     });
 }
+
+/// The serial of the certificate in `bundle`, as OpenSSL prints it in a CRL (upper case).
+fn serial_of(bundle: &Path) -> String {
+    hallmark_tests::openssl(&[
+        "x509",
+        "-in",
+        s(&bundle.join("cert.pem")),
+        "-noout",
+        "-serial",
+    ])
+    .trim()
+    .trim_start_matches("serial=")
+    .to_ascii_uppercase()
+}
+
+/// The text of the CRL at `path` that `ca` serves.
+fn crl_text(ca: &CaProcess, path: &str, scratch: &Path) -> String {
+    ca.fetch_crl(path, scratch).unwrap();
+    hallmark_tests::openssl(&["crl", "-in", s(scratch), "-noout", "-text"]).to_ascii_uppercase()
+}
+
+/// The id of the (first) issuing CA of the database.
+async fn issuing_id(store: &dyn Store) -> String {
+    store
+        .issuers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == hallmark_ca::store::IssuerKind::Issuing)
+        .unwrap()
+        .id
+}
+
+// A replica's own status change that reaches its CRL builder late (it waited for another
+// replica's build) never undoes a later change made through another replica: here a resume
+// through A queued behind the build lock, then a revocation through B; every CRL A builds
+// afterwards lists the certificate (found by the attacker-side review: it vanished until the
+// periodic refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_own_change_never_undoes_another_replicas_later_revocation() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
+    let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    // The test's own store plays replica B.
+    let b = Database::Postgres(db.url()).open(1).await.unwrap();
+    let issuer = issuing_id(b.as_ref()).await;
+    for d in ["x", "y", "z"] {
+        a.issue_bundle(d, "sensor", Some("field"), &tmp.path().join(d));
+    }
+    let x = serial_of(&tmp.path().join("x"));
+    let path = hallmark_tests::cdp_path(&tmp.path().join("x/cert.pem"));
+    let crl = tmp.path().join("crl.pem");
+    hallmark_tests::ok(&a.hallmark(&["device", "suspend", "x"]));
+    wait_until("x on hold on A's CRL", Duration::from_secs(5), || {
+        crl_text(&a, &path, &crl).contains(&x)
+    });
+
+    // B holds the build lock: A's next rebuild waits for it, its own changes queue up.
+    let lock = b.lock_crl_build(&issuer).await.unwrap();
+    hallmark_tests::ok(&a.hallmark(&["revoke", "--device", "y", "--reason", "key-compromise"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hallmark_tests::ok(&a.hallmark(&["device", "resume", "x"]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_certificate_status(hallmark_ca::store::CertificateStatusUpdate {
+        serial: x.to_ascii_lowercase(),
+        status: hallmark_ca::store::CertStatus::Revoked,
+        reason: Some(1),
+        at: now,
+        actor: "test".into(),
+    })
+    .await
+    .unwrap();
+    drop(lock);
+    // A later change through A, built from A's entries in memory.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hallmark_tests::ok(&a.hallmark(&["revoke", "--device", "z", "--reason", "key-compromise"]));
+    let z = serial_of(&tmp.path().join("z"));
+    wait_until("z on A's CRL", Duration::from_secs(5), || {
+        crl_text(&a, &path, &crl).contains(&z)
+    });
+    let text = crl_text(&a, &path, &crl);
+    assert!(
+        text.contains(&x),
+        "revoked {x} is missing from the CRL:\n{text}"
+    );
+    let stored = b.issuing_crl(&issuer).await.unwrap().unwrap();
+    std::fs::write(&crl, pem_of_crl(&stored.der)).unwrap();
+    let stored_text = hallmark_tests::openssl(&["crl", "-in", s(&crl), "-noout", "-text"]);
+    assert!(
+        stored_text.to_ascii_uppercase().contains(&x),
+        "the stored CRL lacks {x}"
+    );
+    b.close().await;
+}
+
+/// A CRL (DER) as PEM.
+fn pem_of_crl(der: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-outform", "PEM"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(der).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+// A CRL that could not be built (another replica held the build lock past the wait) is tried
+// again by itself: the revocation is on the CRL soon after the lock is free, without another
+// change (found by the review: it waited for the next change or the 12 h refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_build_that_failed_is_tried_again() {
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
+    let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    let b = Database::Postgres(db.url()).open(1).await.unwrap();
+    let issuer = issuing_id(b.as_ref()).await;
+    a.issue_bundle("y", "sensor", Some("field"), &tmp.path().join("y"));
+    let y = serial_of(&tmp.path().join("y"));
+    let path = hallmark_tests::cdp_path(&tmp.path().join("y/cert.pem"));
+    let crl = tmp.path().join("crl.pem");
+    let lock = b.lock_crl_build(&issuer).await.unwrap();
+    hallmark_tests::ok(&a.hallmark(&["revoke", "--device", "y", "--reason", "key-compromise"]));
+    // A's wait for the lock (10 s) runs out while B holds it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(!crl_text(&a, &path, &crl).contains(&y));
+    drop(lock);
+    let took = wait_until("y on A's CRL", Duration::from_secs(40), || {
+        crl_text(&a, &path, &crl).contains(&y)
+    });
+    println!("the CRL was built {took:?} after the lock was free");
+    b.close().await;
+}
+
+// A session that holds the replicas' write lock and goes silent (not one of ours: those end
+// after 10 s idle) does not hang issuance: it is refused with UNAVAILABLE after the lock
+// timeout, and served again once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_elsewhere_refuses_issuance_instead_of_hanging() {
+    use std::io::Write;
+    let db = PgScratch::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init_shared(&dir_a, &dir_b, &db.url(), &[]);
+    let a = CaProcess::start(&dir_a, &["--database-url", &db.url()]);
+    let mut holder = Command::new("psql")
+        .args([db.url().as_str(), "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The write lock's key ("hallmark" in ASCII), as a replica's group commit takes it.
+    writeln!(
+        holder.stdin.as_mut().unwrap(),
+        "BEGIN; SELECT pg_advisory_xact_lock({});",
+        0x6861_6c6c_6d61_726b_i64
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut client = CertificateAuthorityClient::new(a.admin_channel().await);
+    let started = Instant::now();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(25),
+        client.issue(issue_request(1, p256_csr("held").1)),
+    )
+    .await
+    .expect("issuance hangs behind a held write lock")
+    .expect_err("issued while another session held the write lock");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    println!(
+        "refused after {:.1} s behind a held write lock",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    client
+        .issue(issue_request(2, p256_csr("free").1))
+        .await
+        .expect("issued once the lock is free");
+}

@@ -63,7 +63,9 @@ pub enum BootstrapError {
     /// `init` found a CA in the database already.
     #[error(
         "the database {0} holds a CA already (initialised from another data dir); nothing was \
-         written: serve a copy of that data dir, or initialise with an empty database"
+         written: serve a copy of that data dir, or initialise with an empty database. If the \
+         init that made it stopped half-way (its data dir has no .initialised marker), nothing \
+         was ever served from it: drop and recreate the database, then run init again"
     )]
     DatabaseHoldsCa(String),
     /// File system error.

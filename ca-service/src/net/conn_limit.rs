@@ -32,6 +32,16 @@ impl PeerKey {
     }
 }
 
+impl std::fmt::Display for PeerKey {
+    /// The IPv4 address, or the IPv6 prefix (`2001:db8:1:2::/64`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

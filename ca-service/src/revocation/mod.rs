@@ -28,6 +28,11 @@ use self::list::RevocationList;
 /// Revocations arriving within this window share one rebuild.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// First wait before a failed CRL build is tried again; it doubles up to [`RETRY_LAST`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between tries of a failed CRL build.
+const RETRY_LAST: Duration = Duration::from_secs(30);
+
 /// A published CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedCrl {
@@ -97,6 +102,7 @@ impl CrlPublisher {
             list: RevocationList::new(),
             known: HashMap::new(),
             roots: root::Roots::default(),
+            failed: false,
         };
         let first = builder.rebuild(&CrlSet::new()).await;
         let (tx, rx) = watch::channel(Arc::new(first));
@@ -110,8 +116,15 @@ impl CrlPublisher {
             let mut refresh_tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
             refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A CRL that could not be built (database away, another replica's build lock held
+            // too long) is tried again, sooner than the next change or refresh.
+            let mut retry = RETRY_FIRST;
             loop {
+                let retrying = builder.failed;
                 tokio::select! {
+                    _ = tokio::time::sleep(retry), if retrying => {
+                        retry = (retry * 2).min(RETRY_LAST);
+                    }
                     changed = feed.recv(), if feed_open => {
                         match changed {
                             Ok(batch) => builder.apply(&batch),
@@ -154,6 +167,9 @@ impl CrlPublisher {
                 let previous = tx.borrow().clone();
                 let next = builder.rebuild(&previous).await;
                 tx.send_replace(Arc::new(next));
+                if !builder.failed {
+                    retry = RETRY_FIRST;
+                }
             }
         });
         (
@@ -189,12 +205,23 @@ struct Builder {
     /// without a gap; a gap is another replica's change, and a build reloads then).
     known: HashMap<String, i64>,
     roots: root::Roots,
+    /// Whether the last rebuild left a CRL unbuilt (tried again with backoff).
+    failed: bool,
 }
 
 impl Builder {
     fn apply(&mut self, batch: &StatusBatch) {
         let now = self.sources.clock.now();
         for change in &batch.changes {
+            // Entries reread at a version this batch does not exceed hold its change already,
+            // or a later one of another replica's that applying it would undo.
+            if self
+                .known
+                .get(&change.issuer_id)
+                .is_some_and(|k| batch.version <= *k)
+            {
+                continue;
+            }
             self.list.apply(change, now);
         }
         for known in self.known.values_mut() {
@@ -222,10 +249,12 @@ impl Builder {
     async fn rebuild(&mut self, previous: &CrlSet) -> CrlSet {
         let s = &self.sources;
         let now = s.clock.now();
+        self.failed = false;
         let issuers = match s.store.issuers().await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read issuers; CRLs not rebuilt");
+                self.failed = true;
                 return previous.clone();
             }
         };
@@ -241,6 +270,7 @@ impl Builder {
                     out.insert(rec.id.clone(), Arc::new(crl));
                 }
                 Err(e) => {
+                    self.failed = true;
                     tracing::error!(issuer = %rec.id, error = %e, "CRL not rebuilt; the previous one stays");
                     if let Some(p) = previous.get(&rec.id) {
                         out.insert(rec.id.clone(), p.clone());

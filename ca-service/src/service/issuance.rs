@@ -17,6 +17,7 @@ use crate::authority::csr::CheckedCsr;
 use crate::authority::profile::Profile;
 use crate::authority::{IssuedLeaf, LeafRequest};
 use crate::identity::DeviceId;
+use crate::net::conn_limit::PeerKey;
 use crate::store::{
     CertStatus, CertificateRecord, DeviceClaim, EnrollFailure, InitialHierarchy, IssuanceRecord,
     IssuanceRule, IssuerRecord, NewCertificate, Scope, SystemCertificate,
@@ -154,7 +155,7 @@ impl Service {
             && let Some(secs) = self
                 .store
                 .enroll_throttled(
-                    &ip.to_string(),
+                    &PeerKey::of(ip).to_string(),
                     self.clock().now(),
                     WINDOW_SECONDS,
                     MAX_FAILURES,
@@ -176,7 +177,7 @@ impl Service {
                 if let Some(ip) = peer {
                     let now = self.clock().now();
                     let failure = EnrollFailure {
-                        peer: ip.to_string(),
+                        peer: PeerKey::of(ip).to_string(),
                         at: now,
                         window: WINDOW_SECONDS,
                         max_failures: MAX_FAILURES,

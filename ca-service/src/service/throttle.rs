@@ -1,4 +1,5 @@
-//! Throttling of failed enrollments per peer address: after [`MAX_FAILURES`] failures within
+//! Throttling of failed enrollments per peer (an IPv4 address or an IPv6 /64, as the
+//! connection caps count peers: one host may use a whole /64): after [`MAX_FAILURES`] failures within
 //! [`WINDOW_SECONDS`] of the first, every enrollment from that address is refused until the
 //! window ends. Guessing tokens (256 bits) is hopeless anyway; this keeps a misbehaving device
 //! or a scanner from filling logs and loading the CA. The counts live in the store

@@ -34,9 +34,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// CRLs through [`Store::issuing_crl`] and [`Store::lock_crl_build`].
     fn is_shared(&self) -> bool;
 
-    /// A counter that moves whenever another replica committed status changes, or when such
-    /// news may have been missed (the listening connection was lost). Never moves on a
-    /// database of one process.
+    /// A counter that moves whenever another replica committed status changes or stored a
+    /// CRL, or when such news may have been missed (the listening connection was lost). Never
+    /// moves on a database of one process.
     fn remote_changes(&self) -> watch::Receiver<u64>;
 
     /// The status version now: how many batches of status changes were committed, by any

@@ -50,12 +50,28 @@ impl std::fmt::Display for Database {
     }
 }
 
-/// `url` with any password replaced by `***` (and unparsable as a whole: it may hold one).
+/// `url` with any password (in the user part, or a query parameter such as `password=` or
+/// `sslpassword=`) replaced by `redacted`; an unparsable URL as a whole (it may hold one).
 fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
+                let _ = u.set_password(Some("redacted"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = k.to_ascii_lowercase().contains("pass");
+                    let v = if secret {
+                        "redacted".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
             }
             u.to_string()
         }

@@ -220,3 +220,27 @@ async fn a_changed_audit_row_breaks_the_chain() {
         .unwrap();
     assert_eq!(store.verify_audit_chain().await.unwrap(), Err(forged));
 }
+
+// A database URL is shown (logs, errors, Debug) without any password in it.
+#[test]
+fn database_urls_are_shown_without_passwords() {
+    for (url, shown) in [
+        (
+            "postgres://ca:s3cret@db.example:5432/hallmark?sslmode=verify-full",
+            "postgres://ca:redacted@db.example:5432/hallmark?sslmode=verify-full",
+        ),
+        (
+            "postgres://db.example/hallmark?user=ca&password=s3cret&sslpassword=k3y",
+            "postgres://db.example/hallmark?user=ca&password=redacted&sslpassword=redacted",
+        ),
+        (
+            "postgres://ca@db.example/hallmark",
+            "postgres://ca@db.example/hallmark",
+        ),
+        ("not a url s3cret", "<unparsable database URL>"),
+    ] {
+        let db = Database::Postgres(url.into());
+        assert_eq!(db.to_string(), shown);
+        assert!(!format!("{db:?}").contains("s3cret"), "{db:?}");
+    }
+}

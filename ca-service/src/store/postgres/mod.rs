@@ -43,8 +43,16 @@ mod dialect {
     pub(crate) async fn begin_write(
         conn: &mut Conn,
     ) -> Result<sqlx::Transaction<'_, Db>, sqlx::Error> {
-        let mut tx = Connection::begin(conn).await?;
+        // READ COMMITTED whatever the database's default: under REPEATABLE READ the snapshot
+        // would be taken by the lock's own statement, before the lock is granted, and the
+        // batch would read a stale chain head (a forked audit chain).
+        let mut tx = Connection::begin_with(conn, "BEGIN ISOLATION LEVEL READ COMMITTED").await?;
         sqlx::query("SET LOCAL synchronous_commit TO on")
+            .execute(&mut *tx)
+            .await?;
+        // A lock not granted within this is refused (the callers get UNAVAILABLE) rather than
+        // waited for without end.
+        sqlx::query("SET LOCAL lock_timeout TO '15s'")
             .execute(&mut *tx)
             .await?;
         // A replica that stops mid-batch (frozen, cut off) while holding the lock would stop
@@ -139,7 +147,7 @@ mod dialect {
     const RELISTEN: Duration = Duration::from_secs(1);
 
     /// How long a replica waits for another one's CRL build before it gives up for now.
-    const CRL_LOCK_WAIT: Duration = Duration::from_secs(30);
+    const CRL_LOCK_WAIT: Duration = Duration::from_secs(10);
 
     /// A connection holding a session advisory lock. Dropped, it is closed rather than
     /// returned to the pool: closing ends the session and so releases the lock whatever
@@ -172,7 +180,7 @@ mod dialect {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(StoreError::Conflict(format!(
                 "another replica has been building the CRL of {issuer_id} for over {}s; \
-                 it is built again at the next change",
+                 this replica tries again shortly",
                 CRL_LOCK_WAIT.as_secs()
             ))),
         }

@@ -42,6 +42,17 @@ impl Scratch {
     pub(crate) fn options(&self) -> PgConnectOptions {
         self.admin.clone().database(&self.name)
     }
+
+    /// Sets a default of the database (`ALTER DATABASE ... SET`), as a DBA might have: for
+    /// connections made from now on. `setting` and `value` are the test's own.
+    pub(crate) async fn set_default(&self, setting: &str, value: &str) {
+        let mut conn = PgConnection::connect_with(&self.admin).await.unwrap();
+        let sql = format!("ALTER DATABASE {} SET {setting} = '{value}'", self.name);
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 }
 
 impl Drop for Scratch {

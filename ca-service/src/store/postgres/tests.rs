@@ -325,3 +325,45 @@ async fn a_replica_frozen_mid_commit_releases_the_write_lock() {
     assert!(tx.commit().await.is_err());
     b.close().await;
 }
+
+// A database whose default isolation is REPEATABLE READ or SERIALIZABLE (a DBA's choice) does
+// not fork the audit chain or refuse writes: each group commit reads the chain head after it
+// holds the write lock, in READ COMMITTED whatever the default.
+#[tokio::test]
+async fn the_audit_chain_holds_whatever_the_default_isolation() {
+    use crate::store::suite::{issue, seed};
+
+    for isolation in ["repeatable read", "serializable"] {
+        let db = Scratch::new().await;
+        db.set_default("default_transaction_isolation", isolation)
+            .await;
+        let a = PgStore::open_with(db.options(), 64).await.unwrap();
+        let b = PgStore::open_with(db.options(), 64).await.unwrap();
+        seed(&a).await;
+        let mut tasks = Vec::new();
+        for i in 0..120 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record_issuance(issue(&format!("c{i:03}"), &format!("d-{i}"), "field"))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{isolation}: {e}"));
+        }
+        let events = a
+            .count(crate::store::CountedTable::AuditEvents)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.verify_audit_chain().await.unwrap(),
+            Ok(events as u64),
+            "{isolation}"
+        );
+        a.close().await;
+        b.close().await;
+    }
+}

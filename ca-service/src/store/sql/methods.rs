@@ -44,7 +44,8 @@ impl Store for SqlStore {
     }
 
     async fn store_issuing_crl(&self, crl: IssuingCrlRecord) -> Result<(), StoreError> {
-        self.submit(WriteOp::StoreIssuingCrl { crl })
+        let replica = self.replica;
+        self.submit(WriteOp::StoreIssuingCrl { crl, replica })
             .await
             .map(drop)
     }

@@ -41,6 +41,8 @@ pub struct SqlStore {
     feed: writer::StatusFeed,
     /// Moves when another replica committed status changes (see `dialect::start_listener`).
     remote: watch::Receiver<u64>,
+    /// This process among the replicas (random), in its announcements.
+    replica: u64,
 }
 
 impl SqlStore {
@@ -72,6 +74,7 @@ impl SqlStore {
             writer: tx,
             feed,
             remote,
+            replica,
         }
     }
 

@@ -119,6 +119,8 @@ pub enum WriteOp {
     StoreIssuingCrl {
         /// The CRL.
         crl: crate::store::IssuingCrlRecord,
+        /// The storing replica, announced with it (the others take it up).
+        replica: u64,
     },
     /// Take the next CRL number of an issuer (strictly increasing, across restarts).
     NextCrlNumber {

@@ -27,10 +27,12 @@ pub(crate) async fn next_status_version(conn: &mut Conn, replica: u64) -> Result
     Ok(version)
 }
 
-/// Stores a CRL of an issuing CA unless one numbered as high is stored already.
+/// Stores a CRL of an issuing CA unless one numbered as high is stored already, and announces
+/// it: a CRL renewed at a replica's refresh (no status change) reaches the others too.
 pub(super) async fn store_issuing_crl(
     conn: &mut Conn,
     crl: &IssuingCrlRecord,
+    replica: u64,
 ) -> Result<WriteOutput, StoreError> {
     let stored = sqlx::query(
         "INSERT INTO issuing_crls (issuer_id, crl_number, basis, this_update, next_update, \
@@ -56,6 +58,7 @@ pub(super) async fn store_issuing_crl(
             crl.issuer_id, crl.number
         )));
     }
+    announce_status_version(conn, replica, crl.basis).await?;
     Ok(WriteOutput::Done)
 }
 

@@ -114,7 +114,9 @@ pub(super) async fn apply(
         WriteOp::RecordEnrollFailure { failure } => {
             tokens::record_enroll_failure(conn, failure, chain).await
         }
-        WriteOp::StoreIssuingCrl { crl } => issuers::store_issuing_crl(conn, crl).await,
+        WriteOp::StoreIssuingCrl { crl, replica } => {
+            issuers::store_issuing_crl(conn, crl, *replica).await
+        }
         WriteOp::NextCrlNumber { issuer_id, at } => {
             issuers::next_crl_number(conn, issuer_id, *at).await
         }
