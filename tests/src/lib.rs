@@ -291,6 +291,17 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Runs `hallmark-ca` with `args` (no key passphrase in the environment, errors only logged);
+/// what it did.
+pub fn hallmark_ca(args: &[&str]) -> Output {
+    Command::new(bin("hallmark-ca"))
+        .args(args)
+        .env_remove("HALLMARK_CA_PASSPHRASE")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run hallmark-ca")
+}
+
 /// A TLS channel to `endpoint` trusting `ca` (PEM), presenting the given PEM certificate and
 /// key, or none.
 pub async fn tls_channel(

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::Command;
 
-use crate::{bin, s};
+use crate::{hallmark_ca, ok, s};
 
 /// A database of its own for one test, dropped (with its connections) at the end.
 pub struct PgScratch {
@@ -101,18 +101,9 @@ fn psql(url: &str, sql: &str) {
 /// `hallmark-ca init` of `dir` on the database at `url` (with `extra` arguments), then a copy
 /// of it at `copy`: what an operator does once, giving every replica the same data dir.
 pub fn init_shared(dir: &Path, copy: &Path, url: &str, extra: &[&str]) {
-    let out = Command::new(bin("hallmark-ca"))
-        .args(["init", "--data-dir", s(dir), "--database-url", url])
-        .args(extra)
-        .env_remove("HALLMARK_CA_PASSPHRASE")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec!["init", "--data-dir", s(dir), "--database-url", url];
+    args.extend(extra);
+    ok(&hallmark_ca(&args));
     let cp = Command::new("cp")
         .args(["-a", s(dir), s(copy)])
         .status()

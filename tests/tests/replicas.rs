@@ -13,7 +13,7 @@ use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_tests::fault::CuttingProxy;
 use hallmark_tests::postgres::{PgScratch, init_shared};
-use hallmark_tests::{CaProcess, bin, http_get_raw, p256_csr, s, wait_until};
+use hallmark_tests::{CaProcess, hallmark_ca, http_get_raw, p256_csr, s, wait_until};
 use tonic::transport::Channel;
 
 fn issue_request(i: usize, csr: Vec<u8>) -> pb::IssueRequest {
@@ -212,14 +212,24 @@ async fn a_replica_outlives_its_peer_and_its_database_going_away() {
 
 /// What a refused `hallmark-ca` command printed.
 fn ca_refused(args: &[&str]) -> String {
-    let out = Command::new(bin("hallmark-ca"))
-        .args(args)
-        .env_remove("HALLMARK_CA_PASSPHRASE")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let out = hallmark_ca(args);
     assert!(!out.status.success(), "hallmark-ca {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What a refused `hallmark-ca serve` of `dir` on the database at `url` printed.
+fn serve_refused(dir: &Path, url: &str) -> String {
+    ca_refused(&[
+        "serve",
+        "--data-dir",
+        s(dir),
+        "--database-url",
+        url,
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
 }
 
 // A shared database holds one CA: a second `init`, or a replica started on an empty data dir
@@ -248,17 +258,7 @@ async fn a_shared_database_is_initialised_once() {
     assert!(!second.exists(), "a refused init left {}", second.display());
 
     let empty = tmp.path().join("empty");
-    let err = ca_refused(&[
-        "serve",
-        "--data-dir",
-        s(&empty),
-        "--database-url",
-        &db.url(),
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ]);
+    let err = serve_refused(&empty, &db.url());
     assert!(
         err.contains("initialised once, with `hallmark-ca init"),
         "{err}"
@@ -267,17 +267,7 @@ async fn a_shared_database_is_initialised_once() {
 
     // A data dir served with a database it was not initialised with.
     let other = PgScratch::new();
-    let err = ca_refused(&[
-        "serve",
-        "--data-dir",
-        s(&copy),
-        "--database-url",
-        &other.url(),
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ]);
+    let err = serve_refused(&copy, &other.url());
     assert!(err.contains("holds no CA"), "{err}");
 
     let err = ca_refused(&[
@@ -337,24 +327,14 @@ async fn an_issuer_rollover_through_one_replica_is_followed_by_all() {
     );
     let old = issuer_of(&tmp.path().join("before"));
 
-    let out = Command::new(bin("hallmark-ca"))
-        .args([
-            "issuer",
-            "rotate",
-            "--data-dir",
-            s(&dir_a),
-            "--database-url",
-            &db.url(),
-        ])
-        .env_remove("HALLMARK_CA_PASSPHRASE")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "issuer rotate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hallmark_tests::ok(&hallmark_ca(&[
+        "issuer",
+        "rotate",
+        "--data-dir",
+        s(&dir_a),
+        "--database-url",
+        &db.url(),
+    ]));
     // The operator hands the new key files to the other replica.
     let cp = Command::new("sh")
         .args(["-c", &format!("cp -a {}/ca/. {}/ca/", s(&dir_a), s(&dir_b))])
