@@ -42,12 +42,37 @@ impl DataDir {
     }
 
     /// The store of the CA this data dir holds: the database `config` names, else the SQLite
-    /// file in here.
-    pub fn database(&self, config: &Config) -> Database {
-        config
-            .database
-            .clone()
-            .unwrap_or_else(|| Database::Sqlite(self.db()))
+    /// file in here. Refused when the data dir's marker says its CA lives in the other kind of
+    /// database (a command given a PostgreSQL CA's data dir without the URL would otherwise
+    /// open, and create, an empty SQLite file beside it).
+    pub fn database(&self, config: &Config) -> Result<Database, WrongDatabase> {
+        let recorded = std::fs::read_to_string(self.marker()).ok().map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(MARKER_DATABASE))
+                .unwrap_or(SQLITE)
+                .to_owned()
+        });
+        match (recorded.as_deref(), &config.database) {
+            (Some(POSTGRESQL), None) => Err(WrongDatabase::UrlMissing {
+                dir: self.root.clone(),
+            }),
+            (Some(recorded), Some(Database::Postgres(_))) if recorded != POSTGRESQL => {
+                Err(WrongDatabase::UrlGiven {
+                    dir: self.root.clone(),
+                })
+            }
+            (_, Some(db)) => Ok(db.clone()),
+            (_, None) => Ok(Database::Sqlite(self.db())),
+        }
+    }
+
+    /// The marker's text for a CA whose store is `database`.
+    pub(crate) fn marker_text(database: &Database) -> String {
+        let kind = match database {
+            Database::Sqlite(_) => SQLITE,
+            Database::Postgres(_) => POSTGRESQL,
+        };
+        format!("hallmark data dir\n{MARKER_DATABASE}{kind}\n")
     }
     pub(crate) fn ca(&self, name: &str) -> PathBuf {
         self.root.join("ca").join(name)
@@ -91,6 +116,37 @@ impl DataDir {
     pub fn is_half_initialised(&self) -> bool {
         !self.is_initialised() && self.db().exists()
     }
+}
+
+/// The marker line naming the kind of database the CA lives in (markers written before it
+/// had one are SQLite CAs).
+const MARKER_DATABASE: &str = "database: ";
+const SQLITE: &str = "sqlite";
+const POSTGRESQL: &str = "postgresql";
+
+/// A data dir given with the other kind of database than the one its CA lives in.
+#[derive(Debug, thiserror::Error)]
+pub enum WrongDatabase {
+    /// The CA lives in PostgreSQL, and no URL was given.
+    #[error(
+        "the CA of {} lives in a PostgreSQL database: give its URL with --database-url (or \
+         HALLMARK_DATABASE_URL)",
+        dir.display()
+    )]
+    UrlMissing {
+        /// The data dir.
+        dir: PathBuf,
+    },
+    /// The CA lives in the data dir's SQLite file, and a URL was given.
+    #[error(
+        "the CA of {} lives in its own SQLite file: leave out --database-url (and \
+         HALLMARK_DATABASE_URL)",
+        dir.display()
+    )]
+    UrlGiven {
+        /// The data dir.
+        dir: PathBuf,
+    },
 }
 
 /// Why a certificate file could not be read.

@@ -64,7 +64,7 @@ async fn with_store<T>(
     if !dir.is_initialised() {
         return Err(BootstrapError::NotInitialised(opts.data_dir.clone()));
     }
-    let store = dir.database(config).open(config.max_commit_batch).await?;
+    let store = dir.database(config)?.open(config.max_commit_batch).await?;
     let result = f(&dir, store.as_ref()).await;
     store.close().await;
     result

@@ -484,11 +484,11 @@ async fn issuer_list(args: IssuerListArgs) -> Result<()> {
     if !dir.is_initialised() {
         anyhow::bail!("{} is not initialised", args.data_dir.display());
     }
-    let database = match args.database.database()? {
-        Some(db) => db,
-        None => hallmark_ca::store::Database::Sqlite(dir.db()),
+    let config = Config {
+        database: args.database.database()?,
+        ..Config::default()
     };
-    let store = database.open(1).await?;
+    let store = dir.database(&config)?.open(1).await?;
     let issuers = store.issuers().await?;
     store.close().await;
     println!(

@@ -217,19 +217,21 @@ fn ca_refused(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// What a refused `hallmark-ca serve` of `dir` on the database at `url` printed.
-fn serve_refused(dir: &Path, url: &str) -> String {
-    ca_refused(&[
+/// What a refused `hallmark-ca serve` of `dir` (on the database at `url`, if any) printed.
+fn serve_refused(dir: &Path, url: Option<&str>) -> String {
+    let mut args = vec![
         "serve",
         "--data-dir",
         s(dir),
-        "--database-url",
-        url,
         "--grpc-listen",
         "127.0.0.1:0",
         "--http-listen",
         "127.0.0.1:0",
-    ])
+    ];
+    if let Some(url) = url {
+        args.extend(["--database-url", url]);
+    }
+    ca_refused(&args)
 }
 
 // A shared database holds one CA: a second `init`, or a replica started on an empty data dir
@@ -258,16 +260,35 @@ async fn a_shared_database_is_initialised_once() {
     assert!(!second.exists(), "a refused init left {}", second.display());
 
     let empty = tmp.path().join("empty");
-    let err = serve_refused(&empty, &db.url());
+    let err = serve_refused(&empty, Some(&db.url()));
     assert!(
         err.contains("initialised once, with `hallmark-ca init"),
         "{err}"
     );
     assert!(!empty.join("ca").exists());
 
+    // A data dir given without the database its CA lives in, or a SQLite CA's with one: refused
+    // before anything is opened (no stray SQLite file beside a PostgreSQL CA).
+    let err = ca_refused(&["issuer", "list", "--data-dir", s(&copy)]);
+    assert!(err.contains("lives in a PostgreSQL database"), "{err}");
+    let err = serve_refused(&copy, None);
+    assert!(err.contains("lives in a PostgreSQL database"), "{err}");
+    assert!(!copy.join("hallmark.db").exists());
+    let sqlite = tmp.path().join("sqlite");
+    hallmark_tests::ok(&hallmark_ca(&["init", "--data-dir", s(&sqlite)]));
+    let err = ca_refused(&[
+        "issuer",
+        "list",
+        "--data-dir",
+        s(&sqlite),
+        "--database-url",
+        &db.url(),
+    ]);
+    assert!(err.contains("lives in its own SQLite file"), "{err}");
+
     // A data dir served with a database it was not initialised with.
     let other = PgScratch::new();
-    let err = serve_refused(&copy, &other.url());
+    let err = serve_refused(&copy, Some(&other.url()));
     assert!(err.contains("holds no CA"), "{err}");
 
     let err = ca_refused(&[

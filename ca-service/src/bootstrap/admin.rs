@@ -80,7 +80,7 @@ pub async fn create_admin(
     let profiles = config
         .profile_set()
         .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?;
-    let store = dir.database(config).open(config.max_commit_batch).await?;
+    let store = dir.database(config)?.open(config.max_commit_batch).await?;
     let result =
         create_admin_inner(&dir, &store, opts, &name, config, Arc::new(profiles), clock).await;
     store.close().await;

@@ -130,7 +130,7 @@ async fn init_inner(
     fsutil::create_private_dir(&ca_dir).map_err(io_err(&ca_dir))?;
     // A shared database may hold the CA of another data dir: refused before any key is made
     // (and again inside the write that records the hierarchy, against a concurrent init).
-    let database = dir.database(config);
+    let database = dir.database(config)?;
     let store = database.open(config.max_commit_batch).await?;
     if !store.issuers().await?.is_empty() {
         store.close().await;
@@ -242,7 +242,8 @@ async fn init_inner(
 
     // Last: the marker that makes the data dir count as initialised.
     let marker = dir.marker();
-    fsutil::write_atomic(&marker, b"hallmark data dir\n", 0o644).map_err(io_err(&marker))?;
+    let text = DataDir::marker_text(&dir.database(config)?);
+    fsutil::write_atomic(&marker, text.as_bytes(), 0o644).map_err(io_err(&marker))?;
     Ok(InitReport {
         admin_dir: dir.admin(),
         trust_bundle: tb,

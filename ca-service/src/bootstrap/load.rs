@@ -64,7 +64,7 @@ pub async fn load(
             .profile_set()
             .map_err(|e| BootstrapError::Inconsistent(e.to_string()))?,
     );
-    let database = dir.database(config);
+    let database = dir.database(config)?;
     let store = database.open(config.max_commit_batch).await?;
     let issuers = store.issuers().await?;
     if issuers.is_empty() {

@@ -51,6 +51,9 @@ pub enum BootstrapError {
     /// The data dir holds no CA.
     #[error("{} is not initialised; run `hallmark-ca init --data-dir {}` or `hallmark-ca serve`", .0.display(), .0.display())]
     NotInitialised(PathBuf),
+    /// The data dir's CA lives in the other kind of database.
+    #[error(transparent)]
+    WrongDatabase(#[from] crate::datadir::WrongDatabase),
     /// A replica on a shared database was started on an empty data dir: it must not make a
     /// hierarchy of its own.
     #[error(
