@@ -1,11 +1,13 @@
 //! The data dir's layout: where the store, the CA certificates and keys, the API server's
-//! credential, the trust bundle and the first admin's bundle live. Paths only (and reading a
-//! certificate file); what goes into them is [`crate::bootstrap`]'s, [`crate::hierarchy`]'s and
-//! [`crate::keyring`]'s business.
+//! credential, the trust bundle and the first admin's bundle live, and which kind of database
+//! holds its CA (recorded in the marker). Paths only (and reading a certificate file); what
+//! goes into them is [`crate::bootstrap`]'s, [`crate::hierarchy`]'s and [`crate::keyring`]'s
+//! business.
 //!
 //! Data dir layout:
 //! ```text
-//! hallmark.db                      the store
+//! hallmark.db                      the store (of a SQLite CA; a PostgreSQL CA's is elsewhere)
+//! .initialised                     written last by init: the kind of database the CA lives in
 //! ca/root.crt  ca/root.key         root CA (the key only unless kept elsewhere or imported)
 //! ca/issuing.crt  ca/issuing.key   issuing CA
 //! server/{cert,chain,key}.pem      the API's TLS certificate (renewed at start when due)
