@@ -170,8 +170,12 @@ impl TestCa {
 /// Path of a workspace binary (`hallmark-ca`, `hallmark`), built by `cargo build` beforehand.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bin> (a tool such as
+    // hallmark-loadgen) -> target/<profile>/<name>
+    let mut dir = exe.parent().expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -1,10 +1,12 @@
-//! `hallmark-loadgen`: issuance throughput of a CA started in-process on loopback (SQLite with
-//! group commit, full durability), from concurrent mTLS clients, next to the signing floor
-//! (one CSR verify + one certificate sign, single-threaded, no I/O). Prints figures; it asserts
-//! nothing.
+//! `hallmark-loadgen`: issuance throughput of a CA on loopback (SQLite with group commit, full
+//! durability, or PostgreSQL), from concurrent mTLS clients, next to the signing floor (one CSR
+//! verify + one certificate sign, single-threaded, no I/O). The CA runs in this process, or
+//! with `--ca-process` as `hallmark-ca serve` of its own, whose CPU time and peak RSS are read
+//! from /proc. Prints figures; it asserts nothing.
 //!
 //! ```sh
-//! cargo run --release -p hallmark-tests --bin hallmark-loadgen -- --count 20000 --clients 32
+//! cargo build --release --workspace --bins
+//! target/release/hallmark-loadgen --count 20000 --clients 64 --ca-process
 //! ```
 
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use hallmark_ca::authority::{Authority, IssuingCa, LeafRequest, NamingPolicy};
 use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::identity::DeviceId;
 use hallmark_proto::v1 as pb;
-use hallmark_tests::{TestCa, p256_csr};
+use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_tests::{CaProcess, TestCa, hallmark_ca, ok, p256_csr, s};
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 #[command(about = "Issuance throughput figures")]
@@ -32,6 +36,86 @@ struct Args {
     /// instead of SQLite.
     #[arg(long)]
     database_url: Option<String>,
+    /// Run the CA as a process of its own (`hallmark-ca serve`, built beside this binary) and
+    /// measure its CPU time and peak RSS alone.
+    #[arg(long)]
+    ca_process: bool,
+}
+
+/// CPU seconds (user + system) and peak RSS (MiB) of process `pid`, from /proc.
+fn process_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ((ticks(11) + ticks(12)) / 100.0, hwm_kib / 1024.0)
+}
+
+/// The machine: CPU model and how many CPUs this process may use.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cpus} CPUs")
+}
+
+/// The CA under load: in this process, or a `hallmark-ca serve` child.
+enum Target {
+    InProcess(TestCa),
+    Process {
+        ca: CaProcess,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Target {
+    async fn client(&self) -> CertificateAuthorityClient<Channel> {
+        match self {
+            Self::InProcess(ca) => ca.admin().await,
+            Self::Process { ca, .. } => CertificateAuthorityClient::new(ca.admin_channel().await),
+        }
+    }
+
+    /// CPU seconds and peak RSS (MiB) of the CA's process.
+    fn usage(&self) -> (f64, f64) {
+        match self {
+            Self::InProcess(_) => process_usage(std::process::id()),
+            Self::Process { ca, .. } => process_usage(ca.pid()),
+        }
+    }
+}
+
+/// Starts `hallmark-ca serve` on a new data dir with `config_toml`, initialised first on the
+/// PostgreSQL database `url` when given.
+fn start_process(config_toml: &str, url: Option<&str>) -> Target {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("ca.toml");
+    std::fs::write(&conf, config_toml).expect("write the CA config");
+    let data = dir.path().join("data");
+    let mut extra = vec!["--config", s(&conf)];
+    if let Some(url) = url {
+        extra.extend(["--database-url", url]);
+        let mut init = vec!["init", "--data-dir", s(&data)];
+        init.extend(&extra);
+        ok(&hallmark_ca(&init));
+    }
+    let ca = CaProcess::start(&data, &extra);
+    Target::Process { ca, _dir: dir }
 }
 
 /// CPU seconds (user + system) of this process, from /proc (clock ticks of 1/100 s on Linux).
@@ -106,21 +190,29 @@ async fn main() {
     println!("floor (verify CSR + sign, 1 thread, no I/O): {floor_rate:.0} certificates/s");
 
     // All clients come from 127.0.0.1: make room for them above the per-peer cap.
-    let mut config = hallmark_ca::config::Config::default();
-    config.limits.grpc_max_connections_per_peer = config
-        .limits
-        .grpc_max_connections_per_peer
-        .max(args.clients + 8);
-    config.limits.grpc_max_connections = config.limits.grpc_max_connections.max(args.clients + 8);
-    config.database = args
-        .database_url
-        .clone()
-        .map(hallmark_ca::store::Database::Postgres);
-    let ca = TestCa::start_with(config).await;
+    let cap = args.clients + 8;
+    let target = if args.ca_process {
+        let toml = format!(
+            "[limits]\ngrpc_max_connections_per_peer = {cap}\ngrpc_max_connections = {}\n",
+            cap.max(1024)
+        );
+        start_process(&toml, args.database_url.as_deref())
+    } else {
+        let mut config = hallmark_ca::config::Config::default();
+        config.limits.grpc_max_connections_per_peer =
+            config.limits.grpc_max_connections_per_peer.max(cap);
+        config.limits.grpc_max_connections = config.limits.grpc_max_connections.max(cap);
+        config.database = args
+            .database_url
+            .clone()
+            .map(hallmark_ca::store::Database::Postgres);
+        Target::InProcess(TestCa::start_with(config).await)
+    };
     let mut clients = Vec::new();
     for _ in 0..args.clients {
-        clients.push(ca.admin().await);
+        clients.push(target.client().await);
     }
+    let (ca_cpu0, _) = target.usage();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let per_client = args.count.div_ceil(args.clients);
@@ -154,36 +246,57 @@ async fn main() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let (ca_cpu1, ca_peak_rss) = target.usage();
     latencies.sort();
     let n = latencies.len();
+    println!("machine: {}", machine());
     println!(
-        "issued {n} certificates with {} clients in {elapsed:.2} s: {:.0}/s, {:.0}/CPU-second (CA and clients in one process)",
+        "issued {n} certificates with {} clients in {elapsed:.2} s: {:.0}/s, {:.0}/CPU-second ({})",
         args.clients,
         n as f64 / elapsed,
-        n as f64 / cpu.max(0.001)
+        n as f64 / cpu.max(0.001),
+        if args.ca_process {
+            "this process: the clients"
+        } else {
+            "CA and clients in one process"
+        }
     );
     println!(
-        "latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.90).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.95).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    if args.database_url.is_some() {
-        println!("database: PostgreSQL, {} rows", n + 2);
-        ca.server.shutdown().await;
-        return;
+    if let Target::Process { .. } = target {
+        let ca_cpu = ca_cpu1 - ca_cpu0;
+        let per_cert = ca_cpu / n.max(1) as f64;
+        println!(
+            "CA process: {:.0} CPU-ms per 1,000 certificates ({:.0} certificates per CA CPU-second), \
+             {:.1}x the floor's CPU per certificate; peak RSS {ca_peak_rss:.0} MiB",
+            per_cert * 1e6,
+            1.0 / per_cert.max(1e-9),
+            per_cert * floor_rate
+        );
     }
-    let db = ca.data_dir().join("hallmark.db");
-    let size: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "database: {:.1} MiB for {} rows",
-        size as f64 / 1048576.0,
-        n + 2
-    );
-    ca.server.shutdown().await;
+    match (&target, &args.database_url) {
+        (_, Some(_)) => println!("database: PostgreSQL, {} rows", n + 2),
+        (Target::InProcess(ca), None) => {
+            let db = ca.data_dir().join("hallmark.db");
+            let size: u64 = ["", "-wal"]
+                .iter()
+                .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+                .map(|m| m.len())
+                .sum();
+            println!(
+                "database: {:.1} MiB for {} rows",
+                size as f64 / 1048576.0,
+                n + 2
+            );
+        }
+        (Target::Process { .. }, None) => println!("database: SQLite, {} rows", n + 2),
+    }
+    if let Target::InProcess(ca) = target {
+        ca.server.shutdown().await;
+    }
 }
