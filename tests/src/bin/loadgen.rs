@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
-//! target/release/hallmark-loadgen --count 20000 --clients 64 --ca-process
+//! target/release/hallmark-loadgen --count 20000 --clients 64 --ca-process --cfssl
 //! ```
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::identity::DeviceId;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_tests::cfssl::{Cfssl, CfsslClient};
 use hallmark_tests::{CaProcess, TestCa, hallmark_ca, ok, p256_csr, s};
 use tonic::transport::Channel;
 
@@ -40,6 +41,10 @@ struct Args {
     /// measure its CPU time and peak RSS alone.
     #[arg(long)]
     ca_process: bool,
+    /// Then run cfssl (`cfssl serve`, Debian's golang-cfssl) under the same load and print the
+    /// ratio of CPU per certificate (with `--ca-process`).
+    #[arg(long)]
+    cfssl: bool,
 }
 
 /// CPU seconds (user + system) and peak RSS (MiB) of process `pid`, from /proc.
@@ -268,9 +273,11 @@ async fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    let mut ca_per_cert = None;
     if let Target::Process { .. } = target {
         let ca_cpu = ca_cpu1 - ca_cpu0;
         let per_cert = ca_cpu / n.max(1) as f64;
+        ca_per_cert = Some(per_cert);
         println!(
             "CA process: {:.0} CPU-ms per 1,000 certificates ({:.0} certificates per CA CPU-second), \
              {:.1}x the floor's CPU per certificate; peak RSS {ca_peak_rss:.0} MiB",
@@ -298,5 +305,59 @@ async fn main() {
     }
     if let Target::InProcess(ca) = target {
         ca.server.shutdown().await;
+    }
+    if args.cfssl
+        && let Some(cfssl) = Cfssl::start()
+    {
+        compare_cfssl(&cfssl, &csrs, args.clients, ca_per_cert).await;
+    }
+}
+
+/// The same CSRs from the same number of clients against cfssl; its figures, and the ratio of
+/// its CPU per certificate to the CA's (`ca_per_cert`, CPU seconds).
+async fn compare_cfssl(cfssl: &Cfssl, csrs: &[Vec<u8>], clients: usize, ca_per_cert: Option<f64>) {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(CfsslClient::connect(cfssl.addr).await);
+    }
+    let (cpu0, _) = process_usage(cfssl.pid());
+    let start = Instant::now();
+    let per_client = csrs.len().div_ceil(clients);
+    let mut tasks = Vec::new();
+    for (c, mut conn) in conns.into_iter().enumerate() {
+        let mine: Vec<Vec<u8>> =
+            csrs[(c * per_client).min(csrs.len())..((c + 1) * per_client).min(csrs.len())].to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(mine.len());
+            for csr in mine {
+                let t = Instant::now();
+                conn.sign(&csr).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("a cfssl client"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu1, peak_rss) = process_usage(cfssl.pid());
+    latencies.sort();
+    let n = latencies.len();
+    let per_cert = (cpu1 - cpu0) / n.max(1) as f64;
+    println!(
+        "cfssl serve (HTTP/1.1, stores nothing): {n} certificates in {elapsed:.2} s: {:.0}/s, \
+         p50 {:.1} ms, p99 {:.1} ms; {:.0} CPU-ms per 1,000 certificates; peak RSS {peak_rss:.0} MiB",
+        n as f64 / elapsed,
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        per_cert * 1e6
+    );
+    if let Some(ca) = ca_per_cert {
+        println!(
+            "cfssl / hallmark-ca CPU per certificate: {:.2} (the target is at least 3)",
+            per_cert / ca.max(1e-9)
+        );
     }
 }
