@@ -2,7 +2,9 @@
 //! call (the front-end hands over the TLS peer chain; nothing else of the client counts). The role comes from the profile recorded for that serial, never from anything the
 //! client sends, and a revoked, suspended, expired or unknown certificate is refused at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -10,7 +12,7 @@ use super::error::{ServiceError, ServiceResult};
 use crate::authority::profile::{ProfileSet, Role};
 use crate::clock::SharedClock;
 use crate::store::interface::Store;
-use crate::store::{CertStatus, DeviceStatus, Scope};
+use crate::store::{CallerCertificate, CertStatus, DeviceStatus, Scope};
 use hallmark_core::serial::serial_hex;
 
 /// An authenticated caller.
@@ -89,12 +91,70 @@ impl Caller {
     }
 }
 
+/// How long a caller's record is taken from memory at most. Every change this process makes,
+/// and every change another replica announces, ends it at once
+/// ([`Store::caller_generation`]); this bounds what no announcement covers: a command run on
+/// the same SQLite file by another process (`hallmark-ca issuer revoke`) and a notification
+/// lost with its connection before the loss is noticed.
+const CALLER_TTL: Duration = Duration::from_secs(1);
+
+/// Callers' records kept at most this many; a full cache drops what is stale, else all.
+const CALLER_CACHE_MAX: usize = 4096;
+
+/// A caller's record as read, the store's caller generation before the read, and when.
+#[derive(Debug)]
+struct CachedCaller {
+    found: Arc<CallerCertificate>,
+    generation: u64,
+    read_at: Instant,
+}
+
+/// Records of recent callers by serial, so that a credential making many calls (a
+/// provisioner, an admin, a broker agent) is not read from the store on every one. Only what
+/// the store says is kept: every check of [`Authenticator::caller_from_certs`] (status, device,
+/// issuer, validity now, role) runs on every call.
+#[derive(Debug, Default)]
+struct CallerCache {
+    entries: Mutex<HashMap<String, CachedCaller>>,
+}
+
+impl CallerCache {
+    /// The record of `serial` if it was read at `generation` less than [`CALLER_TTL`] ago.
+    fn get(&self, serial: &str, generation: u64) -> Option<Arc<CallerCertificate>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(serial)
+            .filter(|c| c.generation == generation && c.read_at.elapsed() < CALLER_TTL)
+            .map(|c| c.found.clone())
+    }
+
+    /// Keeps `found`, read after the caller generation was `generation`.
+    fn put(&self, found: Arc<CallerCertificate>, generation: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CALLER_CACHE_MAX {
+            entries.retain(|_, c| c.generation == generation && c.read_at.elapsed() < CALLER_TTL);
+            if entries.len() >= CALLER_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            found.record.serial.clone(),
+            CachedCaller {
+                found,
+                generation,
+                read_at: Instant::now(),
+            },
+        );
+    }
+}
+
 /// Authenticates callers against the store.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
     profiles: Arc<ProfileSet>,
     clock: SharedClock,
+    cache: Arc<CallerCache>,
 }
 
 impl Authenticator {
@@ -104,7 +164,32 @@ impl Authenticator {
             store,
             profiles,
             clock,
+            cache: Arc::default(),
         }
+    }
+
+    /// The record of the caller with `serial` (any certificate with that serial), from memory
+    /// while nothing that could change it was committed, else from the store.
+    async fn certificate_of_caller(
+        &self,
+        serial: &str,
+    ) -> ServiceResult<Option<Arc<CallerCertificate>>> {
+        // Taken before the read: a change committed during the read moves it, and the record
+        // read is then never used again.
+        let generation = self.store.caller_generation();
+        if let Some(found) = self.cache.get(serial, generation) {
+            return Ok(Some(found));
+        }
+        let Some(found) = self.store.certificate_of_caller(serial).await? else {
+            return Ok(None);
+        };
+        let found = Arc::new(found);
+        if found.record.status == CertStatus::Active
+            && found.record.first_authenticated_at.is_some()
+        {
+            self.cache.put(found.clone(), generation);
+        }
+        Ok(Some(found))
     }
 
     /// Whether `chain` is a valid IDevID of a registered manufacturer (only to explain a refusal).
@@ -142,10 +227,10 @@ impl Authenticator {
                 cert.issuer()
             ))
         };
-        let found = self.store.certificate_of_caller(&serial).await?;
-        let (record, device_status, issuer_revoked) = match found {
+        let found = self.certificate_of_caller(&serial).await?;
+        let (record, device_status, issuer_revoked) = match found.as_deref() {
             Some(c) if c.record.der == leaf.as_ref() => {
-                (Some(c.record), c.device_status, c.issuer_revoked)
+                (Some(&c.record), c.device_status, c.issuer_revoked)
             }
             _ => (None, DeviceStatus::Active, false),
         };
@@ -211,19 +296,20 @@ impl Authenticator {
             })?;
         if record.first_authenticated_at.is_none() {
             // Once per certificate: from now on its predecessor may no longer renew (a copy of
-            // an old key cannot mint once the device has moved on).
+            // an old key cannot mint once the device has moved on). Until the mark is read
+            // back, the record is not kept in memory.
             self.store.mark_authenticated(&record.serial, now).await?;
         }
         Ok(Caller {
-            name: record.device_id,
+            name: record.device_id.clone(),
             serial,
-            profile: record.profile,
+            profile: record.profile.clone(),
             role,
-            zone: record.zone,
-            scope: record.scope,
-            spki_sha256: record.spki_sha256,
+            zone: record.zone.clone(),
+            scope: record.scope.clone(),
+            spki_sha256: record.spki_sha256.clone(),
             not_after: record.not_after,
-            der: record.der,
+            der: record.der.clone(),
         })
     }
 }

@@ -39,6 +39,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// moves on a database of one process.
     fn remote_changes(&self) -> watch::Receiver<u64>;
 
+    /// A counter that moves whenever a committed change may have changed what
+    /// [`Store::certificate_of_caller`] answers for a certificate already recorded (a status,
+    /// a device's status, an issuer), whether this process made it or another replica announced
+    /// it, and when such news may have been missed. It moves before the writer of the change is
+    /// answered. Callers' records may be kept in memory while it stands still (see
+    /// `service::callers`); issuing new certificates does not move it.
+    fn caller_generation(&self) -> u64;
+
     /// The status version now: how many batches of status changes were committed, by any
     /// replica ([`StatusBatch::version`]).
     async fn status_version(&self) -> Result<i64, StoreError>;

@@ -27,6 +27,7 @@ macro_rules! store_suite {
             use super::*;
             $crate::store::suite::store_suite!(@tests $fresh;
                 plain_issuances_register_the_device_once_and_fail_alone,
+                concurrent_issuances_fail_alone_in_one_batch,
                 an_issuance_records_its_audit_events_with_it_or_not_at_all,
                 a_replacing_issuance_revokes_the_device_others_and_tells_the_feed,
                 an_enrollment_token_buys_one_certificate,
@@ -34,6 +35,7 @@ macro_rules! store_suite {
                 an_admin_revocation_with_reason_superseded_keeps_the_idevid_out,
                 the_initial_hierarchy_is_recorded_whole_or_not_at_all,
                 mark_authenticated_keeps_the_first_time,
+                the_caller_generation_moves_with_what_a_caller_check_reads,
                 status_changes_are_audited_and_revocation_is_final,
                 committed_status_changes_reach_the_feed_in_order_and_failed_ones_do_not,
                 a_dry_run_selects_what_the_change_would_change,
@@ -299,6 +301,35 @@ pub(super) async fn plain_issuances_register_the_device_once_and_fail_alone(stor
         (c.device_id.as_str(), c.status, c.issuer_id.as_str()),
         ("d-1", CertStatus::Active, ISSUING)
     );
+}
+
+/// Issuances arriving together (one group commit, written as one run) fail alone: a
+/// duplicate serial fails the run's statement, and the batch is written again one by one.
+pub(super) async fn concurrent_issuances_fail_alone_in_one_batch(store: Arc<dyn Store>) {
+    let base = seed(&*store).await;
+    store
+        .record_issuance(issue("aa01", "d-1", "field"))
+        .await
+        .unwrap();
+    let batch = [
+        issue("bb01", "d-2", "field"),
+        issue("aa01", "d-3", "field"),
+        issue("bb02", "d-1", "it"),
+        issue("bb03", "d-4", "field"),
+        issue("bb04", "d-2", "field"),
+    ];
+    let results =
+        futures::future::join_all(batch.into_iter().map(|r| store.record_issuance(r))).await;
+    let ok: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
+    assert_eq!(ok, [true, false, false, true, true], "{results:?}");
+    assert!(matches!(results[1], Err(StoreError::Duplicate(_))));
+    assert!(matches!(results[2], Err(StoreError::DeviceConflict(_))));
+    assert_eq!(store.count(CountedTable::Certificates).await.unwrap(), 4);
+    // d-3 was only claimed by the refused duplicate.
+    assert!(store.device("d-3").await.unwrap().is_none());
+    assert_eq!(store.count(CountedTable::Devices).await.unwrap(), 3);
+    // 3 device registrations (d-1 before; d-2, d-4) + 4 issuances
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(base + 7));
 }
 
 /// The events an issuance carries (bootstrap's `admin.create`) are recorded with it, and not
@@ -667,6 +698,85 @@ pub(super) async fn mark_authenticated_keeps_the_first_time(store: Arc<dyn Store
     assert_eq!(c.first_authenticated_at, Some(5));
     // It observes use: no audit event.
     assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(base + 2));
+}
+
+/// The caller generation moves, before the change's writer is answered, with every change of
+/// what the per-call caller check reads (a callers' cache depends on it), and stands still
+/// while certificates are only issued and used.
+pub(super) async fn the_caller_generation_moves_with_what_a_caller_check_reads(
+    store: Arc<dyn Store>,
+) {
+    seed(&*store).await;
+    if store.is_shared() {
+        // A replica's listener counts its first connection as news (it may have missed some).
+        let remote = store.remote_changes();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while *remote.borrow() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let still = store.caller_generation();
+    store
+        .record_issuance(issue("aa01", "d-1", "field"))
+        .await
+        .unwrap();
+    store
+        .record_issuance(issue("aa02", "d-2", "field"))
+        .await
+        .unwrap();
+    store.mark_authenticated("aa01", 5).await.unwrap();
+    assert_eq!(
+        store.caller_generation(),
+        still,
+        "issuing and using moved it"
+    );
+
+    let mut last = still;
+    let mut moved = |what: &str, store: &dyn Store| {
+        let now = store.caller_generation();
+        assert!(now > last, "{what} did not move the caller generation");
+        last = now;
+    };
+    store
+        .set_certificate_status(set_status("aa01", CertStatus::Suspended, 6))
+        .await
+        .unwrap();
+    moved("a suspension", &*store);
+    store
+        .set_certificate_status(set_status("aa01", CertStatus::Active, 7))
+        .await
+        .unwrap();
+    moved("a resumption", &*store);
+    store
+        .set_device_status(device_status("d-2", DeviceStatus::Suspended, 8))
+        .await
+        .unwrap();
+    moved("a device suspension", &*store);
+    store
+        .change_status(change(
+            CertSelector::Zone("field".into()),
+            StatusChange::Revoke(1),
+            9,
+        ))
+        .await
+        .unwrap();
+    moved("a bulk revocation", &*store);
+    store
+        .rotate_issuer(IssuerRotation {
+            issuer: issuer("issuing-2", IssuerKind::Issuing, true),
+            retire: ISSUING.into(),
+            root_crl: None,
+            at: 10,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+    moved("an issuer rotation", &*store);
+    store
+        .revoke_issuer(revocation(ISSUING, &[], crl_update(1, &[ISSUING])))
+        .await
+        .unwrap();
+    moved("an issuer revocation", &*store);
 }
 
 pub(super) async fn status_changes_are_audited_and_revocation_is_final(store: Arc<dyn Store>) {

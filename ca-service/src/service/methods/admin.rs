@@ -82,7 +82,15 @@ impl EnrollmentMethod for AdminRequest<'_> {
         let scope = check_scope_request(profile, req.scope.as_ref(), service)?;
 
         // Subject and zone come from the registry; a new device is registered by this issuance.
-        let existing = service.store.device(device_id.as_str()).await?;
+        // A request that names its zone is signed for that zone without reading the registry
+        // first: the write checks, in its transaction, that an existing device is active and
+        // of this zone and profile, and records nothing otherwise (the hot path of a factory
+        // lot: no read per certificate).
+        let existing = if req.zone.is_empty() {
+            service.store.device(device_id.as_str()).await?
+        } else {
+            None
+        };
         let zone = match &existing {
             Some(d) => {
                 if d.status != DeviceStatus::Active {

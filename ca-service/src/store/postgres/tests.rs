@@ -234,6 +234,7 @@ async fn status_changes_reach_the_other_replica() {
         .await
         .unwrap();
     let (before_a, before_b) = (*ra.borrow(), *rb.borrow());
+    let callers_b = b.caller_generation();
     a.set_certificate_status(set_status("aa01", CertStatus::Revoked, 5))
         .await
         .unwrap();
@@ -243,6 +244,8 @@ async fn status_changes_reach_the_other_replica() {
         .await,
         "replica B did not hear of A's revocation within 1 s"
     );
+    // B's callers' cache ends with it.
+    assert!(b.caller_generation() > callers_b);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(*ra.borrow(), before_a, "a replica hears its own changes");
     assert_eq!(

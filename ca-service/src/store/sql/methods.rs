@@ -35,6 +35,13 @@ impl Store for SqlStore {
         self.remote.clone()
     }
 
+    fn caller_generation(&self) -> u64 {
+        // Both counters only grow, so their sum moves whenever either does.
+        self.generation
+            .load(std::sync::atomic::Ordering::Acquire)
+            .wrapping_add(*self.remote.borrow())
+    }
+
     async fn status_version(&self) -> Result<i64, StoreError> {
         reads::status_version(&self.pool).await
     }

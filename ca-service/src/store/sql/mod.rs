@@ -15,6 +15,9 @@ mod reads;
 mod rows;
 pub(super) mod writer;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(super) use super::dialect::{
@@ -43,6 +46,9 @@ pub struct SqlStore {
     remote: watch::Receiver<u64>,
     /// This process among the replicas (random), in its announcements.
     replica: u64,
+    /// Moves after each commit that may change a caller's record (see
+    /// [`crate::store::interface::Store::caller_generation`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl SqlStore {
@@ -60,12 +66,14 @@ impl SqlStore {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
         };
+        let generation = Arc::new(AtomicU64::new(0));
         tokio::spawn(writer::run(
             pool.clone(),
             rx,
             max_batch.max(1),
             feed.clone(),
             replica,
+            generation.clone(),
         ));
         let (remote_tx, remote) = watch::channel(0);
         start_listener(pool.clone(), replica, remote_tx);
@@ -75,6 +83,7 @@ impl SqlStore {
             feed,
             remote,
             replica,
+            generation,
         }
     }
 

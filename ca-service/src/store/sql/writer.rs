@@ -5,6 +5,7 @@
 use super::{Conn, Pool, begin_write};
 use sqlx::Acquire;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -285,12 +286,36 @@ fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {
     }
 }
 
+/// Whether `op` may change what the per-call check of a caller already recorded reads
+/// (certificate or device status, issuers): see
+/// [`crate::store::interface::Store::caller_generation`]. Issuances, tokens and counters do not;
+/// everything not named here is taken to.
+fn may_change_callers(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Issue { .. }
+        | WriteOp::Enroll { .. }
+        | WriteOp::MarkAuthenticated { .. }
+        | WriteOp::ExpectNoIssuers
+        | WriteOp::StoreIssuingCrl { .. }
+        | WriteOp::NextCrlNumber { .. }
+        | WriteOp::StoreRootCrl { .. }
+        | WriteOp::RegisterDevices { .. }
+        | WriteOp::CreateToken { .. }
+        | WriteOp::AddManufacturerCa { .. }
+        | WriteOp::RecordEnrollFailure { .. }
+        | WriteOp::Audit(_) => false,
+        WriteOp::All(ops) => ops.iter().any(may_change_callers),
+        _ => true,
+    }
+}
+
 pub(super) async fn run(
     pool: Pool,
     mut rx: mpsc::Receiver<Request>,
     max_batch: usize,
     feed: StatusFeed,
     replica: u64,
+    generation: Arc<AtomicU64>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -302,7 +327,15 @@ pub(super) async fn run(
         }
         let span = tracing::debug_span!("group_commit", size = batch.len());
         let _enter = span.enter();
-        match commit_batch(&pool, &batch, replica).await {
+        let callers_changed = batch.iter().any(|r| may_change_callers(&r.op));
+        let outcome = commit_batch(&pool, &batch, replica).await;
+        if callers_changed {
+            // Before anyone is answered (also after a failure: whether a commit that failed
+            // late took effect is not known here), so that no call after a revocation's answer
+            // finds the revoked caller in memory.
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        match outcome {
             Ok((results, changed)) => {
                 // On the feed before anyone hears of the commit: whoever reacts to an answer
                 // finds the change already there.
@@ -338,6 +371,46 @@ async fn commit_batch(
     batch: &[Request],
     replica: u64,
 ) -> Result<BatchOutcome, sqlx::Error> {
+    let only_issuances =
+        batch.len() > 1 && batch.iter().all(|r| matches!(r.op, WriteOp::Issue { .. }));
+    if only_issuances && let Some(results) = commit_issuances(pool, batch).await? {
+        return Ok((results, None));
+    }
+    commit_one_by_one(pool, batch, replica, !only_issuances).await
+}
+
+/// The hot path: a batch of issuances only, written as one run straight in the transaction.
+/// No savepoint: on SQLite a savepoint copies every page it touches into a sub-journal first
+/// (profiled: about a fifth of the writer's time). `None` when the run failed and was rolled
+/// back whole: the batch is then written one by one.
+async fn commit_issuances(
+    pool: &Pool,
+    batch: &[Request],
+) -> Result<Option<Vec<Result<WriteOutput, StoreError>>>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = begin_write(&mut conn).await?;
+    let mut chain = last_audit_hash(&mut tx).await?;
+    match issue_run(&mut tx, batch, &mut chain).await {
+        Ok(results) => {
+            tx.commit().await?;
+            Ok(Some(results))
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            tracing::debug!(error = %e, run = batch.len(), "batched insert failed; writing one by one");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes `batch` in one transaction, each request in its own savepoint (runs of issuances
+/// batched first when `batch_runs`), so that a failing request rolls back only itself.
+async fn commit_one_by_one(
+    pool: &Pool,
+    batch: &[Request],
+    replica: u64,
+    batch_runs: bool,
+) -> Result<BatchOutcome, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // The dialect's write lock (one writer at a time across processes and replicas) is held
     // from here to the commit, so the chain head read next is the newest: another process or
@@ -354,7 +427,7 @@ async fn commit_batch(
             .iter()
             .position(|r| !matches!(r.op, WriteOp::Issue { .. }))
             .map_or(batch.len(), |n| i + n);
-        if run_end - i > 1 {
+        if batch_runs && run_end - i > 1 {
             let before = *chain;
             let mut sp = Acquire::begin(&mut tx).await?;
             match issue_run(&mut sp, &batch[i..run_end], chain).await {
