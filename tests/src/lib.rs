@@ -1,6 +1,7 @@
 //! Helpers of the end-to-end tests: a CA started in-process on loopback ports with its own
 //! temporary data dir, gRPC clients with a given credential, the real binaries, and OpenSSL.
 
+pub mod bench;
 pub mod cfssl;
 pub mod debian;
 pub mod fault;

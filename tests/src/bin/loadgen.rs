@@ -20,6 +20,7 @@ use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::identity::DeviceId;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use hallmark_tests::bench::{machine, process_usage};
 use hallmark_tests::cfssl::{Cfssl, CfsslClient};
 use hallmark_tests::{CaProcess, TestCa, hallmark_ca, ok, p256_csr, s};
 use tonic::transport::Channel;
@@ -27,9 +28,17 @@ use tonic::transport::Channel;
 #[derive(Parser)]
 #[command(about = "Issuance throughput figures")]
 struct Args {
-    /// Certificates to issue.
+    /// Certificates to issue (at most, with `--seconds`): one pre-generated CSR each.
     #[arg(long, default_value_t = 20_000)]
     count: usize,
+    /// Stop issuing after this many seconds (a fixed-time run), when the CSRs last that long.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Issue at this fixed rate (certificates per second, spread over the clients) instead of
+    /// as fast as the CA answers; latency is then counted from each request's due time, so a
+    /// CA falling behind shows in it (no coordinated omission).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Concurrent clients (one HTTP/2 connection each).
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -45,38 +54,6 @@ struct Args {
     /// ratio of CPU per certificate (with `--ca-process`).
     #[arg(long)]
     cfssl: bool,
-}
-
-/// CPU seconds (user + system) and peak RSS (MiB) of process `pid`, from /proc.
-fn process_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    ((ticks(11) + ticks(12)) / 100.0, hwm_kib / 1024.0)
-}
-
-/// The machine: CPU model and how many CPUs this process may use.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {cpus} CPUs")
 }
 
 /// The CA under load: in this process, or a `hallmark-ca serve` child.
@@ -222,14 +199,29 @@ async fn main() {
     let start = Instant::now();
     let per_client = args.count.div_ceil(args.clients);
     let mut tasks = Vec::new();
+    let deadline = args.seconds.map(|s| start + Duration::from_secs_f64(s));
+    let clients_n = args.clients;
+    let rate = args.rate;
     for (c, mut client) in clients.into_iter().enumerate() {
         let mine: Vec<(usize, Vec<u8>)> = (c * per_client..((c + 1) * per_client).min(args.count))
             .map(|i| (i, csrs[i].clone()))
             .collect();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(mine.len());
-            for (i, csr) in mine {
-                let t = Instant::now();
+            for (k, (i, csr)) in mine.into_iter().enumerate() {
+                let t = match rate {
+                    // Client c's k-th request is due at (k * clients + c) / rate.
+                    Some(r) => {
+                        let due = start
+                            + Duration::from_secs_f64((k * clients_n + c) as f64 / r.max(0.001));
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                if deadline.is_some_and(|d| t >= d) {
+                    break;
+                }
                 client
                     .issue(pb::IssueRequest {
                         device_id: format!("sensor-{i:06}"),
@@ -255,6 +247,9 @@ async fn main() {
     latencies.sort();
     let n = latencies.len();
     println!("machine: {}", machine());
+    if let Some(r) = args.rate {
+        println!("fixed rate: {r:.0} certificates/s asked");
+    }
     println!(
         "issued {n} certificates with {} clients in {elapsed:.2} s: {:.0}/s, {:.0}/CPU-second ({})",
         args.clients,
