@@ -48,7 +48,7 @@ pub struct Config {
     /// is left).
     #[serde(with = "humantime_serde")]
     pub root_crl_validity: std::time::Duration,
-    /// Most certificates one group commit writes in one transaction.
+    /// Most certificates one group commit writes in one transaction (1 to 2000).
     pub max_commit_batch: usize,
     /// Profile overrides and additions, by name.
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -180,10 +180,13 @@ impl Config {
                 "root_crl_validity must be between 1m and 366d".to_owned(),
             ));
         }
-        if self.max_commit_batch == 0 {
-            return Err(ConfigError::Invalid(
-                "max_commit_batch must be at least 1".to_owned(),
-            ));
+        // A batch's multi-row statements carry 16 parameters per certificate: 2,000 stay
+        // within SQLite's 32,766 parameters per statement.
+        if !(1..=2000).contains(&self.max_commit_batch) {
+            return Err(ConfigError::Invalid(format!(
+                "max_commit_batch must be between 1 and 2000, not {}",
+                self.max_commit_batch
+            )));
         }
         self.limits
             .validate()
@@ -253,6 +256,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("{device}"), "{err}");
+    }
+
+    #[test]
+    fn the_commit_batch_stays_within_a_statement_s_parameters() {
+        assert_eq!(
+            Config::parse("max_commit_batch = 2000\n")
+                .unwrap()
+                .max_commit_batch,
+            2000
+        );
+        for bad in ["0", "2001"] {
+            let err = Config::parse(&format!("max_commit_batch = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("between 1 and 2000"), "{err}");
+        }
     }
 
     #[test]

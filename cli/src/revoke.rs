@@ -166,7 +166,7 @@ fn print(resp: &pb::RevokeResponse, action: Action, format: Format) -> Result<()
             };
             println!(
                 "{verb} {} certificates{}",
-                resp.certificates.len(),
+                resp.total,
                 if resp.dry_run {
                     " (dry run: nothing changed)"
                 } else {
@@ -180,6 +180,14 @@ fn print(resp: &pb::RevokeResponse, action: Action, format: Format) -> Result<()
         Format::Table => println!("{text}"),
         Format::Json => eprintln!("{text}"),
     };
+    let listed = resp.certificates.len() as u64;
+    if resp.total > listed {
+        note(format!(
+            "listed the first {listed} of {}; `hallmark cert list` with the same filter lists \
+             them all",
+            resp.total
+        ));
+    }
     let plural = |n: u32| if n == 1 { "" } else { "s" };
     if resp.operators_left_out > 0 {
         let n = resp.operators_left_out;

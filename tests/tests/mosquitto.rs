@@ -1154,3 +1154,117 @@ fn a_replica_that_keeps_the_stream_alive_but_withholds_new_crls_is_overtaken_by_
     plant.wait_for_agent("polling the distribution points");
     assert!(publish(plant.port, &ca_file, &d1), "device 1 connects");
 }
+
+/// Benchmark (issue 14), not part of the suite: revocation propagation with 100,000 entries on
+/// the CRL already. Each of 50 revocations goes to the CA as an operator sends it
+/// (`hallmark revoke --device`); the time until the real Mosquitto refuses the device's next
+/// connection (the agent got the CRL pushed, wrote it and made the broker reload) is printed,
+/// with p50 and p99. Run:
+///
+/// ```sh
+/// cargo test --release -p hallmark-tests --test mosquitto -- --ignored --nocapture revocation_propagation
+/// ```
+#[test]
+#[ignore = "benchmark: prints figures, takes minutes"]
+fn revocation_propagation_with_100k_entries_on_the_crl() {
+    const ENTRIES: usize = 100_000;
+    const REVOCATIONS: usize = 50;
+    let names: Vec<String> = (0..REVOCATIONS).map(|i| format!("p-{i:02}")).collect();
+    let devices: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "field")).collect();
+    let work = tempfile::tempdir().unwrap();
+    let ca = CaProcess::start(&work.path().join("data"), &[]);
+
+    // 100,000 devices of another zone, issued over 16 clients, then revoked in one call,
+    // before the broker's agent starts: its first CRL has them all. (Revoked after it started,
+    // the agent would first cut the broker sessions of 100,000 devices through the
+    // dynamic-security plugin, one client entry each, and apply no newer CRL meanwhile.)
+    let filled = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use hallmark_proto::v1 as pb;
+        use pb::certificate_authority_client::CertificateAuthorityClient;
+        let channel = ca.admin_channel().await;
+        let mut tasks = Vec::new();
+        for c in 0..16 {
+            let mut client = CertificateAuthorityClient::new(channel.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in (c..ENTRIES).step_by(16) {
+                    let id = format!("bulk-{i:06}");
+                    let csr = hallmark_tests::p256_csr(&id).1;
+                    client
+                        .issue(pb::IssueRequest {
+                            device_id: id,
+                            profile: "sensor".into(),
+                            zone: "bulk".into(),
+                            csr,
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("issue");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    ok(&ca.hallmark(&[
+        "revoke",
+        "--zone",
+        "bulk",
+        "--reason",
+        "cessation-of-operation",
+    ]));
+    println!(
+        "{ENTRIES} certificates issued and revoked in {:.0} s",
+        filled.elapsed().as_secs_f64()
+    );
+    let plant = Plant::start_on(ca, work, &devices, &[], |ca, _| {
+        ca.var("HALLMARK_ENDPOINT").to_owned()
+    });
+    let ca_file = plant.dir.join("ca.pem");
+    // The agent's first `--once` applied the CRL with them all, and the broker started with
+    // it; the daemon watches for the next.
+    let log = plant.dir.join("agent.log");
+    wait_until("the agent watching", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("watching the CA for new CRLs")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for name in &names {
+        assert!(
+            publish(plant.port, &ca_file, &plant.bundle(name)),
+            "{name} connects before its revocation"
+        );
+    }
+
+    let mut took = Vec::new();
+    for name in &names {
+        let start = Instant::now();
+        ok(&plant
+            .ca()
+            .hallmark(&["revoke", "--device", name, "--reason", "key-compromise"]));
+        while publish(plant.port, &ca_file, &plant.bundle(name)) {
+            if start.elapsed() > Duration::from_secs(10) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "{name} still accepted 10 s after its revocation; the agent's log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let at = |p: f64| took[((took.len() as f64 - 1.0) * p).round() as usize].as_secs_f64();
+    println!("machine: {}", hallmark_tests::bench::machine());
+    println!(
+        "revocation to refusal at Mosquitto, {REVOCATIONS} revocations with {ENTRIES} entries on \
+         the CRL: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+}

@@ -74,6 +74,9 @@ fn revocation_reason(value: i32) -> Result<i64, Status> {
     }
 }
 
+/// Certificates listed in a Revoke, Suspend or Resume answer at most (all are counted).
+const LISTED_IN_ANSWER: usize = 1000;
+
 impl RevocationService {
     async fn change(
         &self,
@@ -103,11 +106,15 @@ impl RevocationService {
                     )
                     .await?;
                 Ok(pb::RevokeResponse {
+                    // Bounded: the answer to a zone revoked whole must fit a client's message
+                    // limit (4 MiB by default; a certificate message is ~750 bytes).
                     certificates: outcome
                         .certificates
                         .iter()
+                        .take(LISTED_IN_ANSWER)
                         .map(certificate_message)
                         .collect(),
+                    total: outcome.certificates.len() as u64,
                     dry_run: outcome.dry_run,
                     operators_left_out: outcome.operators_left_out,
                     device_holds_left_out: outcome.device_holds_left_out,

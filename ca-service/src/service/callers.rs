@@ -128,8 +128,9 @@ impl CallerCache {
             .map(|c| c.found.clone())
     }
 
-    /// Keeps `found`, read after the caller generation was `generation`.
-    fn put(&self, found: Arc<CallerCertificate>, generation: u64) {
+    /// Keeps `found`, read after the caller generation was `generation` at `asked` (the TTL
+    /// counts from before the read, so a slow read does not stretch it).
+    fn put(&self, found: Arc<CallerCertificate>, generation: u64, asked: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CALLER_CACHE_MAX {
             entries.retain(|_, c| c.generation == generation && c.read_at.elapsed() < CALLER_TTL);
@@ -142,7 +143,7 @@ impl CallerCache {
             CachedCaller {
                 found,
                 generation,
-                read_at: Instant::now(),
+                read_at: asked,
             },
         );
     }
@@ -177,6 +178,7 @@ impl Authenticator {
         // Taken before the read: a change committed during the read moves it, and the record
         // read is then never used again.
         let generation = self.store.caller_generation();
+        let asked = Instant::now();
         if let Some(found) = self.cache.get(serial, generation) {
             return Ok(Some(found));
         }
@@ -187,7 +189,7 @@ impl Authenticator {
         if found.record.status == CertStatus::Active
             && found.record.first_authenticated_at.is_some()
         {
-            self.cache.put(found.clone(), generation);
+            self.cache.put(found.clone(), generation, asked);
         }
         Ok(Some(found))
     }

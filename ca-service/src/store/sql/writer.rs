@@ -292,6 +292,13 @@ fn collect_status_changes(out: &WriteOutput, into: &mut Vec<RevocationStatus>) {
 /// everything not named here is taken to.
 fn may_change_callers(op: &WriteOp) -> bool {
     match op {
+        // A renewal without key compromise only marks the renewed certificate superseded,
+        // which the caller check does not read (so a device looping refused renewals cannot
+        // keep everyone's records out of memory).
+        WriteOp::IssueLimited {
+            key_compromise: false,
+            ..
+        } => false,
         WriteOp::Issue { .. }
         | WriteOp::Enroll { .. }
         | WriteOp::MarkAuthenticated { .. }
