@@ -69,7 +69,7 @@ pub(super) use store_suite;
 const ROOT: &str = "root-1";
 const ISSUING: &str = "issuing-1";
 
-fn issuer(id: &str, kind: IssuerKind, active: bool) -> IssuerRecord {
+pub(super) fn issuer(id: &str, kind: IssuerKind, active: bool) -> IssuerRecord {
     IssuerRecord {
         id: id.into(),
         kind,
@@ -225,14 +225,18 @@ fn root_crl(number: u64) -> RootCrlRecord {
     }
 }
 
-fn crl_update(number: u64, revoked: &[&str]) -> RootCrlUpdate {
+pub(super) fn crl_update(number: u64, revoked: &[&str]) -> RootCrlUpdate {
     RootCrlUpdate {
         crl: root_crl(number),
         revoked_issuers: revoked.iter().map(|r| r.to_string()).collect(),
     }
 }
 
-fn revocation(id: &str, admin_profiles: &[&str], crl: RootCrlUpdate) -> IssuerRevocation {
+pub(super) fn revocation(
+    id: &str,
+    admin_profiles: &[&str],
+    crl: RootCrlUpdate,
+) -> IssuerRevocation {
     IssuerRevocation {
         id: id.into(),
         reason: Some(2),

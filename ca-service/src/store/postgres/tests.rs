@@ -256,6 +256,60 @@ async fn status_changes_reach_the_other_replica() {
     b.close().await;
 }
 
+// An issuing CA revoked through one replica ends the callers' records the other keeps in
+// memory (the review found issuer changes unannounced: B accepted the revoked issuer's
+// credentials until its cache's second ran out).
+#[tokio::test]
+async fn an_issuer_revocation_reaches_the_other_replicas_caller_check() {
+    use crate::store::suite::{crl_update, issue, issuer, revocation, seed};
+    use crate::store::{IssuerKind, IssuerRotation};
+
+    let db = Scratch::new().await;
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let (ra, rb) = (a.remote_changes(), b.remote_changes());
+    assert!(
+        within(std::time::Duration::from_secs(5), || *ra.borrow() > 0
+            && *rb.borrow() > 0)
+        .await
+    );
+    seed(&a).await;
+    a.record_issuance(issue("aa01", "d-1", "field"))
+        .await
+        .unwrap();
+    a.rotate_issuer(IssuerRotation {
+        issuer: issuer("issuing-2", IssuerKind::Issuing, true),
+        retire: "issuing-1".into(),
+        root_crl: None,
+        at: 2,
+        actor: "test".into(),
+    })
+    .await
+    .unwrap();
+    // The rotation is announced too; let it arrive first.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = b.caller_generation();
+    a.revoke_issuer(revocation("issuing-1", &[], crl_update(1, &["issuing-1"])))
+        .await
+        .unwrap();
+    assert!(
+        within(std::time::Duration::from_millis(500), || b
+            .caller_generation()
+            > before)
+        .await,
+        "replica B's callers' records outlived A's issuer revocation"
+    );
+    assert!(
+        b.certificate_of_caller("aa01")
+            .await
+            .unwrap()
+            .unwrap()
+            .issuer_revoked
+    );
+    a.close().await;
+    b.close().await;
+}
+
 // The enrollment throttle counts the failures of every replica: a peer cannot spread its
 // guesses over them.
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! Each request runs in its own savepoint, so one failing request (a duplicate, a conflict)
 //! rolls back only itself; the batch commits once and every caller is answered after the commit.
 
-use super::{Conn, Pool, begin_write};
+use super::{Conn, Pool, announce_status_version, begin_write};
 use sqlx::Acquire;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -462,6 +462,15 @@ async fn commit_one_by_one(
         collect_status_changes(out, &mut changes);
     }
     let changed = if changes.is_empty() {
+        if batch.iter().any(|r| may_change_callers(&r.op)) {
+            // No status changed, but an issuer or a device may have (an issuing CA revoked,
+            // a device re-admitted): other replicas drop the callers' records they keep.
+            let version: i64 =
+                sqlx::query_scalar("SELECT version FROM status_version WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            announce_status_version(&mut tx, replica, version).await?;
+        }
         None
     } else {
         // One version per batch, counted in the same transaction: a replica that reads
