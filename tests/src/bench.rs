@@ -11,13 +11,7 @@ pub fn process_usage(pid: u32) -> (f64, f64) {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    ((ticks(11) + ticks(12)) / 100.0, hwm_kib / 1024.0)
+    ((ticks(11) + ticks(12)) / 100.0, status_mib(pid, "VmHWM"))
 }
 
 /// The machine: CPU model and how many CPUs this process may use.
@@ -30,4 +24,16 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{model}, {cpus} CPUs")
+}
+
+/// A memory figure of process `pid` from /proc/PID/status (`VmHWM`: peak RSS, `VmRSS`: RSS
+/// now), MiB; 0 when unreadable.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }

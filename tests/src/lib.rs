@@ -489,6 +489,25 @@ impl CaProcess {
         ok(&self.hallmark(&args))
     }
 
+    /// A station's provisioner credential `name`, scoped to `zones` and `profiles` (comma
+    /// lists), written to `out` with `hallmark credential create`.
+    pub fn provisioner_credential(&self, name: &str, zones: &str, profiles: &str, out: &Path) {
+        ok(&self.hallmark(&[
+            "credential",
+            "create",
+            "--role",
+            "provisioner",
+            "--name",
+            name,
+            "--zones",
+            zones,
+            "--profiles",
+            profiles,
+            "--out",
+            s(out),
+        ]));
+    }
+
     /// A plain HTTP/1.1 GET with extra header lines; `(status line and headers, body)`.
     pub fn http_get_raw(&self, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
         http_get_raw(&self.http, path, extra_headers)

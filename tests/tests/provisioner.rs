@@ -20,20 +20,7 @@ impl Factory {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().to_owned();
         let ca = CaProcess::start(&dir.join("data"), &[]);
-        ok(&ca.hallmark(&[
-            "credential",
-            "create",
-            "--role",
-            "provisioner",
-            "--name",
-            "station-1",
-            "--zones",
-            zones,
-            "--profiles",
-            profiles,
-            "--out",
-            s(&dir.join("station")),
-        ]));
+        ca.provisioner_credential("station-1", zones, profiles, &dir.join("station"));
         Self {
             _work: work,
             dir,

@@ -18,19 +18,6 @@ use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::revocation::list::RevocationList;
 use hallmark_ca::store::{CertStatus, RevocationStatus};
 
-/// Peak resident memory of this process so far, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
     let now = SystemClock.now();
     let year = Duration::from_secs(365 * 86400);
@@ -86,7 +73,7 @@ fn main() {
             applied.as_secs_f64() * 1e6,
             prepared.as_secs_f64(),
             loaded.as_secs_f64(),
-            peak_rss_mib(),
+            hallmark_tests::bench::status_mib(std::process::id(), "VmHWM"),
         );
     }
 }

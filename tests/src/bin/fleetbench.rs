@@ -18,8 +18,8 @@ use clap::Parser;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_proto::v1::devices_client::DevicesClient;
-use hallmark_tests::bench::{machine, process_usage};
-use hallmark_tests::{CaProcess, hallmark_ca, ok, p256_csr, s, tls_channel};
+use hallmark_tests::bench::{machine, process_usage, status_mib};
+use hallmark_tests::{CaProcess, hallmark_ca, ok, p256_csr, s};
 use tonic::transport::Channel;
 
 #[derive(Parser)]
@@ -51,17 +51,6 @@ impl Ca {
         let process = CaProcess::start(&self.data, &extra);
         (process, t.elapsed())
     }
-}
-
-/// An admin channel to `ca`.
-async fn admin_channel(ca: &CaProcess) -> Channel {
-    let read = |name: &str| std::fs::read(ca.var(name)).expect("admin credential file");
-    tls_channel(
-        ca.var("HALLMARK_ENDPOINT"),
-        read("HALLMARK_CA"),
-        Some((read("HALLMARK_CERT"), read("HALLMARK_KEY"))),
-    )
-    .await
 }
 
 fn percentiles(mut v: Vec<Duration>) -> String {
@@ -198,13 +187,7 @@ fn stop(mut ca: CaProcess) {
 /// Idle RSS of `pid` after a quiet second, MiB.
 fn idle_rss(pid: u32) -> f64 {
     std::thread::sleep(Duration::from_secs(1));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    status_mib(pid, "VmRSS")
 }
 
 #[tokio::main]
@@ -245,7 +228,7 @@ async fn main() {
     stop(first);
     let (process, started) = ca.start();
     let idle = idle_rss(process.pid());
-    let ch = admin_channel(&process).await;
+    let ch = process.admin_channel().await;
     let (cert_pages, device_pages) = list_latency(&ch, args.samples).await;
     let issue = issue_latency(&ch, "empty", args.samples).await;
     println!("empty store:");
@@ -262,7 +245,7 @@ async fn main() {
 
     let (process, started) = ca.start();
     let idle = idle_rss(process.pid());
-    let ch = admin_channel(&process).await;
+    let ch = process.admin_channel().await;
     let (cert_pages, device_pages) = list_latency(&ch, args.samples).await;
     let issue = issue_latency(&ch, "full", args.samples).await;
     println!("{} devices:", args.devices);

@@ -100,21 +100,6 @@ fn start_process(config_toml: &str, url: Option<&str>) -> Target {
     Target::Process { ca, _dir: dir }
 }
 
-/// CPU seconds (user + system) of this process, from /proc (clock ticks of 1/100 s on Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_comm = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields 14 and 15 of stat are utime and stime; after ")" they are at 11 and 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -195,7 +180,7 @@ async fn main() {
         clients.push(target.client().await);
     }
     let (ca_cpu0, _) = target.usage();
-    let cpu0 = cpu_seconds();
+    let cpu0 = process_usage(std::process::id()).0;
     let start = Instant::now();
     let per_client = args.count.div_ceil(args.clients);
     let mut tasks = Vec::new();
@@ -242,7 +227,7 @@ async fn main() {
         latencies.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = process_usage(std::process::id()).0 - cpu0;
     let (ca_cpu1, ca_peak_rss) = target.usage();
     latencies.sort();
     let n = latencies.len();

@@ -48,20 +48,7 @@ fn main() {
     let dir = work.path();
     let ca = CaProcess::start(&dir.join("data"), &[]);
     let station = dir.join("station");
-    ok(&ca.hallmark(&[
-        "credential",
-        "create",
-        "--role",
-        "provisioner",
-        "--name",
-        "station-1",
-        "--zones",
-        "field",
-        "--profiles",
-        "sensor",
-        "--out",
-        s(&station),
-    ]));
+    ca.provisioner_credential("station-1", "field", "sensor", &station);
 
     let lot = dir.join("lot-bench.csv");
     let mut manifest = String::from("device_id,zone,profile,model,serial_number\n");

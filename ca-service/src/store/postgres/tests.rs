@@ -212,6 +212,20 @@ async fn crl_builds_of_one_issuer_take_turns_across_replicas() {
     b.close().await;
 }
 
+/// Two replicas on `db`, once both listen for the other's announcements (each connection
+/// counts once: news may have been missed before it).
+async fn listening_replicas(db: &Scratch) -> (PgStore, PgStore) {
+    let a = PgStore::open_with(db.options(), 64).await.unwrap();
+    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let (ra, rb) = (a.remote_changes(), b.remote_changes());
+    assert!(
+        within(std::time::Duration::from_secs(5), || *ra.borrow() > 0
+            && *rb.borrow() > 0)
+        .await
+    );
+    (a, b)
+}
+
 // A status change committed through one replica moves the other's remote-change counter (a
 // notification delivered at commit), and not its own; the status version is shared.
 #[tokio::test]
@@ -220,15 +234,8 @@ async fn status_changes_reach_the_other_replica() {
     use crate::store::suite::{issue, seed, set_status};
 
     let db = Scratch::new().await;
-    let a = PgStore::open_with(db.options(), 64).await.unwrap();
-    let b = PgStore::open_with(db.options(), 64).await.unwrap();
+    let (a, b) = listening_replicas(&db).await;
     let (ra, rb) = (a.remote_changes(), b.remote_changes());
-    // Both listen (each connection counts once: news may have been missed before it).
-    assert!(
-        within(std::time::Duration::from_secs(5), || *ra.borrow() > 0
-            && *rb.borrow() > 0)
-        .await
-    );
     seed(&a).await;
     a.record_issuance(issue("aa01", "d-1", "field"))
         .await
@@ -265,14 +272,7 @@ async fn an_issuer_revocation_reaches_the_other_replicas_caller_check() {
     use crate::store::{IssuerKind, IssuerRotation};
 
     let db = Scratch::new().await;
-    let a = PgStore::open_with(db.options(), 64).await.unwrap();
-    let b = PgStore::open_with(db.options(), 64).await.unwrap();
-    let (ra, rb) = (a.remote_changes(), b.remote_changes());
-    assert!(
-        within(std::time::Duration::from_secs(5), || *ra.borrow() > 0
-            && *rb.borrow() > 0)
-        .await
-    );
+    let (a, b) = listening_replicas(&db).await;
     seed(&a).await;
     a.record_issuance(issue("aa01", "d-1", "field"))
         .await

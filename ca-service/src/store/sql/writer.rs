@@ -335,7 +335,7 @@ pub(super) async fn run(
         let span = tracing::debug_span!("group_commit", size = batch.len());
         let _enter = span.enter();
         let callers_changed = batch.iter().any(|r| may_change_callers(&r.op));
-        let outcome = commit_batch(&pool, &batch, replica).await;
+        let outcome = commit_batch(&pool, &batch, replica, callers_changed).await;
         if callers_changed {
             // Before anyone is answered (also after a failure: whether a commit that failed
             // late took effect is not known here), so that no call after a revocation's answer
@@ -377,13 +377,14 @@ async fn commit_batch(
     pool: &Pool,
     batch: &[Request],
     replica: u64,
+    callers_changed: bool,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let only_issuances =
         batch.len() > 1 && batch.iter().all(|r| matches!(r.op, WriteOp::Issue { .. }));
     if only_issuances && let Some(results) = commit_issuances(pool, batch).await? {
         return Ok((results, None));
     }
-    commit_one_by_one(pool, batch, replica, !only_issuances).await
+    commit_one_by_one(pool, batch, replica, !only_issuances, callers_changed).await
 }
 
 /// The hot path: a batch of issuances only, written as one run straight in the transaction.
@@ -411,12 +412,15 @@ async fn commit_issuances(
 }
 
 /// Writes `batch` in one transaction, each request in its own savepoint (runs of issuances
-/// batched first when `batch_runs`), so that a failing request rolls back only itself.
+/// batched first when `batch_runs`), so that a failing request rolls back only itself;
+/// `callers_changed`: the batch may change a caller's record (announced even without a status
+/// change).
 async fn commit_one_by_one(
     pool: &Pool,
     batch: &[Request],
     replica: u64,
     batch_runs: bool,
+    callers_changed: bool,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // The dialect's write lock (one writer at a time across processes and replicas) is held
@@ -462,7 +466,7 @@ async fn commit_one_by_one(
         collect_status_changes(out, &mut changes);
     }
     let changed = if changes.is_empty() {
-        if batch.iter().any(|r| may_change_callers(&r.op)) {
+        if callers_changed {
             // No status changed, but an issuer or a device may have (an issuing CA revoked,
             // a device re-admitted): other replicas drop the callers' records they keep.
             let version: i64 =
