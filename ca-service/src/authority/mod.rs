@@ -479,20 +479,32 @@ mod tests {
         let authority =
             authority_signing_with(|key| Arc::new(TestSigner::new(key, true, Some(gate))));
         let ca = authority.issuing();
-        let opener = tokio::spawn(async move { open.send(()).unwrap() });
+        // Two signatures: the CRL without entries (rcgen's template) and the CRL itself.
+        let opener = tokio::spawn(async move {
+            open.send(()).unwrap();
+            open.send(()).unwrap();
+        });
+        let now = SystemClock.now();
         let req = CrlRequest {
             number: 1,
-            now: SystemClock.now(),
+            now,
             validity: Duration::from_secs(3600),
             distribution_point: None,
-            entries: &[],
+            entries: &[crl::RevokedEntry {
+                serial: "4e01".into(),
+                revoked_at: now,
+                reason: Some(1),
+            }],
         };
         let der = build_crl_async(&ca, &req).await.unwrap();
         opener.await.unwrap();
         let checked =
             crate::revocation::check::check_crl(&der, std::slice::from_ref(&ca.cert_der), req.now)
                 .unwrap();
-        assert_eq!(checked.number, 1);
+        assert_eq!(
+            (checked.number, checked.serials),
+            (1, vec!["4e01".to_owned()])
+        );
     }
 
     // A fast key (every file key) signs on the calling thread: no blocking-pool hop on the

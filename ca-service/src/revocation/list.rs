@@ -3,25 +3,68 @@
 //!
 //! An issuer's entries are loaded from the store once (at the first build, and again after the
 //! publisher falls behind the store's status feed or at the periodic refresh), then kept up to
-//! date from the feed. Entries of expired certificates are dropped at every build.
+//! date from the feed. Entries of expired certificates are dropped at every build. Each entry
+//! is kept encoded as it goes on the CRL ([`EncodedEntry`], 64 bytes with its expiry), so a
+//! build copies bytes instead of encoding a million entries again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::authority::crl::RevokedEntry;
+use crate::authority::crl::{CrlEntries, EncodedEntry, serial_key};
 use crate::store::RevocationStatus;
 
-/// One entry: when and why, and until when it matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One entry: the CRL entry, and until when it matters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Listed {
-    revoked_at: i64,
-    reason: Option<i64>,
+    entry: EncodedEntry,
     not_after: i64,
 }
 
-/// Entries by issuer id, then serial.
+/// Found by serial, like its entry (`Ord` compares the entry first, and entries compare by
+/// serial only).
+impl Borrow<[u8]> for Listed {
+    fn borrow(&self) -> &[u8] {
+        self.entry.borrow()
+    }
+}
+
+/// A serial as the store writes it (hex) that is not hex.
+#[derive(Debug, thiserror::Error)]
+#[error("stored serial {0} is not hex")]
+pub struct BadSerial(pub String);
+
+/// One issuer's entries, in serial order: what its CRL lists.
+#[derive(Debug, Default)]
+pub struct IssuerEntries(BTreeSet<Listed>);
+
+impl IssuerEntries {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl CrlEntries for IssuerEntries {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&[u8])) {
+        for l in &self.0 {
+            f(l.entry.der());
+        }
+    }
+}
+
+/// Entries by issuer id.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    issuers: HashMap<String, BTreeMap<String, Listed>>,
+    issuers: HashMap<String, IssuerEntries>,
 }
 
 impl RevocationList {
@@ -35,25 +78,46 @@ impl RevocationList {
         self.issuers.contains_key(issuer)
     }
 
-    /// Replaces `issuer`'s entries with `statuses` (what the store holds) as of `now`.
-    pub fn load(&mut self, issuer: &str, statuses: &[RevocationStatus], now: i64) {
-        let mut entries = BTreeMap::new();
-        for s in statuses.iter().filter(|s| s.listed(now)) {
-            entries.insert(s.serial.clone(), listed(s, now));
+    /// Replaces `issuer`'s entries with `statuses` (what the store holds) as of `now`. On a
+    /// serial that is not hex, nothing is loaded.
+    ///
+    /// Takes the statuses by value and inserts them one by one, each status freed as its entry
+    /// goes in: at a million entries, collecting them first would hold a third copy.
+    pub fn load(
+        &mut self,
+        issuer: &str,
+        statuses: Vec<RevocationStatus>,
+        now: i64,
+    ) -> Result<(), BadSerial> {
+        self.issuers.remove(issuer);
+        let mut entries = BTreeSet::new();
+        for s in statuses.into_iter().filter(|s| s.listed(now)) {
+            let l = listed(&s, now)?;
+            entries.replace(l);
         }
-        self.issuers.insert(issuer.to_owned(), entries);
+        self.issuers
+            .insert(issuer.to_owned(), IssuerEntries(entries));
+        Ok(())
     }
 
     /// Applies one committed status change. Changes of issuers not loaded are skipped: their
-    /// load will read them from the store.
+    /// load will read them from the store. A serial that is not hex unloads its issuer, so
+    /// that the next build reads the store and fails with the serial named.
     pub fn apply(&mut self, change: &RevocationStatus, now: i64) {
         let Some(entries) = self.issuers.get_mut(&change.issuer_id) else {
             return;
         };
+        let Ok(serial) = hex::decode(&change.serial) else {
+            tracing::error!(serial = %change.serial, "a status change names a serial that is not hex");
+            self.issuers.remove(&change.issuer_id);
+            return;
+        };
+        entries.0.remove(serial_key(&serial).as_slice());
         if change.listed(now) {
-            entries.insert(change.serial.clone(), listed(change, now));
-        } else {
-            entries.remove(&change.serial);
+            entries.0.insert(Listed {
+                entry: EncodedEntry::new(&serial, change.revoked_at.unwrap_or(now), change.reason),
+                not_after: change.not_after,
+            });
         }
     }
 
@@ -62,36 +126,28 @@ impl RevocationList {
         self.issuers.clear();
     }
 
-    /// `issuer`'s entries at `now`, in serial order, after dropping those of expired
-    /// certificates; `None` when the issuer is not loaded.
-    pub fn entries(&mut self, issuer: &str, now: i64) -> Option<Vec<RevokedEntry>> {
+    /// `issuer`'s entries at `now`, after dropping those of expired certificates; `None` when
+    /// the issuer is not loaded.
+    pub fn entries(&mut self, issuer: &str, now: i64) -> Option<&IssuerEntries> {
         let entries = self.issuers.get_mut(issuer)?;
-        entries.retain(|_, l| l.not_after > now);
-        Some(
-            entries
-                .iter()
-                .map(|(serial, l)| RevokedEntry {
-                    serial: serial.clone(),
-                    revoked_at: l.revoked_at,
-                    reason: l.reason,
-                })
-                .collect(),
-        )
+        entries.0.retain(|l| l.not_after > now);
+        Some(entries)
     }
 }
 
-fn listed(s: &RevocationStatus, now: i64) -> Listed {
-    Listed {
-        revoked_at: s.revoked_at.unwrap_or(now),
-        reason: s.reason,
+fn listed(s: &RevocationStatus, now: i64) -> Result<Listed, BadSerial> {
+    let serial = hex::decode(&s.serial).map_err(|_| BadSerial(s.serial.clone()))?;
+    Ok(Listed {
+        entry: EncodedEntry::new(&serial, s.revoked_at.unwrap_or(now), s.reason),
         not_after: s.not_after,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::CertStatus;
+    use x509_parser::prelude::FromDer;
 
     fn status(serial: &str, status: CertStatus, not_after: i64) -> RevocationStatus {
         RevocationStatus {
@@ -104,12 +160,22 @@ mod tests {
         }
     }
 
+    /// The serials and reasons the list's CRL entries carry.
+    fn listed(list: &mut RevocationList, now: i64) -> Vec<(String, Option<i64>)> {
+        let mut out = Vec::new();
+        list.entries("iss", now).unwrap().each(&mut |der| {
+            let (_, entry) =
+                x509_parser::revocation_list::RevokedCertificate::from_der(der).expect("an entry");
+            out.push((
+                hex::encode(entry.raw_serial()),
+                entry.reason_code().map(|(_, r)| i64::from(r.0)),
+            ));
+        });
+        out
+    }
+
     fn serials(list: &mut RevocationList, now: i64) -> Vec<String> {
-        list.entries("iss", now)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.serial)
-            .collect()
+        listed(list, now).into_iter().map(|(s, _)| s).collect()
     }
 
     #[test]
@@ -119,16 +185,22 @@ mod tests {
         list.apply(&status("01", CertStatus::Revoked, 100), 20);
         assert!(list.entries("iss", 20).is_none());
 
+        assert!(
+            list.load("iss", vec![status("zz", CertStatus::Revoked, 100)], 20)
+                .is_err()
+        );
+        assert!(!list.is_loaded("iss"), "nothing loaded from a bad serial");
         list.load(
             "iss",
-            &[
+            vec![
                 status("02", CertStatus::Revoked, 100),
                 status("03", CertStatus::Suspended, 50),
                 // Already expired: never listed.
                 status("04", CertStatus::Revoked, 20),
             ],
             20,
-        );
+        )
+        .unwrap();
         assert_eq!(serials(&mut list, 20), ["02", "03"]);
         list.apply(&status("05", CertStatus::Revoked, 100), 21);
         list.apply(&status("03", CertStatus::Active, 50), 22);
@@ -138,9 +210,9 @@ mod tests {
         let mut revoked = status("06", CertStatus::Revoked, 100);
         revoked.reason = Some(4);
         list.apply(&revoked, 24);
-        let e = list.entries("iss", 24).unwrap();
-        assert_eq!(e.iter().filter(|e| e.serial == "06").count(), 1);
-        assert_eq!(e.iter().find(|e| e.serial == "06").unwrap().reason, Some(4));
+        let e = listed(&mut list, 24);
+        assert_eq!(e.iter().filter(|(s, _)| s == "06").count(), 1);
+        assert_eq!(e.iter().find(|(s, _)| s == "06").unwrap().1, Some(4));
         // Time passes beyond 100: everything has expired.
         assert!(serials(&mut list, 100).is_empty());
         list.clear();

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::authority::crl::{CrlRequest, build_crl_async, crl_window, distribution_point};
+use crate::authority::crl::{CrlHeader, build_crl_from_async, crl_window, distribution_point};
 use crate::clock::SharedClock;
 use crate::keyring::Keyring;
 use crate::store::{IssuerKind, IssuingCrlRecord, StatusBatch, Store};
@@ -369,7 +369,9 @@ impl Builder {
             .revocation_entries(&rec.id, now)
             .await
             .map_err(|e| e.to_string())?;
-        self.list.load(&rec.id, &statuses, now);
+        self.list
+            .load(&rec.id, statuses, now)
+            .map_err(|e| e.to_string())?;
         if let Some(v) = version {
             self.known.insert(rec.id.clone(), v);
         }
@@ -384,27 +386,27 @@ impl Builder {
     ) -> Result<PublishedCrl, String> {
         let s = &self.sources;
         let ca = s.keyring.issuer(rec).map_err(|e| e.to_string())?;
-        let entries = self
-            .list
-            .entries(&rec.id, now)
-            .ok_or_else(|| format!("the entries of {} are not loaded", rec.id))?;
+        if !self.list.is_loaded(&rec.id) {
+            return Err(format!("the entries of {} are not loaded", rec.id));
+        }
         let number = s
             .store
             .next_crl_number(&rec.id, now)
             .await
             .map_err(|e| e.to_string())?;
-        let der = build_crl_async(
-            &ca,
-            &CrlRequest {
-                number,
-                now,
-                validity: s.validity,
-                distribution_point: Some(distribution_point(&s.base_url, &rec.id)),
-                entries: &entries,
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let entries = self
+            .list
+            .entries(&rec.id, now)
+            .ok_or_else(|| format!("the entries of {} are not loaded", rec.id))?;
+        let header = CrlHeader {
+            number,
+            now,
+            validity: s.validity,
+            distribution_point: Some(distribution_point(&s.base_url, &rec.id)),
+        };
+        let der = build_crl_from_async(&ca, &header, entries)
+            .await
+            .map_err(|e| e.to_string())?;
         let (this_update, next_update) = crl_window(now, s.validity);
         tracing::debug!(issuer = %rec.id, number, entries = entries.len(), "CRL built");
         Ok(PublishedCrl {

@@ -88,6 +88,9 @@ pub struct SyncArgs {
     dynsec_server_name: Option<String>,
 }
 
+/// How long `--once` goes on cutting sessions; what is left stays for the next run.
+const ONCE_CUT_BUDGET: Duration = Duration::from_secs(30);
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,8 +142,8 @@ struct Agent {
     broker_user: Option<reload::BrokerUser>,
     applied: Applied,
     /// With `--dynsec`: serials newly listed on an applied CRL whose devices' sessions are
-    /// still to be cut, and where to cut them.
-    cuts: Option<(cuts::PendingCuts, cuts::CutConfig)>,
+    /// still to be cut (by the cutter, beside this loop).
+    cuts: Option<cuts::CutQueue>,
     /// The files were written but the broker could not be made to reload them.
     reload_pending: bool,
     /// systemd has been told the broker's files are in place.
@@ -225,8 +228,8 @@ impl Agent {
             self.applied.ca_pem = ca_pem.to_owned();
         }
         self.applied.crls = merged.crls;
-        if let Some((pending, _)) = &mut self.cuts {
-            pending.add(merged.new_serials)?;
+        if let Some(queue) = &self.cuts {
+            queue.add(merged.new_serials)?;
         }
         // Until the broker has reloaded, no cut (a cut device could come back in) and the
         // reload is retried at the next apply.
@@ -237,9 +240,9 @@ impl Agent {
         Ok(true)
     }
 
-    /// Cuts the open sessions of the devices of the pending serials, once the broker has
-    /// reloaded the CRL that lists them.
-    async fn cut_sessions(&mut self, conn: &Connection) {
+    /// Lets the cutter at the pending serials once the broker has reloaded the CRL that lists
+    /// them (a device cut before could come straight back in).
+    fn release_cuts(&mut self) {
         if self.reload_pending {
             match self.reload() {
                 Ok(true) => self.reload_pending = false,
@@ -250,8 +253,8 @@ impl Agent {
                 }
             }
         }
-        if let Some((pending, config)) = &mut self.cuts {
-            pending.cut(conn, config, &self.applied.ca_pem).await;
+        if let Some(queue) = &self.cuts {
+            queue.release(&self.applied.ca_pem);
         }
     }
 
@@ -442,17 +445,18 @@ pub async fn trust_bundle_bounded(conn: &Connection) -> Result<String> {
 pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let BrokerCommand::Sync(args) = cmd;
     let applied = Applied::load(&args.crl_file, &args.broker_ca_file);
-    let cuts = args.dynsec.clone().map(|address| {
-        let mut file = args.crl_file.clone().into_os_string();
-        file.push(".pending-cuts");
-        (
-            cuts::PendingCuts::load(file.into()),
-            cuts::CutConfig {
+    let (cuts, cut_config) = match args.dynsec.clone() {
+        Some(address) => {
+            let mut file = args.crl_file.clone().into_os_string();
+            file.push(".pending-cuts");
+            let config = cuts::CutConfig {
                 address,
                 server_name: args.dynsec_server_name.clone(),
-            },
-        )
-    });
+            };
+            (Some(cuts::CutQueue::load(file.into())), Some(config))
+        }
+        None => (None, None),
+    };
     let trigger = match (&args.reload_pid_file, &args.reload_command) {
         (Some(f), _) => reload::Trigger::PidFile(f.clone()),
         (None, Some(c)) => reload::Trigger::Command(c.clone()),
@@ -484,7 +488,10 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
         agent.warn_expiry();
         agent.announce_ready();
         let changed = changed?;
-        agent.cut_sessions(conn).await;
+        agent.release_cuts();
+        if let (Some(queue), Some(config)) = (&agent.cuts, &cut_config) {
+            queue.drain(conn, config, ONCE_CUT_BUDGET).await;
+        }
         println!("{}", if changed { "applied" } else { "up to date" });
         return Ok(());
     }
@@ -493,6 +500,12 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
     let (tx, mut events) = tokio::sync::mpsc::channel(2);
     let watcher = tokio::spawn(watch::run(conn.clone(), agent.args.watch_timeout, tx));
     let _stop_watcher = AbortOnDrop(watcher);
+    let _stop_cutter = match (&agent.cuts, cut_config) {
+        (Some(queue), Some(config)) => Some(AbortOnDrop(tokio::spawn(
+            queue.clone().run(conn.clone(), config),
+        ))),
+        _ => None,
+    };
     // A complete set already on disk: the broker can start now (systemd orders it after this
     // unit); otherwise it is told once the first complete set is written.
     agent.announce_ready();
@@ -516,7 +529,7 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                         Err(e) => eprintln!("error: {e:#}"),
                     }
                     agent.announce_ready();
-                    agent.cut_sessions(conn).await;
+                    agent.release_cuts();
                 }
                 Some(watch::Event::Down(why)) => {
                     eprintln!(
@@ -542,11 +555,11 @@ pub async fn run(conn: &Connection, cmd: BrokerCommand) -> Result<()> {
                         fresh = Instant::now();
                     }
                     agent.announce_ready();
-                    agent.cut_sessions(conn).await;
+                    agent.release_cuts();
                 } else if agent.reload_pending {
                     // A reload refused or failed (say, the broker could not read its key):
                     // retried at every interval, so a fix by the admin takes effect at once.
-                    agent.cut_sessions(conn).await;
+                    agent.release_cuts();
                 }
                 next_poll = Instant::now() + agent.args.poll_interval;
             }

@@ -1,6 +1,7 @@
 //! Reads: plain queries on the pool, outside the writer (WAL readers do not wait for it).
 
 use super::Pool;
+use futures::TryStreamExt;
 use sqlx::Row;
 
 use super::rows::{cert_columns, cert_from_row, device_columns, device_from_row};
@@ -316,26 +317,28 @@ pub(super) async fn revocation_entries(
     issuer_id: &str,
     now: i64,
 ) -> Result<Vec<RevocationStatus>, StoreError> {
-    let rows = sqlx::query(
+    let mut rows = sqlx::query(
         "SELECT serial, not_after, status, revoked_at, revocation_reason FROM certificates \
          WHERE issuer_id = $1 AND status IN ('revoked', 'suspended') AND not_after > $2 \
          ORDER BY seq",
     )
     .bind(issuer_id)
     .bind(now)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| RevocationStatus {
+    // Row by row, not `fetch_all`: a million rows held as rows beside their statuses would
+    // double the memory of loading a large CRL.
+    .fetch(pool);
+    let mut out = Vec::new();
+    while let Some(r) = rows.try_next().await? {
+        out.push(RevocationStatus {
             serial: r.get("serial"),
             issuer_id: issuer_id.to_owned(),
             not_after: r.get("not_after"),
             status: CertStatus::parse(r.get("status")),
             revoked_at: r.get("revoked_at"),
             reason: r.get("revocation_reason"),
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
 /// Certificates matching `filter`, in issue order, after cursor `after`, at most `limit`.
