@@ -82,6 +82,9 @@ pub struct IssuingCa {
     /// Validity end, Unix seconds; caps every leaf.
     pub not_after: i64,
     issuer: Issuer<'static, CaKey>,
+    /// The same issuer with a key that signs nothing: rcgen writes the CRL template with it
+    /// (see [`crl`]).
+    template_issuer: Issuer<'static, crl::TemplateKey>,
 }
 
 impl std::fmt::Debug for IssuingCa {
@@ -97,13 +100,17 @@ impl IssuingCa {
     /// Pairs a CA certificate with its key.
     pub fn new(id: String, cert_der: Vec<u8>, key: impl Into<CaKey>) -> Result<Self, rcgen::Error> {
         let (not_before, not_after) = ca::validity(&cert_der)?;
-        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key.into())?;
+        let key: CaKey = key.into();
+        let template_issuer =
+            Issuer::from_ca_cert_der(&cert_der.as_slice().into(), crl::TemplateKey(key.clone()))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
         Ok(Self {
             id,
             cert_der,
             not_before,
             not_after,
             issuer,
+            template_issuer,
         })
     }
 
@@ -476,14 +483,16 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_slow_signer_signs_crls_off_the_runtime_thread() {
         let (open, gate) = mpsc::channel();
-        let authority =
-            authority_signing_with(|key| Arc::new(TestSigner::new(key, true, Some(gate))));
-        let ca = authority.issuing();
-        // Two signatures: the CRL without entries (rcgen's template) and the CRL itself.
-        let opener = tokio::spawn(async move {
-            open.send(()).unwrap();
-            open.send(()).unwrap();
+        let mut signer = None;
+        let authority = authority_signing_with(|key| {
+            let s = Arc::new(TestSigner::new(key, true, Some(gate)));
+            signer = Some(s.clone());
+            s
         });
+        let ca = authority.issuing();
+        // One signature: the CRL itself. rcgen's template is never signed (a signed one would
+        // be a valid CRL with the real number that lists nothing).
+        let opener = tokio::spawn(async move { open.send(()).unwrap() });
         let now = SystemClock.now();
         let req = CrlRequest {
             number: 1,
@@ -505,6 +514,9 @@ mod tests {
             (checked.number, checked.serials),
             (1, vec!["4e01".to_owned()])
         );
+        let threads = signer.unwrap().signed_on.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1, "the key signed the CRL and nothing else");
+        assert_ne!(threads[0], std::thread::current().id());
     }
 
     // A fast key (every file key) signs on the calling thread: no blocking-pool hop on the

@@ -13,15 +13,34 @@ use std::collections::{BTreeSet, HashMap};
 use crate::authority::crl::{CrlEntries, EncodedEntry, serial_key};
 use crate::store::RevocationStatus;
 
-/// One entry: the CRL entry, and until when it matters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One entry: the CRL entry, and until when it matters. Equal, ordered and found by the
+/// entry's serial only (consistent with `Borrow<[u8]>`): one serial, one entry.
+#[derive(Debug, Clone)]
 struct Listed {
     entry: EncodedEntry,
     not_after: i64,
 }
 
-/// Found by serial, like its entry (`Ord` compares the entry first, and entries compare by
-/// serial only).
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        self.entry == other.entry
+    }
+}
+
+impl Eq for Listed {}
+
+impl PartialOrd for Listed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Listed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.entry.cmp(&other.entry)
+    }
+}
+
 impl Borrow<[u8]> for Listed {
     fn borrow(&self) -> &[u8] {
         self.entry.borrow()

@@ -334,7 +334,8 @@ impl Builder {
             tracing::debug!(issuer = %rec.id, number = stored.number, "CRL taken from the store");
             return Ok(stored_crl(stored));
         }
-        if self.known.get(&rec.id).is_none_or(|k| *k < version) {
+        // Also when unloaded since (a status change the list could not apply unloads it).
+        if !self.list.is_loaded(&rec.id) || self.known.get(&rec.id).is_none_or(|k| *k < version) {
             self.load(rec, now).await?;
         }
         let basis = self.known.get(&rec.id).copied().unwrap_or(version);

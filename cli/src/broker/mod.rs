@@ -228,12 +228,12 @@ impl Agent {
             self.applied.ca_pem = ca_pem.to_owned();
         }
         self.applied.crls = merged.crls;
-        if let Some(queue) = &self.cuts {
-            queue.add(merged.new_serials)?;
-        }
         // Until the broker has reloaded, no cut (a cut device could come back in) and the
         // reload is retried at the next apply.
         self.reload_pending = true;
+        if let Some(queue) = &self.cuts {
+            queue.add(merged.new_serials);
+        }
         if self.reload()? {
             self.reload_pending = false;
         }

@@ -137,43 +137,57 @@ pub async fn build_crl_async(
     build_crl_from_async(ca, &req.header(), &entries).await
 }
 
+/// The key rcgen writes the CRL template with: the CA key's public key and algorithm (so the
+/// template carries the right algorithm identifier and key identifier), and no signature. A
+/// real signature over the template would be a valid CRL with the real number that lists
+/// nothing: whoever saw it leave the signer (an HSM's or a remote signer's log) could hand it
+/// to a broker in place of the real one.
+#[derive(Debug)]
+pub struct TemplateKey(pub(crate) crate::keys::CaKey);
+
+impl rcgen::PublicKeyData for TemplateKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        rcgen::PublicKeyData::algorithm(&self.0)
+    }
+}
+
+impl rcgen::SigningKey for TemplateKey {
+    fn sign(&self, _msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// rcgen's CRL without entries, unsigned.
+fn template(ca: &IssuingCa, header: &CrlHeader) -> Result<Vec<u8>, AuthorityError> {
+    Ok(crl_params(ca, header)?
+        .signed_by(&ca.template_issuer)?
+        .der()
+        .to_vec())
+}
+
 /// [`build_crl`] with entries already encoded.
 pub fn build_crl_from(
     ca: &IssuingCa,
     header: &CrlHeader,
     entries: &dyn CrlEntries,
 ) -> Result<Vec<u8>, AuthorityError> {
-    let template = crl_params(ca, header)?
-        .signed_by(&ca.issuer)?
-        .der()
-        .to_vec();
-    if entries.count() == 0 {
-        return Ok(template);
-    }
-    let spliced = Spliced::new(&template, entries)?;
+    let spliced = Spliced::new(&template(ca, header)?, entries)?;
     let signature = ca.key().signer().sign(spliced.tbs())?;
     Ok(spliced.finish(&signature))
 }
 
 /// [`build_crl_async`] with entries already encoded: the entries are copied into the CRL on
-/// the calling thread (a memory copy), the signatures made as [`run_signing`] decides.
+/// the calling thread (a memory copy), the signature made as [`run_signing`] decides.
 pub async fn build_crl_from_async(
     ca: &Arc<IssuingCa>,
     header: &CrlHeader,
     entries: &dyn CrlEntries,
 ) -> Result<Vec<u8>, AuthorityError> {
-    let params = crl_params(ca, header)?;
-    let signer = ca.clone();
-    let template = run_signing(ca.key(), move || {
-        params
-            .signed_by(&signer.issuer)
-            .map(|crl| crl.der().to_vec())
-    })
-    .await??;
-    if entries.count() == 0 {
-        return Ok(template);
-    }
-    let spliced = Spliced::new(&template, entries)?;
+    let spliced = Spliced::new(&template(ca, header)?, entries)?;
     let key = ca.key().clone();
     let (spliced, signature) = run_signing(ca.key(), move || {
         let signature = key.signer().sign(spliced.tbs());
@@ -184,8 +198,9 @@ pub async fn build_crl_from_async(
 }
 
 /// A CRL being assembled from rcgen's CRL without entries (the template: version, algorithm,
-/// issuer, dates and extensions, all written by rcgen) and the encoded entries, which go
-/// between the template's `nextUpdate` and its `crlExtensions` (RFC 5280 section 5.1). rcgen
+/// issuer, dates and extensions, all written by rcgen, its signature left empty) and the
+/// encoded entries, which go between the template's `nextUpdate` and its `crlExtensions` (RFC
+/// 5280 section 5.1; with no entries the list is left out, as the RFC requires). rcgen
 /// re-encodes every entry from owned parameters at every build, which at a million entries
 /// takes half a second and several hundred megabytes; here an entry is encoded once, when its
 /// certificate is revoked.
@@ -218,7 +233,11 @@ impl Spliced {
         let (before, extensions) = tbs.split_at(at);
         let mut entries_len = 0;
         entries.each(&mut |e| entries_len += e.len());
-        let revoked_len = der::header_len(entries_len) + entries_len;
+        let revoked_len = if entries_len == 0 {
+            0
+        } else {
+            der::header_len(entries_len) + entries_len
+        };
         let new_tbs_len = before.len() + revoked_len + extensions.len();
         let mut buf = Vec::with_capacity(
             ROOM + der::header_len(new_tbs_len) + new_tbs_len + algorithm.len() + 160,
@@ -226,8 +245,10 @@ impl Spliced {
         buf.resize(ROOM, 0);
         der::write_header(&mut buf, der::SEQUENCE, new_tbs_len);
         buf.extend_from_slice(before);
-        der::write_header(&mut buf, der::SEQUENCE, entries_len);
-        entries.each(&mut |e| buf.extend_from_slice(e));
+        if entries_len > 0 {
+            der::write_header(&mut buf, der::SEQUENCE, entries_len);
+            entries.each(&mut |e| buf.extend_from_slice(e));
+        }
         buf.extend_from_slice(extensions);
         Ok(Self { buf, algorithm })
     }
