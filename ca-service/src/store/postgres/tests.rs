@@ -47,7 +47,10 @@ async fn the_schema_applies_once_even_when_two_replicas_start_together() {
         .fetch_one(&a.pool)
         .await
         .unwrap();
-    assert_eq!(applied, 2, "each migration ran once");
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(applied, migrations, "each migration ran once");
     // Opening again finds the schema current.
     let again = PgStore::open_with(db.options(), 64).await.unwrap();
     again.ping().await.unwrap();

@@ -11,7 +11,7 @@ mod batch;
 pub(super) mod lifecycle;
 mod methods;
 mod ops;
-mod reads;
+pub(super) mod reads;
 mod rows;
 pub(super) mod writer;
 

@@ -311,22 +311,24 @@ pub(super) async fn certificate_of_caller(
     }
 }
 
+/// The read of [`revocation_entries`]. Its `status IN (...)` term is the one of the partial
+/// index `certificates_listed`, so that the database reads only listed rows.
+pub(crate) const REVOCATION_ENTRIES: &str = "SELECT serial, not_after, status, revoked_at, revocation_reason FROM certificates \
+     WHERE issuer_id = $1 AND status IN ('revoked', 'suspended') AND not_after > $2 \
+     ORDER BY seq";
+
 /// Entries of issuer `issuer_id`'s CRL: revoked or held certificates not yet expired.
 pub(super) async fn revocation_entries(
     pool: &Pool,
     issuer_id: &str,
     now: i64,
 ) -> Result<Vec<RevocationStatus>, StoreError> {
-    let mut rows = sqlx::query(
-        "SELECT serial, not_after, status, revoked_at, revocation_reason FROM certificates \
-         WHERE issuer_id = $1 AND status IN ('revoked', 'suspended') AND not_after > $2 \
-         ORDER BY seq",
-    )
-    .bind(issuer_id)
-    .bind(now)
-    // Row by row, not `fetch_all`: a million rows held as rows beside their statuses would
-    // double the memory of loading a large CRL.
-    .fetch(pool);
+    let mut rows = sqlx::query(REVOCATION_ENTRIES)
+        .bind(issuer_id)
+        .bind(now)
+        // Row by row, not `fetch_all`: a million rows held as rows beside their statuses would
+        // double the memory of loading a large CRL.
+        .fetch(pool);
     let mut out = Vec::new();
     while let Some(r) = rows.try_next().await? {
         out.push(RevocationStatus {
