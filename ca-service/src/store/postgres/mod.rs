@@ -89,6 +89,9 @@ mod dialect {
         Ok(())
     }
 
+    /// PostgreSQL checkpoints by itself.
+    pub(crate) fn start_checkpointer(_pool: Pool, _in_use: watch::Sender<()>) {}
+
     /// Listens for other replicas' announcements in a task of its own (connection of its own,
     /// re-established when lost) and moves `changes` for each, and after every reconnection
     /// (announcements may have been missed meanwhile). Ends with the store.

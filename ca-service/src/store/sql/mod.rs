@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(super) use super::dialect::{
     Conn, Db, DbRow, Pool, SHARED, announce_status_version, begin_write, lock_crl_build,
-    start_listener,
+    start_checkpointer, start_listener,
 };
 use crate::store::StoreError;
 use writer::{WriteOp, WriteOutput};
@@ -49,6 +49,9 @@ pub struct SqlStore {
     /// Moves after each commit that may change a caller's record (see
     /// [`crate::store::interface::Store::caller_generation`]).
     generation: Arc<AtomicU64>,
+    /// Held while the store is in use: its background work (`dialect::start_checkpointer`)
+    /// ends when the last handle goes.
+    _in_use: Arc<watch::Receiver<()>>,
 }
 
 impl SqlStore {
@@ -77,6 +80,8 @@ impl SqlStore {
         ));
         let (remote_tx, remote) = watch::channel(0);
         start_listener(pool.clone(), replica, remote_tx);
+        let (in_use_tx, in_use) = watch::channel(());
+        start_checkpointer(pool.clone(), in_use_tx);
         Self {
             pool,
             writer: tx,
@@ -84,6 +89,7 @@ impl SqlStore {
             remote,
             replica,
             generation,
+            _in_use: Arc::new(in_use),
         }
     }
 
