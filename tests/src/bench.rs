@@ -37,3 +37,56 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// Issues certificates to `total` new devices `{prefix}-{i:07}` (profile `sensor`, zone `zone`)
+/// over `clients` concurrent clients on `channel`, printing progress every 100,000: how the
+/// benchmarks fill a store through the CA itself.
+pub async fn issue_devices(
+    channel: &tonic::transport::Channel,
+    prefix: &str,
+    zone: &str,
+    total: usize,
+    clients: usize,
+) {
+    use hallmark_proto::v1 as pb;
+    use pb::certificate_authority_client::CertificateAuthorityClient;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let start = std::time::Instant::now();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = CertificateAuthorityClient::new(channel.clone());
+        let (done, prefix, zone) = (done.clone(), prefix.to_owned(), zone.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for i in (c..total).step_by(clients) {
+                let id = format!("{prefix}-{i:07}");
+                let csr = crate::p256_csr(&id).1;
+                let request = pb::IssueRequest {
+                    device_id: id,
+                    profile: "sensor".into(),
+                    zone: zone.clone(),
+                    csr,
+                    ..Default::default()
+                };
+                client.issue(request).await.expect("issue");
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_multiple_of(100_000) {
+                    println!(
+                        "  filled {n} devices in {:.0} s",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("issuing task");
+    }
+    println!(
+        "filled {total} devices in {:.0} s ({:.0}/s)",
+        start.elapsed().as_secs_f64(),
+        total as f64 / start.elapsed().as_secs_f64()
+    );
+}

@@ -1232,40 +1232,11 @@ fn revocation_propagation_with_100k_entries_on_the_crl() {
     plant.wait_for_agent("watching the CA for new CRLs");
 
     // 100,000 devices of another zone, issued over 16 clients, then revoked in one call.
-    let filled = Instant::now();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        use hallmark_proto::v1 as pb;
-        use pb::certificate_authority_client::CertificateAuthorityClient;
         let channel = plant.ca().admin_channel().await;
-        let mut tasks = Vec::new();
-        for c in 0..16 {
-            let mut client = CertificateAuthorityClient::new(channel.clone());
-            tasks.push(tokio::spawn(async move {
-                for i in (c..ENTRIES).step_by(16) {
-                    let id = format!("bulk-{i:06}");
-                    let csr = hallmark_tests::p256_csr(&id).1;
-                    client
-                        .issue(pb::IssueRequest {
-                            device_id: id,
-                            profile: "sensor".into(),
-                            zone: "bulk".into(),
-                            csr,
-                            ..Default::default()
-                        })
-                        .await
-                        .expect("issue");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        hallmark_tests::bench::issue_devices(&channel, "bulk", "bulk", ENTRIES, 16).await;
     });
-    println!(
-        "{ENTRIES} certificates issued in {:.0} s",
-        filled.elapsed().as_secs_f64()
-    );
     let bulk_revoked = Instant::now();
     ok(&plant.ca().hallmark(&[
         "revoke",

@@ -10,7 +10,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 
-use crate::authority::crl::{CrlEntries, EncodedEntry, serial_key};
+use crate::authority::crl::{CrlEntries, EncodedEntry};
 use crate::store::RevocationStatus;
 
 /// One entry: the CRL entry, and until when it matters. Equal, ordered and found by the
@@ -111,8 +111,7 @@ impl RevocationList {
         self.issuers.remove(issuer);
         let mut entries = BTreeSet::new();
         for s in statuses.into_iter().filter(|s| s.listed(now)) {
-            let l = listed(&s, now)?;
-            entries.replace(l);
+            entries.replace(listed(&s, now)?);
         }
         self.issuers
             .insert(issuer.to_owned(), IssuerEntries(entries));
@@ -126,17 +125,18 @@ impl RevocationList {
         let Some(entries) = self.issuers.get_mut(&change.issuer_id) else {
             return;
         };
-        let Ok(serial) = hex::decode(&change.serial) else {
-            tracing::error!(serial = %change.serial, "a status change names a serial that is not hex");
-            self.issuers.remove(&change.issuer_id);
-            return;
-        };
-        entries.0.remove(serial_key(&serial).as_slice());
-        if change.listed(now) {
-            entries.0.insert(Listed {
-                entry: EncodedEntry::new(&serial, change.revoked_at.unwrap_or(now), change.reason),
-                not_after: change.not_after,
-            });
+        match listed(change, now) {
+            Err(BadSerial(serial)) => {
+                tracing::error!(%serial, "a status change names a serial that is not hex");
+                self.issuers.remove(&change.issuer_id);
+            }
+            // Entries are equal by serial: the new one takes the old one's place.
+            Ok(entry) if change.listed(now) => {
+                entries.0.replace(entry);
+            }
+            Ok(entry) => {
+                entries.0.remove(&entry);
+            }
         }
     }
 

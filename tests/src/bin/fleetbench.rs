@@ -18,7 +18,7 @@ use clap::Parser;
 use hallmark_proto::v1 as pb;
 use hallmark_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use hallmark_proto::v1::devices_client::DevicesClient;
-use hallmark_tests::bench::{machine, process_usage, status_mib};
+use hallmark_tests::bench::{issue_devices, machine, process_usage, status_mib};
 use hallmark_tests::{CaProcess, hallmark_ca, ok, p256_csr, s};
 use tonic::transport::Channel;
 
@@ -122,42 +122,6 @@ async fn list_latency(ch: &Channel, n: usize) -> (String, String) {
     (percentiles(ct), percentiles(dt))
 }
 
-/// Fills the store up to `total` devices over 64 clients, printing progress.
-async fn fill(ch: &Channel, total: usize) {
-    const CLIENTS: usize = 64;
-    let start = Instant::now();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let mut client = CertificateAuthorityClient::new(ch.clone());
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = c;
-            while i < total {
-                let id = format!("fleet-{i:07}");
-                let csr = p256_csr(&id).1;
-                client.issue(issue_request(&id, csr)).await.expect("issue");
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if n.is_multiple_of(100_000) {
-                    println!(
-                        "  filled {n} devices in {:.0} s",
-                        start.elapsed().as_secs_f64()
-                    );
-                }
-                i += CLIENTS;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("fill task");
-    }
-    println!(
-        "filled {total} devices in {:.0} s ({:.0}/s)",
-        start.elapsed().as_secs_f64(),
-        total as f64 / start.elapsed().as_secs_f64()
-    );
-}
-
 /// SQLite database size (file and WAL), bytes.
 fn sqlite_size(data: &Path) -> u64 {
     ["hallmark.db", "hallmark.db-wal"]
@@ -239,7 +203,7 @@ async fn main() {
     println!("  list certificates page: {cert_pages}; list devices page: {device_pages}");
     println!("  issue (new device, one at a time): {issue}");
 
-    fill(&ch, args.devices).await;
+    issue_devices(&ch, "fleet", "field", args.devices, 64).await;
     let (_, fill_rss) = process_usage(process.pid());
     stop(process);
 
